@@ -1,0 +1,214 @@
+"""Safe reading of the official weight files.
+
+* ``SadTalker_V0.0.2_{256,512}.safetensors``: one flat file, five prefixes
+  (``kp_extractor.``, ``generator.``, ``audio2exp.``, ``audio2pose.``, ``face_3drecon.``).
+  A stage reads only the tensors under its exact prefix (``safe_open``, no full load).
+* ``mapping_00229/00109-model.pth.tar``: a pickle; read with ``torch.load(weights_only=True)``,
+  only the ``mapping`` entry is used. Anything that needs more than plain tensors is refused.
+
+Every failure raises :class:`CheckpointError` naming the file, the component and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+SAFETENSORS_256 = "SadTalker_V0.0.2_256.safetensors"
+SAFETENSORS_512 = "SadTalker_V0.0.2_512.safetensors"
+MAPPING_CROP = "mapping_00229-model.pth.tar"
+MAPPING_FULL = "mapping_00109-model.pth.tar"
+
+_MAX_HEADER = 100 * 1024 * 1024
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def safetensors_name(size: int) -> str:
+    """File name of the packaged checkpoint for render size 256 or 512."""
+    if size not in (256, 512):
+        raise CheckpointError(f"size must be 256 or 512, got {size}")
+    return SAFETENSORS_256 if size == 256 else SAFETENSORS_512
+
+
+def mapping_name(preprocess: str) -> str:
+    """MappingNet file for a preprocess mode: 00109 (73 inputs) for full modes, else 00229 (70)."""
+    return MAPPING_FULL if "full" in preprocess else MAPPING_CROP
+
+
+def _missing(path: Path, component: str) -> CheckpointError:
+    return CheckpointError(
+        f"{component}: weight file not found: {path}. Put '{path.name}' into '{path.parent}' "
+        "(run `python -m sadtalker_ext.download` to fetch the official weights)."
+    )
+
+
+def read_safetensors_header(path: Path, component: str = "checkpoint") -> dict[str, dict]:
+    """Parse and validate a safetensors header without reading tensor data.
+
+    Returns ``{key: {"dtype", "shape", "data_offsets"}}``; raises on a non-safetensors or truncated file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path, component)
+    file_size = path.stat().st_size
+    with path.open("rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise CheckpointError(f"{component}: {path} is not a safetensors file (only {file_size} bytes).")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len <= 1 or header_len > _MAX_HEADER or 8 + header_len > file_size:
+            raise CheckpointError(
+                f"{component}: {path} is not a valid safetensors file or is truncated "
+                f"(header length {header_len}, file size {file_size}). Download it again."
+            )
+        try:
+            header = json.loads(fh.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{component}: {path} has an unreadable safetensors header ({exc}).") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{component}: {path} has a malformed safetensors header.")
+    header.pop("__metadata__", None)
+    data_size = file_size - 8 - header_len
+    end = 0
+    for key, info in header.items():
+        try:
+            start, stop = info["data_offsets"]
+            expected = _DTYPE_BYTES[info["dtype"]]
+            for dim in info["shape"]:
+                expected *= int(dim)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{component}: {path}: malformed header entry for '{key}'.") from exc
+        if stop - start != expected:
+            raise CheckpointError(f"{component}: {path}: tensor '{key}' has inconsistent offsets.")
+        end = max(end, stop)
+    if end > data_size:
+        raise CheckpointError(
+            f"{component}: {path} is truncated: its header needs {end} data bytes, the file has {data_size}. "
+            "Download it again."
+        )
+    return header
+
+
+def read_safetensors_prefix(path: str | Path, prefix: str, component: str | None = None) -> dict[str, torch.Tensor]:
+    """Read the tensors whose key starts exactly with ``prefix + '.'``, prefix stripped.
+
+    Returns float/int tensors on the CPU, as stored. Only the selected tensors are read.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    component = component or prefix
+    header = read_safetensors_header(path, component)
+    lead = prefix + "."
+    keys = [k for k in header if k.startswith(lead)]
+    if not keys:
+        raise CheckpointError(
+            f"{component}: {path} holds no tensor starting with '{lead}'. "
+            "Is this an official SadTalker_V0.0.2 safetensors file?"
+        )
+    out: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            for key in keys:
+                out[key[len(lead) :]] = fh.get_tensor(key)
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{component}: cannot read {path}: {exc}") from exc
+    return out
+
+
+def read_mapping_checkpoint(path: str | Path, component: str = "mapping") -> dict[str, torch.Tensor]:
+    """Read the ``mapping`` state dict of a ``mapping_*-model.pth.tar`` file, without running code.
+
+    ``torch.load(weights_only=True)`` refuses any pickle that needs more than tensors and plain containers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path, component)
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{component}: {path} needs more than plain tensors to load and was refused "
+            f"(it could run code). Use the official file. Detail: {first}"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{component}: {path} is not a readable torch checkpoint or is truncated: {exc}") from exc
+    if not isinstance(ckpt, Mapping) or "mapping" not in ckpt or not isinstance(ckpt["mapping"], Mapping):
+        raise CheckpointError(f"{component}: {path} has no 'mapping' state dict; is it a SadTalker mapping file?")
+    state = dict(ckpt["mapping"])
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{component}: {path}: entries that are not tensors: {bad[:5]}")
+    return state
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], *, file: str | Path, component: str) -> None:
+    """Copy ``state`` into ``module``; every key must match in name and shape (0-d and [1] BN counters both accepted)."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    fixed: dict[str, torch.Tensor] = {}
+    mismatched = []
+    for key, target in expected.items():
+        if key not in state:
+            continue
+        value = state[key]
+        if tuple(value.shape) != tuple(target.shape):
+            if value.numel() == 1 and target.numel() == 1 and key.endswith("num_batches_tracked"):
+                value = value.reshape(target.shape)
+            else:
+                mismatched.append(f"{key}: file {tuple(value.shape)} vs network {tuple(target.shape)}")
+                continue
+        fixed[key] = value
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s), e.g. {missing[:3]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es), e.g. {mismatched[:3]}")
+    if problems:
+        raise CheckpointError(
+            f"{component}: {file} does not fit the network: " + "; ".join(problems) + ". "
+            "The file is damaged or not the official release; download it again."
+        )
+    module.load_state_dict(fixed, strict=True)
+
+
+_T = TypeVar("_T")
+_cache: dict[tuple, object] = {}
+_cache_lock = threading.Lock()
+
+
+def cached(key: tuple, factory: Callable[[], _T]) -> _T:
+    """Process-wide cache of built models. ``key`` should include file identity, device and dtype."""
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]  # type: ignore[return-value]
+    value = factory()
+    with _cache_lock:
+        return _cache.setdefault(key, value)  # type: ignore[return-value]
+
+
+def file_identity(path: str | Path) -> tuple[str, int, int]:
+    """(resolved path, size, mtime_ns): a cache key part that changes when the file is replaced."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return (str(p), st.st_size, st.st_mtime_ns)
+
+
+def clear_cache() -> None:
+    """Drop every cached model (frees memory; the next use loads again)."""
+    with _cache_lock:
+        _cache.clear()

@@ -1,0 +1,81 @@
+"""Where weight files live.
+
+Checkpoint folder, first match wins:
+1. an explicit argument,
+2. the WebUI flag ``--sadtalker-checkpoint-dir`` (passed in by the WebUI glue as ``flag_dir``),
+3. the ``SADTALKER_CHECKPOINTS`` environment variable (the official extension's name),
+4. the WebUI's ``models/SadTalker/`` (when ``webui_models_dir`` is given and it exists),
+5. this extension's own ``checkpoints/``.
+
+Face models (GFPGAN, RetinaFace, AWing FAN) resolve the same way from ``gfpgan/weights/``
+(flag ``--sadtalker-gfpgan-dir``, variable ``SADTALKER_GFPGAN_DIR``, ``models/SadTalker/gfpgan/weights``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+EXTENSION_ROOT = Path(__file__).resolve().parent.parent
+"""The extension root (holds ``scripts/``, ``models/``, ``checkpoints/``), whatever its folder name."""
+
+CHECKPOINTS_ENV = "SADTALKER_CHECKPOINTS"
+GFPGAN_ENV = "SADTALKER_GFPGAN_DIR"
+
+
+@dataclass(frozen=True)
+class ModelDirs:
+    """Resolved weight folders and how each was chosen (for status displays)."""
+
+    checkpoints: Path
+    gfpgan: Path
+    checkpoints_source: str
+    gfpgan_source: str
+
+
+def _first(candidates: list[tuple[str, Path | None, bool]]) -> tuple[Path, str]:
+    for source, path, must_exist in candidates:
+        if path is None:
+            continue
+        if must_exist and not path.is_dir():
+            continue
+        return path, source
+    raise AssertionError("the last candidate is unconditional")
+
+
+def resolve_model_dirs(
+    checkpoint_dir: str | os.PathLike | None = None,
+    gfpgan_dir: str | os.PathLike | None = None,
+    *,
+    flag_checkpoint_dir: str | os.PathLike | None = None,
+    flag_gfpgan_dir: str | os.PathLike | None = None,
+    webui_models_dir: str | os.PathLike | None = None,
+    environ: dict[str, str] | None = None,
+) -> ModelDirs:
+    """Apply the resolution order above; returned paths need not exist yet."""
+    env = os.environ if environ is None else environ
+
+    def opt(value: str | os.PathLike | None) -> Path | None:
+        return Path(value).expanduser() if value else None
+
+    webui = opt(webui_models_dir)
+    ckpt, ckpt_src = _first(
+        [
+            ("argument", opt(checkpoint_dir), False),
+            ("--sadtalker-checkpoint-dir", opt(flag_checkpoint_dir), False),
+            (CHECKPOINTS_ENV, opt(env.get(CHECKPOINTS_ENV)), False),
+            ("WebUI models/SadTalker", webui / "SadTalker" if webui else None, True),
+            ("extension checkpoints/", EXTENSION_ROOT / "checkpoints", False),
+        ]
+    )
+    gfp, gfp_src = _first(
+        [
+            ("argument", opt(gfpgan_dir), False),
+            ("--sadtalker-gfpgan-dir", opt(flag_gfpgan_dir), False),
+            (GFPGAN_ENV, opt(env.get(GFPGAN_ENV)), False),
+            ("WebUI models/SadTalker/gfpgan", webui / "SadTalker" / "gfpgan" / "weights" if webui else None, True),
+            ("extension gfpgan/weights/", EXTENSION_ROOT / "gfpgan" / "weights", False),
+        ]
+    )
+    return ModelDirs(ckpt, gfp, ckpt_src, gfp_src)

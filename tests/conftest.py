@@ -1,0 +1,61 @@
+"""Shared fixtures: parity vectors and stand-in checkpoint folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import standin
+
+
+def vector_files(pattern: str) -> list[Path]:
+    """Vector files matching ``pattern`` in the parity directory; a missing directory is an error."""
+    d = standin.parity_dir()
+    if not d.is_dir():
+        raise FileNotFoundError(f"parity vector directory not found: {d} (set SADTALKER_PARITY_DIR)")
+    return sorted(d.glob(pattern))
+
+
+def vector_params(pattern: str):
+    """``pytest.param`` per vector file; with no file at all the test fails in CI instead of vanishing."""
+    files = vector_files(pattern)
+    if not files:
+        if os.environ.get("CI"):
+            return [pytest.param(None, id="no-vectors", marks=pytest.mark.xfail(strict=True, reason="no vectors"))]
+        return [pytest.param(None, id="no-vectors", marks=pytest.mark.skip(reason=f"no {pattern} vectors"))]
+    return [pytest.param(f, id=f.stem) for f in files]
+
+
+def seed_of(npz, path: Path) -> int:
+    """The fill.py seed of a vector file: its ``seed`` array, else the ``_seedN`` in its name."""
+    if "seed" in npz.files:
+        return int(np.asarray(npz["seed"]).reshape(-1)[0])
+    stem = path.stem
+    return int(stem.rsplit("seed", 1)[1].split("_")[0])
+
+
+class StandinFactory:
+    """Builds (once per session) stand-in checkpoint folders keyed by seed and overrides."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def folder(self, seed: int, overrides=None, names=standin.FILES) -> Path:
+        tag = f"seed{seed}"
+        if overrides:
+            tag += "_" + standin.overrides_digest(overrides)
+        out = self.root / tag
+        standin.build_checkpoints(out, seed, overrides, names)
+        return out
+
+    def for_vector(self, path: Path, names=standin.FILES) -> Path:
+        with np.load(path, allow_pickle=False) as npz:
+            return self.folder(seed_of(npz, path), standin.overrides_of(npz), names)
+
+
+@pytest.fixture(scope="session")
+def standins(tmp_path_factory) -> StandinFactory:
+    return StandinFactory(tmp_path_factory.mktemp("standin"))
