@@ -1,0 +1,362 @@
+"""Stream RGB frames into an H.264 mp4 with the speech muxed in, without holding the video in memory.
+
+How a video is made (bundled ffmpeg of ``imageio-ffmpeg``, argument lists only):
+
+1. ``write()`` pipes uint8 RGB frames into an ffmpeg process that encodes them as H.264
+   (``libx264``, ``yuv420p``, 25 fps) into a hidden, video-only file in the destination folder.
+   ``yuv420p`` needs even sizes: an odd width or height is padded by ONE pixel on the right /
+   bottom, repeating the last column / row (nothing is cropped away).
+2. ``finish()`` writes the audio samples as a 16-bit PCM wav, trimmed or zero-padded to exactly
+   ``frames * sample_rate / fps`` samples, and muxes it as AAC with the video (video stream copied;
+   no ``-shortest``: both streams have the same length by construction). The generation settings go
+   into the ``comment`` tag as JSON and into a sidecar ``<name>.json``.
+3. The result is renamed to the final path only when complete. On any failure or exception nothing
+   is left at the final path; on cancel, :meth:`VideoWriter.abort` can keep a playable
+   ``<name>.partial.mp4`` holding the frames written so far (audio trimmed to them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import uuid
+import wave
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from ..errors import CancelledError, InputError, SadTalkerError
+
+log = logging.getLogger(__name__)
+
+PARTIAL_SUFFIX = ".partial.mp4"
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary bundled with ``imageio-ffmpeg`` (or ``IMAGEIO_FFMPEG_EXE``)."""
+    try:
+        import imageio_ffmpeg
+    except ImportError as exc:  # pragma: no cover - dependency is required
+        raise SadTalkerError(
+            "imageio-ffmpeg is not installed; it provides the ffmpeg used to write videos"
+        ) from exc
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """Encoded size for a ``width x height`` frame: each odd dimension grows by one pixel."""
+    return width + (width & 1), height + (height & 1)
+
+
+def pad_even(frame: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> ``(H', W', 3)`` with H', W' even, repeating the last row / column."""
+    h, w = frame.shape[:2]
+    if not (h & 1 or w & 1):
+        return frame
+    return np.pad(frame, ((0, h & 1), (0, w & 1), (0, 0)), mode="edge")
+
+
+def sidecar_path(video_path: str | os.PathLike) -> Path:
+    """``<name>.json`` beside ``<name>.mp4``."""
+    return Path(video_path).with_suffix(".json")
+
+
+def partial_path(video_path: str | os.PathLike) -> Path:
+    """``<name>.partial.mp4`` beside ``<name>.mp4``."""
+    p = Path(video_path)
+    return p.with_name(p.stem + PARTIAL_SUFFIX)
+
+
+def audio_samples_for(num_frames: int, sample_rate: int, fps: int) -> int:
+    """Number of audio samples covering ``num_frames`` video frames (16 kHz, 25 fps: 640 per frame)."""
+    return round(num_frames * sample_rate / fps)
+
+
+def fit_audio(samples: np.ndarray, length: int) -> np.ndarray:
+    """Mono samples trimmed, or zero-padded at the end, to exactly ``length``."""
+    if samples.shape[0] >= length:
+        return samples[:length]
+    return np.concatenate([samples, np.zeros(length - samples.shape[0], dtype=samples.dtype)])
+
+
+def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int) -> None:
+    """Write mono samples as 16-bit PCM: floats in [-1, 1] (clipped) or int16 as they are."""
+    samples = np.asarray(samples)
+    if samples.ndim != 1:
+        raise InputError(f"audio must be mono (1-D samples), got shape {samples.shape}")
+    if samples.dtype == np.int16:
+        pcm = samples
+    else:
+        pcm = np.rint(np.clip(samples.astype(np.float64), -1.0, 1.0) * 32767.0).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.astype("<i2").tobytes())
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+class VideoWriter:
+    """Write one mp4: frames streamed in, audio and metadata added at the end, atomic rename.
+
+    Use as a context manager; leaving the block with an exception aborts (nothing at ``path``;
+    with :class:`CancelledError` and ``keep_partial`` a ``<name>.partial.mp4`` is kept), leaving it
+    normally without calling :meth:`finish` also aborts.
+
+    Args:
+        path: final ``.mp4`` path; its folder is created.
+        num_frames: the frame count the video must have (checked in :meth:`finish`); ``None``
+            accepts whatever was written.
+        audio: mono samples at ``sample_rate`` (float in [-1, 1] or int16), or ``None`` for a
+            silent video; trimmed / zero-padded to the frame count.
+        metadata: JSON-ready settings stored in the mp4 ``comment`` tag and the sidecar.
+        sidecar: also write ``<name>.json`` holding ``metadata``.
+        crf, preset: libx264 quality (lower crf = better) and speed preset.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        num_frames: int | None = None,
+        audio: np.ndarray | None = None,
+        sample_rate: int = 16000,
+        fps: int = 25,
+        metadata: Mapping[str, Any] | None = None,
+        sidecar: bool = True,
+        keep_partial: bool = True,
+        crf: int = 18,
+        preset: str = "medium",
+    ) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() != ".mp4":
+            raise InputError(f"output must be an .mp4 file, got {self.path}")
+        if num_frames is not None and num_frames < 1:
+            raise InputError(f"num_frames must be >= 1, got {num_frames}")
+        self.num_frames = num_frames
+        self.audio = None if audio is None else np.asarray(audio).reshape(-1)
+        self.sample_rate = int(sample_rate)
+        self.fps = int(fps)
+        self.metadata = dict(metadata or {})
+        self.sidecar = sidecar
+        self.keep_partial = keep_partial
+        self.crf = int(crf)
+        self.preset = preset
+        self.frames_written = 0
+        self.frame_size: tuple[int, int] | None = None
+        """``(width, height)`` of the frames as given (before even padding)."""
+        self._proc: subprocess.Popen | None = None
+        self._log: IO[bytes] | None = None
+        self._tag = uuid.uuid4().hex[:10]
+        self._closed = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ names
+    def _temp(self, suffix: str) -> Path:
+        return self.path.with_name(f".{self.path.stem}.{self._tag}{suffix}")
+
+    @property
+    def _video_only(self) -> Path:
+        return self._temp(".video.mp4")
+
+    # ------------------------------------------------------------------ streaming
+    def _start(self, width: int, height: int) -> None:
+        ew, eh = even_size(width, height)
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the writer
+        cmd = [
+            ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-nostdin",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{ew}x{eh}", "-r", str(self.fps), "-i", "-",
+            "-an", "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
+            "-r", str(self.fps), "-f", "mp4", str(self._video_only),
+        ]  # fmt: skip
+        log.debug("starting encoder: %s", cmd)
+        try:
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log
+            )
+        except OSError as exc:
+            raise SadTalkerError(f"cannot start ffmpeg ({cmd[0]}): {exc}") from exc
+        self.frame_size = (width, height)
+
+    def _ffmpeg_error(self, what: str) -> SadTalkerError:
+        detail = ""
+        if self._log is not None:
+            self._log.seek(0)
+            detail = self._log.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+            detail = " | ".join(detail)
+        return SadTalkerError(f"video encoding failed ({what}){': ' + detail if detail else ''}")
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append ``(H, W, 3)`` or ``(N, H, W, 3)`` uint8 RGB frames (all the same size)."""
+        if self._closed:
+            raise SadTalkerError("the video writer is already closed")
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise InputError(f"frames must be uint8 (N, H, W, 3) RGB, got {frames.dtype} {frames.shape}")
+        n, h, w = frames.shape[:3]
+        if n == 0:
+            return
+        if self._proc is None:
+            self._start(w, h)
+        elif (w, h) != self.frame_size:
+            raise InputError(f"frame size changed from {self.frame_size} to {(w, h)}")
+        if self.num_frames is not None and self.frames_written + n > self.num_frames:
+            raise SadTalkerError(f"more frames than expected: {self.frames_written + n} > {self.num_frames}")
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            for frame in frames:
+                self._proc.stdin.write(np.ascontiguousarray(pad_even(frame)).tobytes())
+        except (BrokenPipeError, OSError) as exc:
+            self._proc.wait()
+            raise self._ffmpeg_error("the encoder stopped") from exc
+        self.frames_written += n
+
+    def _close_encoder(self) -> None:
+        """Flush and wait for the video-only encode; raises if ffmpeg failed."""
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            if proc.stdin is not None and not proc.stdin.closed:
+                proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        rc = proc.wait()
+        self._proc = None
+        if rc != 0:
+            raise self._ffmpeg_error(f"exit status {rc}")
+
+    def _mux(self, frames: int, destination: Path, metadata: Mapping[str, Any]) -> None:
+        """Video-only temp + audio (fitted to ``frames``) -> ``destination`` (via a temp name)."""
+        muxed = self._temp(".mux.mp4")
+        wav = self._temp(".wav")
+        cmd = [
+            ffmpeg_exe(),
+            "-y",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-i",
+            str(self._video_only),
+        ]
+        try:
+            if self.audio is not None:
+                write_wav(
+                    wav,
+                    fit_audio(self.audio, audio_samples_for(frames, self.sample_rate, self.fps)),
+                    self.sample_rate,
+                )
+                cmd += ["-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
+            else:
+                cmd += ["-map", "0:v:0"]
+            cmd += ["-c:v", "copy", "-movflags", "+faststart"]
+            if metadata:
+                cmd += ["-metadata", "comment=" + json.dumps(metadata, sort_keys=True, default=str)]
+            cmd += ["-f", "mp4", str(muxed)]
+            if self._log is not None:
+                self._log.seek(0)
+                self._log.truncate()
+            result = subprocess.run(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log
+            )
+            if result.returncode != 0:
+                raise self._ffmpeg_error(f"muxing audio, exit status {result.returncode}")
+            muxed.replace(destination)
+        finally:
+            for p in (muxed, wav):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
+    def _cleanup(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(Exception):
+                if self._proc.stdin is not None:
+                    self._proc.stdin.close()
+            with contextlib.suppress(Exception):
+                self._proc.kill()
+            with contextlib.suppress(Exception):
+                self._proc.wait(timeout=10)
+            self._proc = None
+        with contextlib.suppress(FileNotFoundError):
+            self._video_only.unlink()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self._closed = True
+
+    # ------------------------------------------------------------------ endings
+    def finish(self) -> Path:
+        """Complete the video; returns the final path. On failure nothing is left at that path."""
+        if self._closed:
+            raise SadTalkerError("the video writer is already closed")
+        try:
+            if self.frames_written == 0:
+                raise SadTalkerError("no frames were written")
+            if self.num_frames is not None and self.frames_written != self.num_frames:
+                raise SadTalkerError(f"expected {self.num_frames} frames, got {self.frames_written}")
+            self._close_encoder()
+            meta = dict(self.metadata)
+            meta.setdefault("num_frames", self.frames_written)
+            self._mux(self.frames_written, self.path, meta)
+            if self.sidecar:
+                try:
+                    _atomic_write_text(
+                        sidecar_path(self.path), json.dumps(meta, indent=2, sort_keys=True, default=str)
+                    )
+                except BaseException:
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.unlink()
+                    raise
+            return self.path
+        finally:
+            self._cleanup()
+
+    def abort(self, *, keep_partial: bool = False) -> Path | None:
+        """Stop without a final video. With ``keep_partial`` and frames written, returns the path of a
+        playable ``<name>.partial.mp4`` (frames so far, audio trimmed to them); otherwise ``None``."""
+        if self._closed:
+            return None
+        try:
+            if keep_partial and self.frames_written > 0 and self._proc is not None:
+                try:
+                    self._close_encoder()
+                    meta = dict(self.metadata, partial=True, num_frames=self.frames_written)
+                    if self.num_frames is not None:
+                        meta["expected_frames"] = self.num_frames
+                    target = partial_path(self.path)
+                    self._mux(self.frames_written, target, meta)
+                    return target
+                except SadTalkerError as exc:
+                    log.warning("could not keep a partial video: %s", exc)
+            return None
+        finally:
+            self._cleanup()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._closed:
+            return
+        cancelled = exc_type is not None and issubclass(exc_type, CancelledError)
+        kept = self.abort(keep_partial=cancelled and self.keep_partial)
+        if kept is not None and isinstance(exc, CancelledError):
+            exc.partial_path = kept  # type: ignore[attr-defined]
