@@ -1,0 +1,1 @@
+"""Renderer stage: loading of the face-vid2vid networks, keypoint motion and frame generation."""
