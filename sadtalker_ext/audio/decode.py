@@ -1,0 +1,209 @@
+"""Decode any audio (or the audio track of a video) to 16 kHz mono float32, and write 16-bit WAV files.
+
+Two readers, one resampler:
+
+* Files that libsndfile (``soundfile``) opens -- WAV of any bit depth incl. float, FLAC, OGG/Vorbis, MP3,
+  AIFF, ... -- are read with ``soundfile`` exactly as ``librosa.load`` reads them (float32, channels
+  averaged to mono). A file that is already 16 kHz therefore yields bit for bit the samples the official
+  SadTalker (``librosa.core.load(path, sr=16000)``) works on: for 16-bit PCM that is ``mean(int16) / 32768``.
+* Everything else that the bundled ffmpeg of ``imageio-ffmpeg`` decodes (m4a/aac, opus, video containers,
+  ...) is decoded by ffmpeg (first audio stream, native rate and channels) to a temporary float32 WAV and
+  then treated the same way.
+
+Resampler (other rates): ``soxr`` in its "HQ" quality, followed by trimming/zero-padding to
+``ceil(n * 16000 / rate)`` samples -- precisely what ``librosa.load(path, sr=16000)`` does from librosa 0.10
+on (``res_type='soxr_hq'``). The official code ran librosa 0.9 (resampy ``kaiser_best``), so resampled input
+is close to, not equal to, the official samples; 16 kHz input is exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import tempfile
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from sadtalker_ext.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+"""Sample rate (Hz) of every waveform this package works on."""
+
+DEFAULT_MAX_SECONDS = 600.0
+"""Longest audio accepted by default (10 minutes)."""
+
+FFMPEG_TIMEOUT_S = 900.0
+"""Upper bound on one ffmpeg decode call (seconds)."""
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary bundled with ``imageio-ffmpeg`` (or the one it is configured to use)."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _check_max_seconds(max_seconds: float | None) -> None:
+    if max_seconds is not None and not (max_seconds > 0):
+        raise ValueError(f"max_seconds must be positive or None, got {max_seconds!r}")
+
+
+def _too_long(
+    seconds: float, max_seconds: float | None, name: str, *, truncated: bool = False
+) -> InputError | None:
+    if max_seconds is not None and seconds > max_seconds:
+        length = "longer than the limit" if truncated else f"{seconds:.1f} s long"
+        return InputError(
+            f"Audio '{name}' is {length}: at most {max_seconds:g} s of audio is accepted. "
+            "Cut the audio or raise the maximum audio length."
+        )
+    return None
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """(N,) or (N, C) float samples -> (N,) float32, the mean over channels (as ``librosa.to_mono``)."""
+    x = np.asarray(samples)
+    if x.ndim == 1:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"expected (N,) or (N, C) samples, got shape {x.shape}")
+    if x.shape[1] == 1:
+        return np.ascontiguousarray(x[:, 0], dtype=np.float32)
+    # librosa averages the float32 samples over the channel axis in float32.
+    return np.ascontiguousarray(np.mean(x.astype(np.float32, copy=False), axis=1), dtype=np.float32)
+
+
+def resample_to_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(N,) mono samples at ``sample_rate`` Hz -> (ceil(N * 16000 / sample_rate),) float32 at 16 kHz.
+
+    soxr "HQ" + length fix, identical to ``librosa.resample(y, orig_sr=sample_rate, target_sr=16000)``
+    with librosa's default ``res_type='soxr_hq'``. 16 kHz input is returned unchanged (as float32).
+    """
+    x = np.ascontiguousarray(samples, dtype=np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"expected mono (N,) samples, got shape {x.shape}")
+    sample_rate = int(sample_rate)
+    if sample_rate <= 0:
+        raise ValueError(f"sample rate must be positive, got {sample_rate}")
+    if sample_rate == SAMPLE_RATE:
+        return x
+    import soxr
+
+    target_len = math.ceil(x.shape[0] * (float(SAMPLE_RATE) / sample_rate))
+    y = np.asarray(soxr.resample(x, sample_rate, SAMPLE_RATE, quality="soxr_hq"), dtype=np.float32)
+    if y.shape[0] > target_len:
+        y = y[:target_len]
+    elif y.shape[0] < target_len:
+        y = np.pad(y, (0, target_len - y.shape[0]))
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _read_soundfile(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int] | None:
+    """(samples (N, C) float32, rate) via libsndfile, or None when libsndfile cannot open the file."""
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(str(path)) as f:
+            rate = int(f.samplerate)
+            if f.frames > 0 and rate > 0:
+                err = _too_long(f.frames / rate, max_seconds, path.name)
+                if err is not None:
+                    raise err
+            data = f.read(dtype="float32", always_2d=True)
+    except InputError:
+        raise
+    except (RuntimeError, sf.SoundFileError, OSError, ValueError) as exc:
+        log.debug("soundfile cannot read %s (%s); using ffmpeg", path, exc)
+        return None
+    return data, rate
+
+
+def _ffmpeg_error_lines(stderr: bytes) -> list[str]:
+    return [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+
+
+def _read_ffmpeg(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """(samples (N, C) float32, rate) of the first audio stream, decoded by the bundled ffmpeg."""
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory(prefix="sadtalker_audio_") as tmp:
+        out = Path(tmp) / "decoded.wav"
+        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path)]
+        cmd += ["-map", "0:a:0", "-vn", "-sn", "-dn"]
+        if max_seconds is not None:
+            # Decode a little past the limit only: enough to tell "too long" without decoding hours.
+            cmd += ["-t", f"{max_seconds + 1.0:.3f}"]
+        cmd += ["-c:a", "pcm_f32le", "-rf64", "auto", "-f", "wav", "-y", str(out)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise InputError(
+                f"Decoding audio '{path.name}' took longer than {FFMPEG_TIMEOUT_S:.0f} s."
+            ) from exc
+        except OSError as exc:
+            raise InputError(f"Could not run ffmpeg to decode '{path.name}': {exc}") from exc
+        if proc.returncode != 0 or not out.is_file():
+            lines = _ffmpeg_error_lines(proc.stderr)
+            if any("matches no streams" in ln or "does not contain any stream" in ln for ln in lines):
+                raise InputError(f"'{path.name}' has no audio track.")
+            text = lines[-1] if lines else f"ffmpeg exit status {proc.returncode}"
+            raise InputError(
+                f"Cannot read audio from '{path.name}' (not a supported audio/video file): {text}"
+            )
+        try:
+            data, rate = sf.read(str(out), dtype="float32", always_2d=True)
+        except (RuntimeError, sf.SoundFileError) as exc:
+            raise InputError(f"Cannot read the audio decoded from '{path.name}': {exc}") from exc
+    return data, int(rate)
+
+
+def load_audio(path: str | Path, *, max_seconds: float | None = DEFAULT_MAX_SECONDS) -> np.ndarray:
+    """Decode ``path`` to (N,) float32 mono samples at 16 kHz (see the module docstring for the rules).
+
+    Raises ``InputError`` when the file is missing or unreadable, has no audio track or no samples, or is
+    longer than ``max_seconds`` seconds (``None``: no limit).
+    """
+    _check_max_seconds(max_seconds)
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"Audio file not found: '{p}'.")
+    got = _read_soundfile(p, max_seconds)
+    via_ffmpeg = got is None
+    if got is None:
+        got = _read_ffmpeg(p, max_seconds)
+    data, rate = got
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise InputError(f"Audio '{p.name}' contains no samples.")
+    # ffmpeg stops decoding just past the limit, so its length is a lower bound there.
+    err = _too_long(data.shape[0] / rate, max_seconds, p.name, truncated=via_ffmpeg)
+    if err is not None:
+        raise err
+    return resample_to_16k(to_mono(data), rate)
+
+
+def write_wav16(path: str | Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write (N,) or (N, C) float samples in [-1, 1] as a 16-bit PCM WAV; returns the path.
+
+    Conversion: ``round(x * 32768)`` clipped to [-32768, 32767], the inverse of the ``int16 / 32768``
+    reading rule, so samples that came from a 16-bit file are written back unchanged.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise ValueError(f"expected (N,) or (N, C) samples, got shape {np.shape(samples)}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("samples contain NaN or infinity")
+    pcm = np.clip(np.rint(x * 32768.0), -32768, 32767).astype("<i2")
+    p = Path(path)
+    with wave.open(str(p), "wb") as w:
+        w.setnchannels(int(x.shape[1]))
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(np.ascontiguousarray(pcm).tobytes())
+    return p

@@ -1,0 +1,258 @@
+"""SadTalker's audio features: log-mel spectrogram, frame count, per-frame mel windows, ``AudioFeatures``.
+
+Matches the official ``src/utils/audio.py`` / ``src/utils/hparams.py`` and the audio half of
+``src/generate_batch.py:get_data``:
+
+1. 25 video frames per second, 640 samples per frame at 16 kHz: ``T = int(n / 640)``; the waveform is cut
+   (or zero-padded) to ``T * 640`` samples.
+2. Mel spectrogram (float64): pre-emphasis ``y[n] = x[n] - 0.97 x[n-1]``; STFT (periodic Hann 800, hop 200,
+   centred with 400 zeros each side, ``1 + n // 200`` frames); magnitude; Slaney mel filterbank (80 bands,
+   55..7600 Hz); ``20 log10(max(1e-5, M)) - 20`` dB; ``clip(8 (S + 100) / 100 - 4, -4, 4)``.
+3. Video frame ``i`` sees the 16 mel rows starting at ``int(80 * (i - 2) / 25)``, each clamped into
+   ``[0, T_mel - 1]``, as an (80, 16) window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sadtalker_ext.audio.blink import blink_ratio
+from sadtalker_ext.audio.decode import DEFAULT_MAX_SECONDS, SAMPLE_RATE, load_audio, resample_to_16k, to_mono
+from sadtalker_ext.errors import InputError
+
+FPS = 25
+"""Video frames per second of SadTalker's output."""
+
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+"""16 kHz samples per video frame (640)."""
+
+MEL_WINDOW = 16
+"""Mel rows per video-frame window (official ``syncnet_mel_step_size``)."""
+
+
+@dataclass(frozen=True)
+class MelParams:
+    """Mel front-end hyperparameters; defaults are the official ``hparams.py`` values."""
+
+    sample_rate: int = 16000
+    n_fft: int = 800
+    win_size: int = 800
+    hop_size: int = 200  # samples (12.5 ms): 80 mel rows per second
+    num_mels: int = 80
+    fmin: float = 55.0  # Hz
+    fmax: float = 7600.0  # Hz
+    preemphasis: float = 0.97
+    ref_level_db: float = 20.0
+    min_level_db: float = -100.0
+    max_abs_value: float = 4.0
+
+    @property
+    def mel_rows_per_second(self) -> float:
+        return self.sample_rate / self.hop_size
+
+
+def frame_count(num_samples: int, *, sample_rate: int = SAMPLE_RATE, fps: int = FPS) -> int:
+    """Number of whole video frames in ``num_samples`` samples: ``int(num_samples / (sample_rate / fps))``."""
+    return int(int(num_samples) / (sample_rate / fps))
+
+
+def fit_to_frames(
+    wav: np.ndarray, num_frames: int, *, sample_rate: int = SAMPLE_RATE, fps: int = FPS
+) -> np.ndarray:
+    """(N,) samples cut or zero-padded to exactly ``int(num_frames * sample_rate / fps)`` samples."""
+    length = int(num_frames * (sample_rate / fps))
+    x = np.asarray(wav)
+    if x.shape[0] >= length:
+        return x[:length]
+    return np.pad(x, (0, length - x.shape[0]))
+
+
+def mel_basis(params: MelParams = MelParams()) -> np.ndarray:
+    """(num_mels, n_fft // 2 + 1) float32 Slaney mel filterbank (``librosa.filters.mel``, htk off)."""
+    import librosa
+
+    if params.fmax > params.sample_rate // 2:
+        raise ValueError("fmax must not exceed the Nyquist frequency")
+    return librosa.filters.mel(
+        sr=params.sample_rate, n_fft=params.n_fft, n_mels=params.num_mels, fmin=params.fmin, fmax=params.fmax
+    )
+
+
+def _stft_magnitude(y: np.ndarray, params: MelParams) -> np.ndarray:
+    """(n_fft // 2 + 1, 1 + len(y) // hop) float64 |STFT| of float64 ``y`` (librosa's centred, zero-padded STFT)."""
+    from scipy.signal import get_window
+
+    if params.win_size != params.n_fft:
+        raise ValueError("only win_size == n_fft is supported")
+    half = params.n_fft // 2
+    padded = np.pad(y, (half, half), mode="constant")
+    n_rows = 1 + (padded.shape[0] - params.n_fft) // params.hop_size
+    frames = np.lib.stride_tricks.sliding_window_view(padded, params.n_fft)[:: params.hop_size][:n_rows]
+    window = get_window("hann", params.win_size, fftbins=True)  # periodic Hann, float64
+    spectrum = np.fft.rfft(frames * window, axis=-1)  # (T_mel, bins) complex128
+    return np.abs(spectrum).T
+
+
+def mel_spectrogram(wav: np.ndarray, params: MelParams = MelParams()) -> np.ndarray:
+    """(N,) 16 kHz samples -> (num_mels, 1 + N // hop) float64 normalised log-mel in [-4, 4].
+
+    Needs at least one sample. Computed in float64 like the official ``audio.melspectrogram``.
+    """
+    x = np.asarray(wav, dtype=np.float64)
+    if x.ndim != 1 or x.shape[0] == 0:
+        raise ValueError(f"expected non-empty (N,) samples, got shape {x.shape}")
+    emphasised = np.empty_like(x)
+    emphasised[0] = x[0]
+    emphasised[1:] = x[1:] - params.preemphasis * x[:-1]
+    magnitude = _stft_magnitude(emphasised, params)
+    mel = np.dot(mel_basis(params), magnitude)
+    floor = np.exp(params.min_level_db / 20 * np.log(10))  # the official 1e-5 amplitude floor, same rounding
+    db = 20 * np.log10(np.maximum(floor, mel)) - params.ref_level_db
+    top = params.max_abs_value
+    return np.clip((2 * top) * ((db - params.min_level_db) / (-params.min_level_db)) - top, -top, top)
+
+
+def window_starts(num_frames: int, *, fps: int = FPS, params: MelParams = MelParams()) -> np.ndarray:
+    """(T,) int64 first mel row of each video frame's window: ``int(rows_per_s * (i - 2) / fps)``.
+
+    Python's ``int`` truncates toward zero, so frames 0 and 1 start at negative rows (-6, -3 at 80 rows/s).
+    """
+    rows_per_s = params.mel_rows_per_second
+    return np.array(
+        [int(rows_per_s * ((i - 2) / float(fps))) for i in range(int(num_frames))], dtype=np.int64
+    )
+
+
+def mel_window_rows(
+    num_frames: int, num_mel_rows: int, *, fps: int = FPS, params: MelParams = MelParams()
+) -> np.ndarray:
+    """(T, 16) int64 mel rows gathered for each video frame, clamped into ``[0, num_mel_rows - 1]``."""
+    if num_mel_rows < 1:
+        raise ValueError("the spectrogram has no rows")
+    starts = window_starts(num_frames, fps=fps, params=params)
+    rows = starts[:, None] + np.arange(MEL_WINDOW, dtype=np.int64)[None, :]
+    return np.clip(rows, 0, num_mel_rows - 1)
+
+
+def mel_windows(
+    mel: np.ndarray, num_frames: int, *, fps: int = FPS, params: MelParams = MelParams()
+) -> np.ndarray:
+    """(num_mels, T_mel) spectrogram -> (T, num_mels, 16) float32 per-video-frame windows."""
+    rows = mel_window_rows(num_frames, mel.shape[1], fps=fps, params=params)
+    return np.ascontiguousarray(np.asarray(mel)[:, rows].transpose(1, 0, 2), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class AudioFeatures:
+    """What the motion stage needs from the audio (official ``get_data`` audio outputs, batch axis dropped).
+
+    num_frames: T, number of 25 fps video frames.
+    indiv_mels: (T, 1, 80, 16) float32 per-frame mel windows (all zeros in idle mode).
+    ratio: (T, 1) float32 eye-blink ratio in [0, 1] (zeros when blinking is off).
+    wav16k: (T * 640,) float32 16 kHz mono waveform the windows were computed from (cut/padded to whole
+        frames; zeros in idle mode) -- the audio track to mux with the T frames.
+    """
+
+    num_frames: int
+    indiv_mels: np.ndarray
+    ratio: np.ndarray
+    wav16k: np.ndarray
+
+    @property
+    def seconds(self) -> float:
+        return self.num_frames / FPS
+
+
+def _blink_track(num_frames: int, use_blink: bool, rng: np.random.Generator | None) -> np.ndarray:
+    if not use_blink:
+        return np.zeros((num_frames, 1), dtype=np.float32)
+    if rng is None:
+        raise ValueError("use_blink=True needs a seeded numpy Generator (rng=np.random.default_rng(seed))")
+    return blink_ratio(num_frames, rng)
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    a.setflags(write=False)
+    return a
+
+
+def prepare_audio(
+    path_or_samples: str | Path | np.ndarray,
+    *,
+    use_blink: bool,
+    rng: np.random.Generator | None = None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    sample_rate: int = SAMPLE_RATE,
+    params: MelParams = MelParams(),
+) -> AudioFeatures:
+    """Audio file (any format ``load_audio`` reads) or samples -> ``AudioFeatures``.
+
+    Samples: (N,) mono or (N, C) float in [-1, 1] at ``sample_rate`` Hz (mixed down and resampled to 16 kHz
+    like a file). ``rng`` drives the blink schedule and is required when ``use_blink`` is True.
+    Raises ``InputError`` for unreadable audio, audio over ``max_seconds``, or audio shorter than one
+    video frame (40 ms).
+    """
+    if isinstance(path_or_samples, (str, Path)):
+        wav = load_audio(path_or_samples, max_seconds=max_seconds)
+    else:
+        samples = np.asarray(path_or_samples)
+        if samples.ndim not in (1, 2) or not np.issubdtype(samples.dtype, np.number):
+            raise InputError(
+                f"Audio samples must be a (N,) or (N, C) numeric array, got shape {samples.shape}."
+            )
+        if samples.size and not np.all(np.isfinite(samples)):
+            raise InputError("Audio samples contain NaN or infinity.")
+        if max_seconds is not None and samples.shape[0] / sample_rate > max_seconds:
+            raise InputError(
+                f"Audio is {samples.shape[0] / sample_rate:.1f} s long: at most {max_seconds:g} s of audio is accepted."
+            )
+        wav = resample_to_16k(to_mono(samples), sample_rate) if samples.shape[0] else np.zeros(0, np.float32)
+    num_frames = frame_count(wav.shape[0])
+    if num_frames < 1:
+        raise InputError(
+            f"Audio is too short: {wav.shape[0] / SAMPLE_RATE * 1000:.0f} ms gives no video frame "
+            f"(at least {1000 // FPS} ms are needed)."
+        )
+    wav = np.ascontiguousarray(fit_to_frames(wav, num_frames), dtype=np.float32)
+    mel = mel_spectrogram(wav, params)
+    windows = mel_windows(mel, num_frames, params=params)[:, None]
+    return AudioFeatures(
+        num_frames=num_frames,
+        indiv_mels=_frozen(windows),
+        ratio=_frozen(_blink_track(num_frames, use_blink, rng)),
+        wav16k=_frozen(wav),
+    )
+
+
+def idle_audio_features(
+    seconds: float,
+    *,
+    use_blink: bool,
+    rng: np.random.Generator | None = None,
+    max_seconds: float | None = None,
+) -> AudioFeatures:
+    """Features for ``seconds`` of idle animation (official ``get_data(idlemode=True)``).
+
+    ``T = int(seconds * 25)``; as in the official code the mel windows are all ZEROS (not the mel of
+    silence, which would be -4), and the waveform is ``T * 640`` zero samples (a silent track to mux).
+    """
+    seconds = float(seconds)
+    if not np.isfinite(seconds) or seconds < 0:
+        raise InputError(f"Idle length must be a non-negative number of seconds, got {seconds}.")
+    if max_seconds is not None and seconds > max_seconds:
+        raise InputError(f"Idle length {seconds:g} s is over the limit of {max_seconds:g} s.")
+    num_frames = int(seconds * FPS)
+    if num_frames < 1:
+        raise InputError(
+            f"Idle length {seconds:g} s gives no video frame (at least {1 / FPS:g} s is needed)."
+        )
+    return AudioFeatures(
+        num_frames=num_frames,
+        indiv_mels=_frozen(np.zeros((num_frames, 1, 80, MEL_WINDOW), dtype=np.float32)),
+        ratio=_frozen(_blink_track(num_frames, use_blink, rng)),
+        wav16k=_frozen(np.zeros(num_frames * SAMPLES_PER_FRAME, dtype=np.float32)),
+    )
