@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,23 @@ def read_audio(path: str | os.PathLike, sample_rate: int | None = None) -> np.nd
             f"cannot decode audio of {path}: {res.stderr.decode(errors='replace').strip()[-300:]}"
         )
     return np.frombuffer(res.stdout, dtype="<f4").copy()
+
+
+def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Yield the frames of a video one at a time as ``(H, W, 3)`` uint8 RGB (native frame rate)."""
+    import imageio_ffmpeg
+
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        meta = next(reader)
+    except (OSError, RuntimeError, StopIteration) as exc:
+        raise InputError(f"cannot read video frames from {Path(path).name}: {exc}") from exc
+    width, height = meta["size"]
+    try:
+        for raw in reader:
+            yield np.frombuffer(raw, np.uint8).reshape(height, width, 3)
+    finally:
+        reader.close()
 
 
 def read_frames(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:

@@ -356,7 +356,7 @@ class VideoWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._closed:
             return
-        cancelled = exc_type is not None and issubclass(exc_type, CancelledError)
+        cancelled = exc_type is not None and issubclass(exc_type, CancelledError | KeyboardInterrupt)
         kept = self.abort(keep_partial=cancelled and self.keep_partial)
         if kept is not None and isinstance(exc, CancelledError):
             exc.partial_path = kept  # type: ignore[attr-defined]

@@ -1,0 +1,479 @@
+"""Command line: ``python -m sadtalker_ext`` -- one picture + one recording -> one mp4, or many in one call.
+
+Flag names follow the official ``inference.py`` (``--driven_audio``, ``--source_image``, ...); every
+multi-word flag also accepts the dashed spelling (``--driven-audio``). Models are loaded once per call,
+however many videos are made.
+
+Batch: ``--source_image`` and ``--driven_audio`` take several files and/or folders; every picture is
+paired with every recording (one video per pair). ``--pairs LIST`` adds explicit pairs, one
+``picture<TAB>audio`` per line (``#`` comments and blank lines ignored; relative paths are relative to
+the list file; an empty audio column means idle mode and needs ``--idle_seconds``). A failing job is
+reported and the others go on; a summary is printed at the end.
+
+Exit status: 0 when every video was made, 1 when a job or the setup failed, 2 for bad arguments,
+130 when interrupted (Ctrl-C; the video being made is discarded, or kept as ``<name>.partial.mp4``
+with ``--keep_partial``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import __version__
+from .errors import CheckpointError, InputError, SadTalkerError
+from .options import BACKGROUND_ENHANCERS, ENHANCERS, FACE_DETECTORS, PREPROCESS_MODES, REF_MODES
+
+PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+AUDIO_SUFFIXES = frozenset(
+    {".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus", ".wma", ".aiff", ".aif"}
+)
+DTYPES = ("float32", "float16", "bfloat16")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add(group: Any, name: str, **kw: Any) -> None:
+    """Add ``--name`` and, for multi-word names, the dashed spelling ``--na-me`` too."""
+    flags = [f"--{name}"]
+    if "_" in name:
+        flags.append("--" + name.replace("_", "-"))
+    group.add_argument(*flags, dest=kw.pop("dest", name), **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m sadtalker_ext",
+        description="SadTalker: one face picture + speech -> talking-head mp4 (25 fps, H.264 + AAC).",
+        epilog="Every multi-word flag also accepts dashes (--driven-audio). Missing weights: "
+        "`python -m sadtalker_ext.download` fetches them.",
+    )
+    io = p.add_argument_group("inputs and outputs")
+    _add(
+        io,
+        "source_image",
+        nargs="+",
+        metavar="PATH",
+        help="face picture(s), or video(s) whose first frame is used, or folders of pictures",
+    )
+    _add(
+        io,
+        "driven_audio",
+        nargs="+",
+        metavar="PATH",
+        help="speech recording(s) (wav, mp3, flac, ... or a video's sound) or folders of recordings; "
+        "every picture is paired with every recording",
+    )
+    _add(
+        io,
+        "pairs",
+        metavar="LIST",
+        help="text file of 'picture<TAB>audio' lines (one video per line, paths relative to the file)",
+    )
+    _add(
+        io, "result_dir", default="./results", metavar="DIR", help="folder for the videos (default ./results)"
+    )
+    _add(io, "output", metavar="FILE.mp4", help="exact output file (single job only)")
+    _add(
+        io,
+        "keep_partial",
+        action="store_true",
+        help="on Ctrl-C keep the frames made so far as <name>.partial.mp4",
+    )
+    _add(
+        io,
+        "idle_seconds",
+        type=float,
+        metavar="S",
+        help="idle mode: S seconds of silent motion (no recording needed)",
+    )
+
+    mo = p.add_argument_group("motion")
+    _add(
+        mo,
+        "preprocess",
+        default="crop",
+        choices=PREPROCESS_MODES,
+        help="crop: face only; resize: whole picture squeezed (portraits); full / extfull: animate the face "
+        "and paste it back into the full picture; extcrop: larger face crop (default crop)",
+    )
+    _add(
+        mo, "still", action="store_true", help="keep the source head pose (less head motion; best with full)"
+    )
+    _add(mo, "pose_style", type=int, default=0, metavar="0-45", help="head-motion style, 0 to 45 (default 0)")
+    _add(
+        mo,
+        "expression_scale",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="expression strength, 0 to 5 (default 1.0)",
+    )
+    _add(mo, "no_blink", action="store_true", help="no generated eye blinks")
+    _add(
+        mo,
+        "seed",
+        type=int,
+        metavar="N",
+        help="seed of the blinks and pose noise (default: random; the seed used is stored in the video)",
+    )
+    _add(mo, "ref_eyeblink", metavar="VIDEO", help="reference video providing eye blinks")
+    _add(mo, "ref_pose", metavar="VIDEO", help="reference video providing head pose")
+    _add(mo, "ref_video", metavar="VIDEO", help="reference video used as --ref_mode says")
+    _add(mo, "ref_mode", choices=REF_MODES, help="what --ref_video provides (default pose)")
+    for axis in ("yaw", "pitch", "roll"):
+        _add(
+            mo,
+            f"input_{axis}",
+            nargs="+",
+            type=float,
+            metavar="DEG",
+            help=f"free-view {axis} in degrees: one value, or several key values the head sweeps through",
+        )
+
+    rd = p.add_argument_group("rendering")
+    _add(rd, "size", type=int, default=256, choices=(256, 512), help="face renderer size (default 256)")
+    _add(
+        rd,
+        "batch_size",
+        type=int,
+        default=2,
+        metavar="N",
+        help="frames rendered at once, 1 to 64 (default 2)",
+    )
+    _add(
+        rd,
+        "enhancer",
+        choices=(*ENHANCERS, "None"),
+        default="none",
+        help="face enhancer (gfpgan / RestoreFormer: not available yet)",
+    )
+    _add(
+        rd,
+        "background_enhancer",
+        choices=(*BACKGROUND_ENHANCERS, "None"),
+        default="none",
+        help="background enhancer (realesrgan: not available yet)",
+    )
+    _add(
+        rd,
+        "face_detector",
+        choices=FACE_DETECTORS,
+        default="retinaface",
+        help="face landmark backend: retinaface (+ AWing FAN, weights in the face-model folder) or dlib",
+    )
+    _add(
+        rd,
+        "face_index",
+        type=int,
+        default=0,
+        metavar="I",
+        help="which face to animate when several are found (0 = the first found)",
+    )
+
+    sy = p.add_argument_group("system")
+    _add(
+        sy,
+        "checkpoint_dir",
+        metavar="DIR",
+        help="SadTalker weights folder (default: $SADTALKER_CHECKPOINTS or the extension's checkpoints/)",
+    )
+    _add(
+        sy,
+        "gfpgan_dir",
+        metavar="DIR",
+        help="face-model weights folder (default: $SADTALKER_GFPGAN_DIR or the extension's gfpgan/weights/)",
+    )
+    _add(
+        sy, "device", default="auto", metavar="DEV", help="auto (CUDA when available), cpu, cuda, cuda:N, mps"
+    )
+    _add(sy, "cpu", action="store_true", help="same as --device cpu")
+    _add(sy, "dtype", default="float32", choices=DTYPES, help="compute precision (default float32)")
+    _add(sy, "no_progress", action="store_true", help="no progress bars")
+    _add(sy, "verbose", action="store_true", help="debug logging and full tracebacks on errors")
+    p.add_argument("--version", action="version", version=f"sadtalker_ext {__version__}")
+    return p
+
+
+# --------------------------------------------------------------------------- jobs
+@dataclass(frozen=True)
+class Job:
+    picture: Path
+    audio: Path | None
+
+
+def _expand(paths: Sequence[str] | None, suffixes: frozenset[str], what: str) -> list[Path]:
+    out: list[Path] = []
+    for raw in paths or ():
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            found = sorted(q for q in path.iterdir() if q.is_file() and q.suffix.lower() in suffixes)
+            if not found:
+                raise InputError(f"no {what} files ({', '.join(sorted(suffixes))}) in folder {path}")
+            out.extend(found)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise InputError(f"{what} not found: {path}")
+    return out
+
+
+def read_pairs(list_file: str | Path) -> list[Job]:
+    """Jobs from a ``picture<TAB>audio`` list file (see the module docstring)."""
+    list_path = Path(list_file).expanduser()
+    try:
+        lines = list_path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read the pairs file {list_path}: {exc.strerror or exc}") from exc
+    jobs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        cols = line.rstrip("\r\n").split("\t")
+        if len(cols) > 2 or not cols[0].strip():
+            raise InputError(f"{list_path}:{number}: expected 'picture<TAB>audio', got {line!r}")
+
+        def resolve(text: str) -> Path:
+            p = Path(text.strip()).expanduser()
+            return p if p.is_absolute() else list_path.parent / p
+
+        audio = cols[1].strip() if len(cols) == 2 else ""
+        jobs.append(Job(resolve(cols[0]), resolve(audio) if audio else None))
+    if not jobs:
+        raise InputError(f"the pairs file {list_path} lists no pairs")
+    return jobs
+
+
+def collect_jobs(args: argparse.Namespace) -> list[Job]:
+    """Pictures x recordings (or pictures alone in idle mode), plus the ``--pairs`` list."""
+    pictures = _expand(args.source_image, PICTURE_SUFFIXES, "picture")
+    audios = _expand(args.driven_audio, AUDIO_SUFFIXES, "audio")
+    jobs: list[Job] = []
+    if pictures:
+        if audios:
+            jobs += [Job(p, a) for p in pictures for a in audios]
+        elif args.idle_seconds is not None or args.ref_mode == "all":
+            jobs += [Job(p, None) for p in pictures]
+        else:
+            raise InputError("--driven_audio is required (or --idle_seconds for idle mode)")
+    elif audios:
+        raise InputError("--source_image is required")
+    if args.pairs:
+        jobs += read_pairs(args.pairs)
+    if not jobs:
+        raise InputError("nothing to do: give --source_image and --driven_audio, or --pairs")
+    return jobs
+
+
+def options_for(job: Job, args: argparse.Namespace):
+    """GenerationOptions for one job (validated; raises InputError)."""
+    from .options import GenerationOptions
+
+    ref_video, ref_mode = args.ref_video, args.ref_mode or "pose"
+    if args.ref_eyeblink or args.ref_pose:
+        if args.ref_video:
+            raise InputError("use either --ref_video/--ref_mode or --ref_eyeblink/--ref_pose, not both")
+        if args.ref_eyeblink and args.ref_pose and Path(args.ref_eyeblink) != Path(args.ref_pose):
+            raise InputError("--ref_eyeblink and --ref_pose must name the same video when both are given")
+        ref_video = args.ref_pose or args.ref_eyeblink
+        ref_mode = (
+            "pose+blink" if (args.ref_eyeblink and args.ref_pose) else ("pose" if args.ref_pose else "blink")
+        )
+    enhancer = "none" if args.enhancer in (None, "None") else args.enhancer
+    background = "none" if args.background_enhancer in (None, "None") else args.background_enhancer
+    values: dict[str, Any] = {
+        "source": str(job.picture),
+        "driven_audio": str(job.audio) if job.audio else None,
+        "idle_seconds": args.idle_seconds if job.audio is None else None,
+        "preprocess": args.preprocess,
+        "still": args.still,
+        "pose_style": args.pose_style,
+        "expression_scale": args.expression_scale,
+        "size": args.size,
+        "batch_size": args.batch_size,
+        "use_blink": not args.no_blink,
+        "seed": args.seed,
+        "ref_video": ref_video,
+        "ref_mode": ref_mode,
+        "input_yaw": args.input_yaw,
+        "input_pitch": args.input_pitch,
+        "input_roll": args.input_roll,
+        "face_index": args.face_index,
+        "face_detector": args.face_detector,
+        "enhancer": enhancer,
+        "background_enhancer": background,
+        "extra": {"front_end": "cli"},
+    }
+    return GenerationOptions.from_mapping(values)
+
+
+def output_path(job: Job, args: argparse.Namespace, taken: set[Path]) -> Path:
+    """``--output``, else ``<result_dir>/<picture>__<audio>.mp4`` made unique (``-2``, ``-3``...)."""
+    if args.output:
+        return Path(args.output).expanduser()
+    stem = job.picture.stem + "__" + (job.audio.stem if job.audio else f"idle{args.idle_seconds:g}s")
+    folder = Path(args.result_dir).expanduser()
+    candidate = folder / f"{stem}.mp4"
+    n = 1
+    while candidate in taken or candidate.exists():
+        n += 1
+        candidate = folder / f"{stem}-{n}.mp4"
+    taken.add(candidate)
+    return candidate
+
+
+def resolve_device(name: str, force_cpu: bool) -> str:
+    if force_cpu:
+        return "cpu"
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+# --------------------------------------------------------------------------- progress
+class ProgressBars:
+    """tqdm bar per pipeline stage (one line at a time on stderr)."""
+
+    def __init__(self, enabled: bool, prefix: str = "") -> None:
+        self.enabled = enabled
+        self.prefix = prefix
+        self._bar = None
+        self._stage: str | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if stage != self._stage:
+            self.close()
+            self._stage = stage
+            self._bar = tqdm(
+                total=total, desc=f"{self.prefix}{stage}", unit="step", leave=False, dynamic_ncols=True
+            )
+        bar = self._bar
+        if bar is None:
+            return
+        if total != bar.total:
+            bar.total = total
+        bar.update(max(0, done - bar.n))
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+            self._stage = None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+    def fail(exc: BaseException, code: int = EXIT_FAILED) -> int:
+        if args.verbose:
+            logging.getLogger(__name__).exception("failed")
+        if isinstance(exc, CheckpointError):  # the file list reads better one file per line
+            print(f"error: {str(exc).strip()}", file=sys.stderr)
+        else:
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return code
+
+    try:
+        jobs = collect_jobs(args)
+        if args.output and len(jobs) > 1:
+            raise InputError(f"--output names one file but there are {len(jobs)} jobs; use --result_dir")
+        taken: set[Path] = set()
+        planned = [(job, options_for(job, args)) for job in jobs]
+        planned = [(job, opts.replace(output=str(output_path(job, args, taken)))) for job, opts in planned]
+    except SadTalkerError as exc:
+        return fail(exc, EXIT_USAGE)
+
+    from .pipeline import SadTalker
+
+    try:
+        talker = SadTalker(
+            checkpoint_dir=args.checkpoint_dir,
+            gfpgan_dir=args.gfpgan_dir,
+            device=resolve_device(args.device, args.cpu),
+            dtype=args.dtype,
+            keep_partial=args.keep_partial,
+        )
+        # Weights and face models are the same for every job of this call: check them once, up front.
+        talker.check_weights(planned[0][1])
+    except SadTalkerError as exc:
+        return fail(exc)
+
+    failures: list[tuple[Job, str]] = []
+    made: list[Path] = []
+    started = time.perf_counter()
+    cancel = threading.Event()
+    for index, (job, opts) in enumerate(planned, 1):
+        label = f"[{index}/{len(planned)}] " if len(planned) > 1 else ""
+        bars = ProgressBars(enabled=not args.no_progress, prefix=label)
+        try:
+            result = talker.generate(opts, progress=bars, cancel=cancel)
+        except KeyboardInterrupt:
+            bars.close()
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except SadTalkerError as exc:
+            bars.close()
+            if isinstance(exc, CheckpointError) or len(planned) == 1:
+                return fail(exc)
+            failures.append((job, _one_line(exc)))
+            print(f"{label}failed: {job.picture.name} + {job.audio.name if job.audio else 'idle'}: "
+                  f"{_one_line(exc)}", file=sys.stderr)  # fmt: skip
+            continue
+        except Exception as exc:  # unexpected: report, keep going with the other jobs
+            bars.close()
+            if args.verbose:
+                logging.getLogger(__name__).exception("job failed")
+            failures.append((job, f"{type(exc).__name__}: {_one_line(exc)}"))
+            print(
+                f"{label}failed: {job.picture.name}: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr
+            )
+            if len(planned) == 1:
+                return EXIT_FAILED
+            continue
+        bars.close()
+        made.append(result.video_path)
+        print(f"{label}{result.video_path}  ({result.num_frames} frames, seed {result.seed}, "
+              f"{result.timings.get('total', 0.0):.1f} s)")  # fmt: skip
+
+    if len(planned) > 1:
+        elapsed = time.perf_counter() - started
+        print(f"done: {len(made)} of {len(planned)} videos made in {elapsed:.1f} s"
+              + (f", {len(failures)} failed" if failures else ""))  # fmt: skip
+        for job, why in failures:
+            print(f"  failed: {job.picture} + {job.audio or 'idle'}: {why}", file=sys.stderr)
+    return EXIT_OK if not failures else EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,519 @@
+"""One generation, end to end: picture + speech -> mp4 (the official run order, streamed).
+
+Order (as the official ``inference.py`` / ``src/gradio_demo.py``):
+
+1. inputs: the picture is loaded and the audio decoded BEFORE any model is loaded, so a bad input
+   fails fast; missing weight files are listed (:class:`CheckpointError`) before loading either;
+2. preprocess: face landmarks, crop, first-frame 3DMM coefficients (:mod:`.preprocess.extract`);
+   a reference video is extracted frame by frame the same way;
+3. audio features: ``T = int(samples / 640)`` frames at 25 fps (idle mode: ``int(seconds * 25)``;
+   ``ref_mode='all'``: the reference video's frame count);
+4. motion: ExpNet + PoseVAE -> ``(T, 70)`` coefficients (:mod:`.motion`);
+5. render: MappingNet + face-vid2vid renderer, ``batch_size`` frames at a time (:mod:`.render`);
+   every frame is resized to the crop's aspect ratio (width = size), and in ``full``/``extfull``
+   pasted back into the full picture;
+6. video: frames stream into the encoder as they come (memory stays flat in the audio length);
+   the audio is trimmed/padded to ``T`` frames (:mod:`.video.writer`).
+
+Models are built on first use and kept by the :class:`SadTalker` object (a second generation pays
+no model load); :meth:`SadTalker.unload` drops them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .errors import CancelledError, CheckpointError, InputError, SadTalkerError
+from .options import GenerationOptions
+from .paths import ModelDirs, resolve_model_dirs
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``; stages: inputs, models, preprocess, reference, audio, motion, render, encode."""
+CancelLike = Callable[[], bool] | threading.Event | None
+
+FPS = 25
+SAMPLE_RATE = 16000
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DEFAULT_RESULT_DIR = Path("results")
+
+
+@dataclass(frozen=True)
+class Result:
+    """What :meth:`SadTalker.generate` produced. ``timings``: seconds per stage plus ``total``."""
+
+    video_path: Path
+    sidecar: Path | None
+    seed: int
+    num_frames: int
+    timings: dict[str, float] = field(default_factory=dict)
+    width: int = 0
+    height: int = 0
+
+
+def as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """``torch.float32`` or one of ``float32``, ``float16``, ``bfloat16``."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise InputError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype}")
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    return DTYPES[name]
+
+
+def as_device(device: torch.device | str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"unknown device {device!r} (use cpu, cuda, cuda:N or mps)") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for but CUDA is not available; use --device cpu")
+    return dev
+
+
+def cancel_checker(cancel: CancelLike) -> Callable[[], bool]:
+    """A no-argument callable from ``None``, a ``threading.Event`` or a callable returning bool."""
+    if cancel is None:
+        return lambda: False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set
+    if callable(cancel):
+        return lambda: bool(cancel())
+    raise TypeError(f"cancel must be a callable or a threading.Event, got {type(cancel).__name__}")
+
+
+def default_output(options: GenerationOptions, result_dir: Path) -> Path:
+    """``<result_dir>/<picture>__<audio>_<YYYYmmdd-HHMMSS>.mp4``, made unique with ``-2``, ``-3``..."""
+    picture = Path(options.source).stem or "picture"
+    if options.driven_audio:
+        audio = Path(options.driven_audio).stem
+    elif options.idle_seconds is not None:
+        audio = f"idle{options.idle_seconds:g}s"
+    else:
+        audio = Path(options.ref_video or "reference").stem
+    stem = f"{picture}__{audio}_{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    candidate = result_dir / f"{stem}.mp4"
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = result_dir / f"{stem}-{n}.mp4"
+    return candidate
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.times: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
+
+    def total(self) -> dict[str, float]:
+        out = {k: round(v, 3) for k, v in self.times.items()}
+        out["total"] = round(time.perf_counter() - self.start, 3)
+        return out
+
+
+class SadTalker:
+    """The generation pipeline, built once; models load lazily and stay loaded.
+
+    Args:
+        checkpoint_dir / gfpgan_dir: weight folders (``None``: :func:`resolve_model_dirs` order), or
+            ``model_dirs`` already resolved.
+        device: ``cpu``, ``cuda``, ``cuda:N``, ``mps``. dtype: ``float32`` (default), ``float16``, ``bfloat16``.
+        result_dir: folder for videos whose options give no ``output``.
+        keep_partial: on cancel keep ``<name>.partial.mp4`` with the frames made so far.
+    """
+
+    def __init__(
+        self,
+        checkpoint_dir: str | Path | None = None,
+        gfpgan_dir: str | Path | None = None,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | str = torch.float32,
+        result_dir: str | Path = DEFAULT_RESULT_DIR,
+        keep_partial: bool = False,
+        model_dirs: ModelDirs | None = None,
+    ) -> None:
+        self.dirs = model_dirs or resolve_model_dirs(checkpoint_dir, gfpgan_dir)
+        self.device = as_device(device)
+        self.dtype = as_dtype(dtype)
+        self.result_dir = Path(result_dir)
+        self.keep_partial = keep_partial
+        self._models: dict[tuple, Any] = {}
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ models
+    def _model(self, key: tuple, factory: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = factory()
+            return self._models[key]
+
+    @property
+    def loaded(self) -> list[str]:
+        """Names of the models currently held (for status displays)."""
+        with self._lock:
+            return ["/".join(str(p) for p in k) for k in self._models]
+
+    def unload(self) -> None:
+        """Drop every model this object holds (and the process-wide model cache); next use loads again."""
+        from . import checkpoints
+
+        with self._lock:
+            self._models.clear()
+        checkpoints.clear_cache()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _motion_nets(self, size: int):
+        from .motion import load_motion_nets
+
+        return self._model(
+            ("motion", size), lambda: load_motion_nets(self.dirs.checkpoints, size, self.device, self.dtype)
+        )
+
+    def _renderer_nets(self, size: int, preprocess: str):
+        from .checkpoints import mapping_name
+        from .render.loading import load_renderer_nets
+
+        return self._model(
+            ("renderer", size, mapping_name(preprocess)),
+            lambda: load_renderer_nets(self.dirs.checkpoints, size, preprocess, self.device, self.dtype),
+        )
+
+    def _recon_net(self, size: int):
+        from .checkpoints import safetensors_name
+        from .preprocess.extract import load_recon_net
+
+        return self._model(
+            ("recon", size),
+            lambda: load_recon_net(self.dirs.checkpoints / safetensors_name(size), self.device, self.dtype),
+        )
+
+    def _landmarks_fn(self, detector: str, face_index: int) -> Callable[[np.ndarray], np.ndarray | None]:
+        """``rgb (H, W, 3) uint8 -> (68, 2) landmarks or None`` for the chosen backend and face."""
+        from . import face
+
+        make = getattr(face, "landmarks_function", None)
+        if make is not None:  # a prepared (model-holding) callable, if the face package offers one
+            return self._model(
+                ("landmarks", detector, face_index),
+                lambda: make(detector, model_dir=self.dirs.gfpgan, face_index=face_index, device=self.device),
+            )
+        landmarks68 = face.landmarks68
+        model_dir = self.dirs.gfpgan
+
+        def fn(rgb: np.ndarray) -> np.ndarray | None:
+            return landmarks68(rgb, detector, model_dir, face_index)
+
+        return self._model(("landmarks", detector, face_index), lambda: fn)
+
+    # ------------------------------------------------------------------ checks
+    def required_weights(self, options: GenerationOptions):
+        """The :class:`weights.Selection` this generation needs."""
+        from .weights import required_files
+
+        return required_files(
+            options.size, options.preprocess, detector=options.face_detector == "retinaface"
+        )
+
+    def check_weights(self, options: GenerationOptions) -> None:
+        """Raise :class:`CheckpointError` naming every missing weight file, its folder and the downloader.
+
+        Only presence is checked here (cheap); the loaders check each file's tensors when they read it.
+        """
+        from .weights import MISSING, download_command, model_status
+
+        selection = self.required_weights(options)
+        rows = model_status(self.dirs, names=self._selection_names(selection), check_structure=False)
+        missing = [r for r in rows if r.state == MISSING]
+        for r in rows:
+            if r.state != MISSING and r.state != "present":
+                log.warning("%s: %s (%s)", r.name, r.state, r.detail)
+        if missing:
+            lines = [f"missing weight file{'s' if len(missing) > 1 else ''}:"]
+            lines += [f"  {r.name} -> put it in {r.path.parent}" for r in missing]
+            lines.append(f"download with: {download_command(selection, self.dirs)}")
+            raise CheckpointError("\n".join(lines))
+
+    @staticmethod
+    def _selection_names(selection) -> list[str]:
+        from .weights import load_manifest
+
+        return selection.names(load_manifest())
+
+    def model_status(self):
+        """Rows of :func:`weights.model_status` for every weight file (present / missing / corrupt)."""
+        from .weights import model_status
+
+        return model_status(self.dirs, check_structure=False)
+
+    def _check_options(self, options: GenerationOptions) -> None:
+        if options.enhancer != "none":
+            raise InputError(
+                f"enhancer {options.enhancer!r} is not available in this version: the face enhancer "
+                "(GFPGAN / RestoreFormer) needs its network implementation and weights (GFPGANv1.4.pth), "
+                "which are not included yet. Use enhancer 'none'."
+            )
+        if options.background_enhancer != "none":
+            raise InputError(
+                f"background_enhancer {options.background_enhancer!r} is not available in this version "
+                "(Real-ESRGAN is not included). Use 'none'."
+            )
+
+    # ------------------------------------------------------------------ generation
+    def generate(
+        self, options: GenerationOptions, progress: ProgressFn | None = None, cancel: CancelLike = None
+    ) -> Result:
+        """Make one video. Raises InputError / CheckpointError / CancelledError (nothing left at the
+        output path on any failure; on cancel a ``.partial.mp4`` when ``keep_partial``)."""
+        from .audio.features import idle_audio_features, prepare_audio
+        from .images import load_rgb
+
+        timer = _Timer()
+        stopped = cancel_checker(cancel)
+
+        def report(stage: str, done: int, total: int) -> None:
+            if progress is not None:
+                progress(stage, done, total)
+
+        def check_cancel(where: str) -> None:
+            if stopped():
+                raise CancelledError(f"cancelled {where}")
+
+        self._check_options(options)
+        seed = options.seed if options.seed is not None else secrets.randbelow(2**32)
+        rng = np.random.default_rng(seed)
+        torch_gen = torch.Generator(device="cpu").manual_seed(seed)
+
+        # 1. inputs, before any model
+        report("inputs", 0, 1)
+        with timer.stage("inputs"):
+            picture = load_rgb(options.source)
+            ref_path = Path(options.ref_video) if options.ref_video else None
+            if ref_path is not None and not ref_path.is_file():
+                raise InputError(f"reference video not found: {ref_path}")
+            all_mode = ref_path is not None and options.ref_mode == "all"
+            if options.driven_audio and not all_mode:
+                features = prepare_audio(options.driven_audio, use_blink=options.use_blink, rng=rng)
+            elif options.idle_seconds is not None and not all_mode:
+                features = idle_audio_features(options.idle_seconds, use_blink=options.use_blink, rng=rng)
+            else:
+                features = None  # ref_mode 'all': motion and frame count from the reference video
+        report("inputs", 1, 1)
+        self.check_weights(options)
+        check_cancel("before loading the models")
+
+        # 2. models (kept for the next generation)
+        report("models", 0, 1)
+        with timer.stage("models"):
+            landmarks = self._landmarks_fn(options.face_detector, options.face_index)
+            recon = self._recon_net(options.size)
+            motion_nets = self._motion_nets(options.size)
+            renderer_nets = self._renderer_nets(options.size, options.preprocess)
+        report("models", 1, 1)
+        check_cancel("after loading the models")
+
+        # 3. source picture
+        from .preprocess.extract import extract_source, extract_video
+
+        report("preprocess", 0, 1)
+        with timer.stage("preprocess"):
+            source = extract_source(
+                picture, options.preprocess, options.size, landmarks, recon, self.device, self.dtype
+            )
+        report("preprocess", 1, 1)
+
+        ref_coeffs = None
+        soundtrack: np.ndarray | None = None
+        if ref_path is not None:
+            from .video.probe import count_frames, iter_frames
+
+            check_cancel("before the reference video")
+            with timer.stage("reference"):
+                total = count_frames(ref_path)
+                if total < 1:
+                    raise InputError(f"the reference video {ref_path.name} has no frames")
+
+                def ref_progress(done: int, _total: int | None) -> None:
+                    report("reference", done, total)
+                    check_cancel("while reading the reference video")
+
+                ref = extract_video(
+                    iter_frames(ref_path),
+                    options.preprocess,
+                    landmarks,
+                    recon,
+                    self.device,
+                    self.dtype,
+                    progress=ref_progress,
+                    total=total,
+                )
+                ref_coeffs = ref.coeff_3dmm
+            if all_mode:
+                features, soundtrack = self._all_mode_audio(options, ref_path, ref_coeffs.shape[0])
+        check_cancel("before the motion")
+
+        # 4. motion coefficients
+        from .motion import generate_coefficients
+
+        assert features is not None
+        report("motion", 0, 1)
+        with timer.stage("motion"):
+            motion = generate_coefficients(
+                motion_nets,
+                features.indiv_mels,
+                features.ratio,
+                source.exp_pose,
+                options.pose_style,
+                generator=torch_gen,
+                ref_coeffs=ref_coeffs,
+                ref_mode=options.ref_mode if ref_coeffs is not None else None,
+            )
+        report("motion", 1, 1)
+        num_frames = motion.num_frames
+        audio_track = soundtrack if soundtrack is not None else features.wav16k
+        check_cancel("before rendering")
+
+        # 5. + 6. render -> resize -> (paste) -> encode, streamed
+        from .render.animate import Renderer, plan_render, resize_to_crop_aspect, source_image_tensor
+
+        plan = plan_render(
+            source.first_coeff,
+            motion.mat_coeffs,
+            preprocess=options.preprocess,
+            still=options.still,
+            expression_scale=options.expression_scale,
+            batch_size=options.batch_size,
+            yaw=options.input_yaw,
+            pitch=options.input_pitch,
+            roll=options.input_roll,
+        )
+        renderer = Renderer(renderer_nets, self.device, self.dtype)
+        image = source_image_tensor(source.crop_picture, options.size)
+        paste = self._paster(options, picture, source)
+
+        output = Path(options.output) if options.output else default_output(options, self.result_dir)
+        meta = {
+            "generator": "sadtalker_ext",
+            "version": __version__,
+            "seed": seed,
+            "options": options.replace(seed=seed, output=str(output)).to_dict(),
+            "fps": FPS,
+            "num_frames": num_frames,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+        from .video.writer import VideoWriter, sidecar_path
+
+        def render_progress(done: int, total: int) -> None:
+            report("render", done, total)
+
+        size_wh = source.crop_info.size_wh
+        frame_w = frame_h = 0
+        writer = VideoWriter(
+            output,
+            num_frames=num_frames,
+            audio=audio_track,
+            sample_rate=SAMPLE_RATE,
+            fps=FPS,
+            metadata=meta,
+            keep_partial=self.keep_partial,
+        )
+        try:
+            with writer:
+                report("render", 0, num_frames)
+                t_render = time.perf_counter()
+                for chunk in renderer.iter_uint8(image, plan, progress=render_progress, cancel=stopped):
+                    t_post = time.perf_counter()
+                    timer.times["render"] = timer.times.get("render", 0.0) + t_post - t_render
+                    frames = [resize_to_crop_aspect(f, size_wh, options.size) for f in chunk]
+                    if paste is not None:
+                        frames = [paste(f) for f in frames]
+                    batch = np.stack(frames)
+                    frame_h, frame_w = batch.shape[1:3]
+                    writer.write(batch)
+                    t_render = time.perf_counter()
+                    timer.times["post+encode"] = timer.times.get("post+encode", 0.0) + t_render - t_post
+                report("encode", 0, 1)
+                with timer.stage("mux"):
+                    writer.finish()
+                report("encode", 1, 1)
+        finally:
+            writer.abort()  # no-op after finish(); frees the encoder on any other way out
+        side = sidecar_path(output)
+        return Result(
+            video_path=output,
+            sidecar=side if side.exists() else None,
+            seed=seed,
+            num_frames=num_frames,
+            timings=timer.total(),
+            width=frame_w,
+            height=frame_h,
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _paster(
+        self, options: GenerationOptions, picture: np.ndarray, source
+    ) -> Callable[[np.ndarray], np.ndarray] | None:
+        """Full modes: a function pasting one resized RGB frame into the full picture; else None."""
+        if "full" not in options.preprocess:
+            return None
+        from .preprocess import paste as paste_mod
+
+        make = getattr(paste_mod, "make_paster", None)
+        if make is not None:
+            return make(picture, source.crop_info, extended=options.preprocess == "extfull")
+        paste_frame = paste_mod.paste_frame
+
+        def fn(frame: np.ndarray) -> np.ndarray:
+            return paste_frame(frame, picture, source.crop_info, extended=options.preprocess == "extfull")
+
+        return fn
+
+    def _all_mode_audio(self, options: GenerationOptions, ref_path: Path, num_frames: int):
+        """``ref_mode='all'``: motion comes from the reference video (T = its frame count); the soundtrack
+        is the reference video's own audio (official behaviour), else the driven audio, else silence."""
+        from .audio.decode import load_audio
+        from .audio.features import AudioFeatures
+
+        soundtrack = None
+        with contextlib.suppress(InputError):
+            soundtrack = load_audio(ref_path)
+        if soundtrack is None and options.driven_audio:
+            soundtrack = load_audio(options.driven_audio)
+        if soundtrack is None:
+            soundtrack = np.zeros(num_frames * SAMPLE_RATE // FPS, np.float32)
+        dummy = AudioFeatures(
+            num_frames=num_frames,
+            indiv_mels=np.zeros((num_frames, 1, 80, 16), np.float32),
+            ratio=np.zeros((num_frames, 1), np.float32),
+            wav16k=np.zeros(num_frames * SAMPLE_RATE // FPS, np.float32),
+        )
+        return dummy, soundtrack
+
+
+__all__ = ["CancelledError", "Result", "SadTalker", "SadTalkerError", "as_dtype", "cancel_checker"]
