@@ -1,0 +1,583 @@
+"""Model manager: download and verify the official SadTalker weights.
+
+Library use (the WebUI tab's button)::
+
+    from sadtalker_ext.download import download
+    from sadtalker_ext.weights import Selection
+    report = download(Selection(sizes=(256, 512), full=True), dirs, progress=callback)
+
+Command line::
+
+    python -m sadtalker_ext.download --size all --full --enhancer
+    python -m sadtalker_ext.download --dry-run          # list what is missing
+    python -m sadtalker_ext.download --mirror https://my.mirror/sadtalker   # <mirror>/<file name>
+
+Each file goes to ``<folder>/<name>.part`` first (resumed with an HTTP Range request after a cut
+connection or an earlier interrupted run), is verified (size, sha256 when known, safetensors header or
+mapping tensors against ``models/sadtalker_v002_keys.json``) and only then renamed to its final name.
+Sources are tried in order: ``--mirror``, the official GitHub release, the authors' Hugging Face
+repository (``HF_ENDPOINT`` honoured). Proxies come from the environment (``http_proxy`` /
+``https_proxy`` / ``no_proxy``), as urllib reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import logging
+import re
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .errors import CancelledError
+from .paths import ModelDirs, resolve_model_dirs
+from .weights import (
+    CORRUPT,
+    PRESENT,
+    Manifest,
+    Selection,
+    WeightFile,
+    check_file,
+    load_manifest,
+    model_status,
+    resolve_selection,
+)
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"sadtalker-ext-downloader/{__version__}"
+CHUNK = 1 << 20
+DISK_MARGIN = 16 << 20
+_PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
+
+# Statuses of a FileResult.
+DOWNLOADED = "downloaded"
+REPLACED = "replaced"
+FAILED = "failed"
+WOULD_DOWNLOAD = "would-download"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report.
+
+    ``phase``: check, download, retry, verify, done, present, corrupt, failed. ``done``/``total`` in bytes
+    (``total`` 0 when unknown), ``speed`` in bytes/s over the current transfer, ``eta`` in seconds (None
+    when unknown). ``index`` is 1-based among ``count`` files.
+    """
+
+    name: str
+    index: int
+    count: int
+    phase: str
+    done: int = 0
+    total: int = 0
+    speed: float = 0.0
+    eta: float | None = None
+    message: str = ""
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class FileResult:
+    """What happened to one file. ``status``: present, downloaded, replaced, corrupt, failed, would-download."""
+
+    name: str
+    path: Path
+    status: str
+    detail: str = ""
+    source: str = ""
+    fetched_bytes: int = 0
+    size: int = 0
+
+
+@dataclass
+class DownloadReport:
+    """Per-file results of :func:`download`, in manifest order."""
+
+    results: list[FileResult] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when every selected file is now present and verified (dry run: nothing missing)."""
+        return all(r.status in (PRESENT, DOWNLOADED, REPLACED) for r in self.results)
+
+    def by_status(self, *statuses: str) -> list[FileResult]:
+        return [r for r in self.results if r.status in statuses]
+
+    def summary(self) -> str:
+        lines = []
+        for r in self.results:
+            line = f"{r.status:>14}  {r.name}  -> {r.path}"
+            if r.detail:
+                line += f"\n{'':>16}{r.detail}"
+            lines.append(line)
+        return "\n".join(lines)
+
+
+class _NotThere(Exception):
+    """The source does not have the file (HTTP 4xx): try the next source."""
+
+
+class _BadContent(Exception):
+    """The source serves something else (wrong size): try the next source."""
+
+
+class _Transient(Exception):
+    """Connection trouble or a server error: retry the same source after a pause."""
+
+
+class _Reporter:
+    """Throttles progress callbacks (at most every ``interval`` s, always on phase changes)."""
+
+    def __init__(self, callback: ProgressCallback | None, count: int, interval: float = 0.2):
+        self.callback = callback
+        self.count = count
+        self.interval = interval
+        self._last = 0.0
+
+    def emit(self, name: str, index: int, phase: str, *, force: bool = True, **kw) -> None:
+        if self.callback is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        self.callback(Progress(name=name, index=index, count=self.count, phase=phase, **kw))
+
+
+def _parse_content_range(value: str | None) -> tuple[int, int] | None:
+    """``bytes START-END/TOTAL`` -> (START, TOTAL or 0)."""
+    m = re.match(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)", value or "")
+    if not m:
+        return None
+    return int(m.group(1)), (int(m.group(3)) if m.group(3) != "*" else 0)
+
+
+def _fetch_into(
+    url: str,
+    part: Path,
+    expected: int,
+    *,
+    opener: urllib.request.OpenerDirector,
+    timeout: float,
+    on_bytes: Callable[[int, int, int], None],
+    cancel: Callable[[], bool] | None,
+) -> int:
+    """Append the rest of ``url`` to ``part`` (Range from its current size); returns bytes received.
+
+    Raises _NotThere, _BadContent or _Transient; a server that ignores Range restarts the file.
+    """
+    offset = part.stat().st_size if part.is_file() else 0
+    if expected and offset > expected:
+        part.unlink()
+        offset = 0
+    if expected and offset == expected:
+        return 0  # complete from an earlier run; verification decides
+    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+    if offset:
+        req.add_header("Range", f"bytes={offset}-")
+    try:
+        resp = opener.open(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and offset:
+            span = re.match(r"\s*bytes\s+\*/(\d+)", exc.headers.get("Content-Range") or "")
+            remote = int(span.group(1)) if span else 0
+            if remote and expected and remote != expected:
+                raise _BadContent(
+                    f"the server's file has {remote} bytes, the official file has {expected}"
+                ) from exc
+            if remote and remote == offset:
+                return 0  # the part file is already complete; verification decides
+            part.unlink()
+            raise _Transient(f"HTTP 416 for a resume at byte {offset}; restarting the file") from exc
+        if exc.code in _PERMANENT_HTTP:
+            raise _NotThere(f"HTTP {exc.code} {exc.reason}") from exc
+        raise _Transient(f"HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        raise _Transient(f"cannot connect: {getattr(exc, 'reason', exc)}") from exc
+    received = 0
+    with resp:
+        if offset and resp.status == 206:
+            span = _parse_content_range(resp.headers.get("Content-Range"))
+            if span is None or span[0] != offset:
+                part.unlink()
+                raise _Transient(
+                    f"server answered the resume with range {resp.headers.get('Content-Range')!r}"
+                )
+            mode = "ab"
+            total = span[1] or (offset + int(resp.headers.get("Content-Length") or 0))
+        else:
+            offset, mode = 0, "wb"
+            length = int(resp.headers.get("Content-Length") or 0)
+            total = length
+        if expected and total and total != expected:
+            raise _BadContent(f"the server offers {total} bytes, the official file has {expected}")
+        total = total or expected
+        with part.open(mode) as fh:
+            while True:
+                if cancel is not None and cancel():
+                    raise CancelledError(f"download of {part.name[: -len('.part')]} cancelled")
+                try:
+                    block = resp.read(CHUNK)
+                except (http.client.HTTPException, OSError) as exc:
+                    raise _Transient(f"connection lost after {offset + received} bytes: {exc!r}") from exc
+                if not block:
+                    break
+                fh.write(block)
+                received += len(block)
+                on_bytes(offset + received, total, received)
+                if expected and offset + received > expected:
+                    raise _BadContent(f"the server sends more than the official {expected} bytes")
+    if total and offset + received < total:
+        raise _Transient(f"connection closed after {offset + received} of {total} bytes")
+    return received
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _download_file(
+    wf: WeightFile,
+    dest: Path,
+    manifest: Manifest,
+    *,
+    index: int,
+    reporter: _Reporter,
+    mirror: str | None,
+    hf_endpoint: str | None,
+    retries: int,
+    backoff: float,
+    timeout: float,
+    opener: urllib.request.OpenerDirector,
+    cancel: Callable[[], bool] | None,
+) -> tuple[bool, str, str, int]:
+    """Fetch ``wf`` to ``dest`` through ``dest.part``. Returns (ok, detail, source url, bytes fetched)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    problems: list[str] = []
+    fetched = 0
+    sources = wf.sources(mirror, hf_endpoint)
+    if not sources:
+        return False, "the manifest lists no download URL for this file", "", 0
+    for url in sources:
+        attempt = 0
+        while True:
+            have = part.stat().st_size if part.is_file() else 0
+            free = _free_bytes(dest.parent)
+            if wf.size and free is not None and free < wf.size - have + DISK_MARGIN:
+                return (
+                    False,
+                    f"not enough disk space in {dest.parent}: {free} bytes free, {wf.size - have} needed",
+                    url,
+                    fetched,
+                )
+            started = time.monotonic()
+            attempt_bytes = [0]
+
+            def on_bytes(
+                done: int, total: int, new: int, _t0: float = started, _seen=attempt_bytes, _url: str = url
+            ) -> None:
+                _seen[0] = new
+                elapsed = max(time.monotonic() - _t0, 1e-6)
+                speed = new / elapsed
+                eta = (total - done) / speed if total and speed > 0 else None
+                reporter.emit(
+                    wf.name,
+                    index,
+                    "download",
+                    force=False,
+                    done=done,
+                    total=total,
+                    speed=speed,
+                    eta=eta,
+                    message=_url,
+                )
+
+            reporter.emit(wf.name, index, "download", done=have, total=wf.size, message=url)
+            try:
+                _fetch_into(
+                    url, part, wf.size, opener=opener, timeout=timeout, on_bytes=on_bytes, cancel=cancel
+                )
+            except _NotThere as exc:
+                fetched += attempt_bytes[0]
+                problems.append(f"{url}: {exc}")
+                log.info("%s: %s: %s", wf.name, url, exc)
+                break
+            except _BadContent as exc:
+                fetched += attempt_bytes[0]
+                problems.append(f"{url}: {exc}")
+                log.warning("%s: %s: %s", wf.name, url, exc)
+                part.unlink(missing_ok=True)
+                break
+            except _Transient as exc:
+                fetched += attempt_bytes[0]
+                attempt += 1
+                problems.append(f"{url}: {exc}")
+                log.warning("%s: %s: %s (attempt %d of %d)", wf.name, url, exc, attempt, retries + 1)
+                if attempt > retries:
+                    break
+                pause = min(backoff * 2 ** (attempt - 1), 30.0)
+                reporter.emit(wf.name, index, "retry", message=f"{exc}; retrying in {pause:.1f} s")
+                if pause > 0:
+                    time.sleep(pause)
+                continue
+            fetched += attempt_bytes[0]
+            reporter.emit(wf.name, index, "verify", done=part.stat().st_size, total=wf.size)
+            state, detail = check_file(wf, part, manifest, verify_hash=True)
+            if state == PRESENT:
+                part.replace(dest)
+                return True, detail, url, fetched
+            problems.append(f"{url}: the downloaded file failed verification: {detail}")
+            log.warning("%s from %s failed verification: %s", wf.name, url, detail)
+            part.unlink(missing_ok=True)
+            break
+    return False, "; ".join(problems[-6:]), "", fetched
+
+
+def download(
+    selection: Selection | Iterable[str] | None,
+    dirs: ModelDirs | None = None,
+    progress: ProgressCallback | None = None,
+    mirror: str | None = None,
+    replace_corrupt: bool = False,
+    *,
+    dry_run: bool = False,
+    verify_existing: bool = False,
+    manifest: Manifest | None = None,
+    hf_endpoint: str | None = None,
+    retries: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    cancel: Callable[[], bool] | None = None,
+) -> DownloadReport:
+    """Make the selected weight files present and verified; returns a per-file report (never raises on
+    network or verification failure, only on cancel -> :class:`CancelledError`).
+
+    ``selection``: a :class:`Selection`, explicit file names, or None for every file. ``dirs``: target
+    folders (default :func:`resolve_model_dirs`). Existing files are checked (size and header; sha256 too
+    when ``verify_existing``) and kept; a corrupt one is reported and only replaced when
+    ``replace_corrupt``. ``retries``: extra attempts per source on connection trouble, pausing
+    ``backoff * 2**k`` s (at most 30 s). ``dry_run``: only check, no network.
+    """
+    manifest = manifest or load_manifest()
+    dirs = dirs or resolve_model_dirs()
+    names = resolve_selection(selection, manifest)
+    reporter = _Reporter(progress, len(names))
+    opener = urllib.request.build_opener()  # honours http(s)_proxy / no_proxy from the environment
+    report = DownloadReport(dry_run=dry_run)
+    for index, name in enumerate(names, start=1):
+        wf = manifest.get(name)
+        dest = wf.path(dirs)
+        reporter.emit(name, index, "check", total=wf.size)
+        state, detail = check_file(wf, dest, manifest, verify_hash=verify_existing)
+        if state == PRESENT:
+            report.results.append(FileResult(name, dest, PRESENT, detail, size=dest.stat().st_size))
+            reporter.emit(name, index, PRESENT, done=wf.size, total=wf.size, message=detail)
+            continue
+        if state == CORRUPT and not replace_corrupt:
+            msg = f"{detail}; not replaced (use --replace-corrupt / replace_corrupt=True)"
+            report.results.append(FileResult(name, dest, CORRUPT, msg, size=dest.stat().st_size))
+            reporter.emit(name, index, CORRUPT, message=msg)
+            continue
+        if dry_run:
+            sources = wf.sources(mirror, hf_endpoint)
+            status = CORRUPT if state == CORRUPT else WOULD_DOWNLOAD
+            report.results.append(
+                FileResult(name, dest, status, detail, source=sources[0] if sources else "", size=wf.size)
+            )
+            continue
+        ok, info, source, fetched = _download_file(
+            wf, dest, manifest, index=index, reporter=reporter, mirror=mirror, hf_endpoint=hf_endpoint,
+            retries=retries, backoff=backoff, timeout=timeout, opener=opener, cancel=cancel,
+        )  # fmt: skip
+        if ok:
+            status = REPLACED if state == CORRUPT else DOWNLOADED
+            report.results.append(FileResult(name, dest, status, info, source, fetched, dest.stat().st_size))
+            reporter.emit(name, index, "done", done=wf.size, total=wf.size, message=source)
+        else:
+            report.results.append(FileResult(name, dest, FAILED, info, source, fetched))
+            reporter.emit(name, index, FAILED, message=info)
+    return report
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} GB"
+
+
+class _CliProgress:
+    """Renders Progress with tqdm when installed, else as plain lines (every ~2 s per file)."""
+
+    def __init__(self, stream=None, use_tqdm: bool | None = None):
+        self.stream = stream or sys.stderr
+        if use_tqdm is None:
+            try:
+                import tqdm  # noqa: F401
+
+                use_tqdm = True
+            except ImportError:
+                use_tqdm = False
+        self.use_tqdm = use_tqdm
+        self._bar = None
+        self._bar_name = ""
+        self._last_line = 0.0
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __call__(self, p: Progress) -> None:
+        head = f"[{p.index}/{p.count}] {p.name}"
+        if p.phase == "download" and self.use_tqdm:
+            from tqdm import tqdm
+
+            if self._bar is None or self._bar_name != p.name:
+                self._close_bar()
+                self._bar = tqdm(
+                    total=p.total or None,
+                    initial=p.done,
+                    unit="B",
+                    unit_scale=True,
+                    desc=head,
+                    file=self.stream,
+                )
+                self._bar_name = p.name
+            self._bar.update(p.done - self._bar.n)
+            return
+        if p.phase == "download":
+            now = time.monotonic()
+            if now - self._last_line < 2.0 and p.done < p.total:
+                return
+            self._last_line = now
+            eta = f", ETA {p.eta:.0f} s" if p.eta is not None else ""
+            total = f"/{_human(p.total)}" if p.total else ""
+            print(f"{head}: {_human(p.done)}{total} at {_human(p.speed)}/s{eta}", file=self.stream)
+            return
+        if p.phase in ("check",):
+            return
+        self._close_bar()
+        text = {
+            "present": "already present",
+            "done": "downloaded and verified",
+            "verify": "verifying",
+            "retry": "retry",
+            "corrupt": "CORRUPT",
+            "failed": "FAILED",
+        }.get(p.phase, p.phase)
+        print(
+            f"{head}: {text}{': ' + p.message if p.message and p.phase != 'done' else ''}", file=self.stream
+        )
+
+    def close(self) -> None:
+        self._close_bar()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m sadtalker_ext.download",
+        description="Download and verify the official SadTalker weights (resumable; safe to re-run).",
+    )
+    ap.add_argument(
+        "--size", choices=["256", "512", "all"], default="256", help="renderer size(s) (default 256)"
+    )
+    ap.add_argument("--full", action="store_true", help="also the MappingNet for the full/extfull modes")
+    ap.add_argument("--enhancer", action="store_true", help="also GFPGAN v1.4 + face detection/parsing")
+    ap.add_argument(
+        "--detector", action="store_true", help="also RetinaFace + AWing FAN (official face detector)"
+    )
+    ap.add_argument("--all", action="store_true", help="every file of the manifest")
+    ap.add_argument("--checkpoint_dir", "--checkpoint-dir", default=None, help="SadTalker checkpoint folder")
+    ap.add_argument("--gfpgan_dir", "--gfpgan-dir", default=None, help="face model folder (gfpgan/weights)")
+    ap.add_argument(
+        "--mirror", default=None, metavar="BASE_URL", help="a mirror serving BASE_URL/<file name>"
+    )
+    ap.add_argument("--dry-run", action="store_true", help="only list what is missing or corrupt")
+    ap.add_argument("--status", action="store_true", help="print the status of every file and exit")
+    ap.add_argument("--replace-corrupt", action="store_true", help="re-download files that fail the check")
+    ap.add_argument("--verify", action="store_true", help="also check the sha256 of files already present")
+    ap.add_argument("--retries", type=int, default=4, help="extra attempts per source (default 4)")
+    ap.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
+    ap.add_argument("--manifest", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--no-tqdm", action="store_true", help=argparse.SUPPRESS)
+    return ap
+
+
+def selection_from_args(args: argparse.Namespace) -> Selection | None:
+    if args.all:
+        return None
+    sizes = (256, 512) if args.size == "all" else (int(args.size),)
+    return Selection(sizes=sizes, full=args.full, enhancer=args.enhancer, detector=args.detector)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; exit code 0 when everything selected is present and verified, else 1."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    manifest = load_manifest(args.manifest) if args.manifest else load_manifest()
+    dirs = resolve_model_dirs(args.checkpoint_dir, args.gfpgan_dir)
+    print(f"checkpoints: {dirs.checkpoints} ({dirs.checkpoints_source})")
+    print(f"face models: {dirs.gfpgan} ({dirs.gfpgan_source})")
+    if args.status:
+        for row in model_status(dirs, manifest=manifest, verify_hash=args.verify):
+            print(
+                f"{row.state:>8}  {row.name:<36} {_human(row.size):>10}  for {','.join(row.needed_for)}  {row.detail}"
+            )
+        return 0
+    selection = selection_from_args(args)
+    render = _CliProgress(use_tqdm=False if args.no_tqdm else None)
+    try:
+        report = download(
+            selection, dirs, progress=render, mirror=args.mirror, replace_corrupt=args.replace_corrupt,
+            dry_run=args.dry_run, verify_existing=args.verify, manifest=manifest, retries=max(args.retries, 0),
+            timeout=args.timeout,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        render.close()
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        render.close()
+    if args.dry_run:
+        todo = report.by_status(WOULD_DOWNLOAD, CORRUPT)
+        if not todo:
+            print("nothing missing")
+        total = 0
+        for r in todo:
+            total += r.size
+            what = "missing" if r.status == WOULD_DOWNLOAD else "corrupt"
+            print(f"{what}: {r.name} ({_human(r.size) if r.size else 'size unknown'}) -> {r.path}")
+            print(f"         from {r.source}")
+        if todo:
+            print(f"{len(todo)} file(s), {_human(total)} to download")
+        return 0 if not todo else 1
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())
