@@ -1,0 +1,1 @@
+"""Pure torch modules of the SadTalker networks (no file I/O)."""

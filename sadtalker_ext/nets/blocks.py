@@ -1,0 +1,219 @@
+"""Building blocks shared by the face-vid2vid renderer networks.
+
+Every block keeps the parameter names of the official checkpoint (``conv``, ``norm``, ``conv1`` ...),
+so a state dict read from the file loads strictly. BatchNorm layers are plain ``nn.BatchNorm2d/3d``
+(eps 1e-5); in ``eval()`` they use the stored running statistics, like the official synchronized
+BatchNorm does at inference.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def coordinate_grid_3d(depth: int, height: int, width: int, *, dtype: torch.dtype, device) -> torch.Tensor:
+    """Normalised sampling grid ``(D, H, W, 3)``; last axis is (x over W, y over H, z over D), each in [-1, 1]."""
+
+    def axis(n: int) -> torch.Tensor:
+        steps = torch.arange(n, dtype=dtype, device=device)
+        return 2 * (steps / (n - 1)) - 1
+
+    zs, ys, xs = axis(depth), axis(height), axis(width)
+    return torch.stack(
+        (
+            xs.view(1, 1, width).expand(depth, height, width),
+            ys.view(1, height, 1).expand(depth, height, width),
+            zs.view(depth, 1, 1).expand(depth, height, width),
+        ),
+        dim=-1,
+    )
+
+
+def channel_ladder(base: int, cap: int, power: int) -> int:
+    """Width of level ``power`` of an encoder: ``min(cap, base * 2**power)``."""
+    return min(cap, base * (2**power))
+
+
+class ConvBNAct2d(nn.Module):
+    """Conv2d -> BatchNorm2d -> ReLU (or LeakyReLU(0.01)); resolution kept. Keys ``conv``, ``norm``."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, *, leaky: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size=kernel, padding=kernel // 2)
+        self.norm = nn.BatchNorm2d(out_ch)
+        self.leaky = leaky
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.conv(x))
+        return F.leaky_relu(y, 0.01) if self.leaky else F.relu(y)
+
+
+class EncodeStep2d(nn.Module):
+    """Conv3x3 -> BN -> ReLU -> 2x2 average pool: ``(B, in, H, W) -> (B, out, H/2, W/2)``."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1)
+        self.norm = nn.BatchNorm2d(out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(F.relu(self.norm(self.conv(x))), kernel_size=2)
+
+
+class EncodeStep3d(nn.Module):
+    """Conv3x3x3 -> BN -> ReLU -> (1, 2, 2) average pool: depth kept, H and W halved."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.conv = nn.Conv3d(in_ch, out_ch, kernel_size=3, padding=1)
+        self.norm = nn.BatchNorm3d(out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool3d(F.relu(self.norm(self.conv(x))), kernel_size=(1, 2, 2))
+
+
+class DecodeStep3d(nn.Module):
+    """Nearest x(1, 2, 2) upsampling -> Conv3x3x3 -> BN -> ReLU: depth kept, H and W doubled."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.conv = nn.Conv3d(in_ch, out_ch, kernel_size=3, padding=1)
+        self.norm = nn.BatchNorm3d(out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest")
+        return F.relu(self.norm(self.conv(up)))
+
+
+class PreActResidual3d(nn.Module):
+    """Pre-activation residual block: x + conv2(relu(bn2(conv1(relu(bn1(x)))))), channels and size kept."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv3d(channels, channels, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv3d(channels, channels, kernel_size=3, padding=1)
+        self.norm1 = nn.BatchNorm3d(channels)
+        self.norm2 = nn.BatchNorm3d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.relu(self.norm1(x)))
+        h = self.conv2(F.relu(self.norm2(h)))
+        return h + x
+
+
+class _HourglassDown(nn.Module):
+    def __init__(self, in_ch: int, base: int, cap: int, levels: int):
+        super().__init__()
+        widths = [in_ch] + [channel_ladder(base, cap, i + 1) for i in range(levels)]
+        self.down_blocks = nn.ModuleList(EncodeStep3d(widths[i], widths[i + 1]) for i in range(levels))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = [x]
+        for step in self.down_blocks:
+            feats.append(step(feats[-1]))
+        return feats
+
+
+class _HourglassUp(nn.Module):
+    def __init__(self, in_ch: int, base: int, cap: int, levels: int):
+        super().__init__()
+        steps = []
+        for level in reversed(range(levels)):
+            skip_factor = 1 if level == levels - 1 else 2
+            steps.append(
+                DecodeStep3d(
+                    skip_factor * channel_ladder(base, cap, level + 1), channel_ladder(base, cap, level)
+                )
+            )
+        self.up_blocks = nn.ModuleList(steps)
+        self.out_channels = base + in_ch
+        self.conv = nn.Conv3d(self.out_channels, self.out_channels, kernel_size=3, padding=1)
+        self.norm = nn.BatchNorm3d(self.out_channels)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        h = feats[-1]
+        for i, step in enumerate(self.up_blocks):
+            h = torch.cat((step(h), feats[-2 - i]), dim=1)
+        return F.relu(self.norm(self.conv(h)))
+
+
+class Hourglass3d(nn.Module):
+    """3D U-Net: ``(B, in, D, H, W) -> (B, base + in, D, H, W)``; pools H and W only (H, W divisible by 2**levels)."""
+
+    def __init__(self, in_ch: int, base: int, cap: int, levels: int):
+        super().__init__()
+        self.encoder = _HourglassDown(in_ch, base, cap, levels)
+        self.decoder = _HourglassUp(in_ch, base, cap, levels)
+        self.out_channels = self.decoder.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class SpectralConv2d(nn.Module):
+    """Conv2d whose weight is ``weight_orig / sigma`` with ``sigma = u . (W v)`` from the stored u, v.
+
+    Stores ``weight_orig`` (out, in, k, k), ``weight_u`` (out,), ``weight_v`` (in*k*k,) and an optional
+    ``bias`` exactly as the official (torch spectral-norm) checkpoint does. Inference only: no power
+    iteration is run, u and v are used as stored.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, *, bias: bool = True):
+        super().__init__()
+        self.padding = kernel // 2
+        self.weight_orig = nn.Parameter(torch.empty(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.register_buffer("weight_u", torch.zeros(out_ch))
+        self.register_buffer("weight_v", torch.zeros(in_ch * kernel * kernel))
+        nn.init.kaiming_uniform_(self.weight_orig, a=5**0.5)
+
+    def effective_weight(self) -> torch.Tensor:
+        """The normalised kernel (out, in, k, k)."""
+        w = self.weight_orig
+        sigma = torch.dot(self.weight_u, torch.mv(w.reshape(w.shape[0], -1), self.weight_v))
+        return w / sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.effective_weight(), self.bias, padding=self.padding)
+
+
+class SpadeNorm(nn.Module):
+    """SPADE: instance-normalise x (no affine), then ``x_n * (1 + gamma(seg)) + beta(seg)``.
+
+    ``seg`` must already have x's spatial size. Keys ``mlp_shared.0``, ``mlp_gamma``, ``mlp_beta``.
+    """
+
+    def __init__(self, channels: int, label_ch: int, hidden: int):
+        super().__init__()
+        self.mlp_shared = nn.Sequential(nn.Conv2d(label_ch, hidden, kernel_size=3, padding=1), nn.ReLU())
+        self.mlp_gamma = nn.Conv2d(hidden, channels, kernel_size=3, padding=1)
+        self.mlp_beta = nn.Conv2d(hidden, channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        normalised = F.instance_norm(x, eps=1e-5)
+        shared = self.mlp_shared(seg)
+        return normalised * (1 + self.mlp_gamma(shared)) + self.mlp_beta(shared)
+
+
+class SpadeResidual(nn.Module):
+    """SPADE residual block with spectral-normed 3x3 convs (and a learned 1x1 shortcut when widths differ)."""
+
+    def __init__(self, in_ch: int, out_ch: int, label_ch: int, hidden: int):
+        super().__init__()
+        mid = min(in_ch, out_ch)
+        self.learned_shortcut = in_ch != out_ch
+        self.conv_0 = SpectralConv2d(in_ch, mid, 3)
+        self.conv_1 = SpectralConv2d(mid, out_ch, 3)
+        self.norm_0 = SpadeNorm(in_ch, label_ch, hidden)
+        self.norm_1 = SpadeNorm(mid, label_ch, hidden)
+        if self.learned_shortcut:
+            self.conv_s = SpectralConv2d(in_ch, out_ch, 1, bias=False)
+            self.norm_s = SpadeNorm(in_ch, label_ch, hidden)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        skip = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
+        h = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
+        h = self.conv_1(F.leaky_relu(self.norm_1(h, seg), 0.2))
+        return skip + h

@@ -1,0 +1,134 @@
+"""Dense motion network: sparse keypoint motions -> dense 3D warp field and occlusion map.
+
+Checkpoint prefix ``generator.dense_motion_network.``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import Hourglass3d, coordinate_grid_3d
+
+
+@dataclass(frozen=True)
+class DenseMotionConfig:
+    """Hyperparameters; defaults are the official ``dense_motion_params`` (+ common num_kp, feature_channel)."""
+
+    num_kp: int = 15
+    feature_channel: int = 32
+    block_expansion: int = 32
+    max_features: int = 1024
+    num_blocks: int = 5
+    reshape_depth: int = 16
+    compress: int = 4
+    estimate_occlusion_map: bool = True
+    kp_variance: float = 0.01
+
+    @property
+    def hourglass_in(self) -> int:
+        """Channels fed to the hourglass: (num_kp + 1) x (compress + 1)."""
+        return (self.num_kp + 1) * (self.compress + 1)
+
+    @classmethod
+    def from_state_shapes(cls, shapes: Mapping[str, tuple[int, ...]], prefix: str = "") -> DenseMotionConfig:
+        """Infer widths from ``{key: shape}`` (keys under ``prefix``); ``ValueError`` if a key is absent."""
+        p = prefix
+        try:
+            compress = shapes[p + "compress.weight"]
+            mask = shapes[p + "mask.weight"]
+            enc0 = shapes[p + "hourglass.encoder.down_blocks.0.conv.weight"]
+            levels = sum(
+                1
+                for k in shapes
+                if k.startswith(p + "hourglass.encoder.down_blocks.") and k.endswith(".conv.weight")
+            )
+            top = shapes[f"{p}hourglass.encoder.down_blocks.{levels - 1}.conv.weight"][0]
+            out_ch = shapes[p + "hourglass.decoder.conv.weight"][0]
+        except (KeyError, IndexError) as exc:
+            raise ValueError(f"dense motion state lacks key {exc}") from exc
+        occlusion = shapes.get(p + "occlusion.weight")
+        depth = int(occlusion[1]) // int(out_ch) if occlusion is not None else cls.reshape_depth
+        return cls(
+            num_kp=int(mask[0]) - 1,
+            feature_channel=int(compress[1]),
+            block_expansion=int(enc0[0]) // 2,
+            max_features=int(top),
+            num_blocks=levels,
+            reshape_depth=depth,
+            compress=int(compress[0]),
+            estimate_occlusion_map=occlusion is not None,
+        )
+
+
+def keypoint_gaussians(kp: torch.Tensor, grid: torch.Tensor, variance: float) -> torch.Tensor:
+    """Unnormalised Gaussians ``exp(-|grid - kp|^2 / (2 variance))``: kp ``(B, K, 3)``, grid ``(D, H, W, 3)``
+    -> ``(B, K, D, H, W)``."""
+    diff = grid.view(1, 1, *grid.shape) - kp.view(kp.shape[0], kp.shape[1], 1, 1, 1, 3)
+    return torch.exp(-0.5 * (diff**2).sum(-1) / variance)
+
+
+class DenseMotionNetwork(nn.Module):
+    """``forward(feature, kp_driving, kp_source)`` with feature ``(B, feature_channel, D, H, W)`` and keypoints
+    ``(B, K, 3)`` -> dict:
+
+    * ``mask`` ``(B, K+1, D, H, W)``: softmax weights of the background (index 0) and each keypoint motion;
+    * ``deformation`` ``(B, D, H, W, 3)``: sampling grid (x, y, z in [-1, 1]) into the source volume;
+    * ``occlusion_map`` ``(B, 1, H, W)`` in (0, 1) when ``estimate_occlusion_map``.
+    """
+
+    def __init__(self, cfg: DenseMotionConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or DenseMotionConfig()
+        self.hourglass = Hourglass3d(cfg.hourglass_in, cfg.block_expansion, cfg.max_features, cfg.num_blocks)
+        out_ch = self.hourglass.out_channels
+        self.mask = nn.Conv3d(out_ch, cfg.num_kp + 1, kernel_size=7, padding=3)
+        self.compress = nn.Conv3d(cfg.feature_channel, cfg.compress, kernel_size=1)
+        self.norm = nn.BatchNorm3d(cfg.compress)
+        if cfg.estimate_occlusion_map:
+            self.occlusion = nn.Conv2d(out_ch * cfg.reshape_depth, 1, kernel_size=7, padding=3)
+        else:
+            self.occlusion = None
+
+    def forward(
+        self, feature: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        small = F.relu(self.norm(self.compress(feature)))
+        b, c, d, h, w = small.shape
+        k = self.cfg.num_kp
+        grid = coordinate_grid_3d(d, h, w, dtype=small.dtype, device=small.device)
+
+        # Per keypoint: where in the source each driving-space voxel comes from (index 0 = no motion).
+        ident = grid.view(1, 1, d, h, w, 3)
+        moved = ident - kp_driving.view(b, k, 1, 1, 1, 3) + kp_source.view(b, k, 1, 1, 1, 3)
+        motions = torch.cat((ident.expand(b, 1, d, h, w, 3), moved), dim=1)  # (B, K+1, D, H, W, 3)
+
+        stacked = small.unsqueeze(1).expand(b, k + 1, c, d, h, w).reshape(b * (k + 1), c, d, h, w)
+        warped = F.grid_sample(
+            stacked,
+            motions.reshape(b * (k + 1), d, h, w, 3),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        ).view(b, k + 1, c, d, h, w)
+
+        heat = keypoint_gaussians(kp_driving, grid, self.cfg.kp_variance) - keypoint_gaussians(
+            kp_source, grid, self.cfg.kp_variance
+        )
+        heat = torch.cat((heat.new_zeros(b, 1, d, h, w), heat), dim=1).unsqueeze(2)
+        hourglass_in = torch.cat((heat, warped), dim=2).view(b, -1, d, h, w)
+
+        hidden = self.hourglass(hourglass_in)
+        mask = F.softmax(self.mask(hidden), dim=1)
+        out = {"mask": mask}
+        weights = mask.unsqueeze(2)
+        weights = torch.where(weights < 1e-3, torch.zeros_like(weights), weights)
+        deformation = (motions.permute(0, 1, 5, 2, 3, 4) * weights).sum(dim=1)
+        out["deformation"] = deformation.permute(0, 2, 3, 4, 1)
+        if self.occlusion is not None:
+            out["occlusion_map"] = torch.sigmoid(self.occlusion(hidden.reshape(b, -1, h, w)))
+        return out

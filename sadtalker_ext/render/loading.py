@@ -1,0 +1,129 @@
+"""Build the renderer networks from the official weight files.
+
+* ``SadTalker_V0.0.2_<size>.safetensors``: only the ``kp_extractor.`` and ``generator.`` tensors are read.
+* ``mapping_00229-model.pth.tar`` (crop / extcrop / resize) or ``mapping_00109-model.pth.tar``
+  (full / extfull): the ``mapping`` state dict, read without executing pickled code.
+
+Network widths are inferred from the stored shapes (so reduced-width stand-in files drive the same
+code); every tensor must then fit the network exactly (strict load), else :class:`CheckpointError`.
+Built networks are cached per process, keyed by file identity, device and dtype.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import checkpoints
+from ..errors import CheckpointError
+from ..nets.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
+from ..nets.kp_detector import KPDetector, KPDetectorConfig
+from ..nets.mapping import MappingConfig, MappingNet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RendererNets:
+    """The three renderer networks, in eval mode, on one device and dtype."""
+
+    kp_detector: KPDetector
+    generator: OcclusionAwareSPADEGenerator
+    mapping: MappingNet
+
+
+def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def _infer(config_cls, state: dict[str, torch.Tensor], *, file: Path, component: str):
+    try:
+        cfg = config_cls.from_state_shapes(_shapes(state))
+    except (ValueError, ZeroDivisionError) as exc:
+        raise CheckpointError(
+            f"{component}: {file} does not fit the network ({exc}). "
+            "The file is damaged or not the official release; download it again."
+        ) from exc
+    if cfg == config_cls():
+        log.info("%s: %s has the official configuration", component, file.name)
+    else:
+        log.info("%s: %s has a non-official configuration: %s", component, file.name, cfg)
+    return cfg
+
+
+def _build(net_cls, config_cls, state, *, file: Path, component: str, device, dtype) -> nn.Module:
+    cfg = _infer(config_cls, state, file=file, component=component)
+    with torch.device("meta"):
+        net = net_cls(cfg)
+    net = net.to_empty(device="cpu")
+    checkpoints.load_strict(net, state, file=file, component=component)
+    net = net.to(device=device, dtype=dtype).eval()
+    net.requires_grad_(False)
+    return net
+
+
+def _load_face_nets(path: Path, device, dtype) -> tuple[KPDetector, OcclusionAwareSPADEGenerator]:
+    kp_state = checkpoints.read_safetensors_prefix(
+        path, "kp_extractor", component="renderer keypoint detector"
+    )
+    kp = _build(
+        KPDetector,
+        KPDetectorConfig,
+        kp_state,
+        file=path,
+        component="renderer keypoint detector",
+        device=device,
+        dtype=dtype,
+    )
+    del kp_state
+    gen_state = checkpoints.read_safetensors_prefix(path, "generator", component="renderer generator")
+    gen = _build(
+        OcclusionAwareSPADEGenerator,
+        GeneratorConfig,
+        gen_state,
+        file=path,
+        component="renderer generator",
+        device=device,
+        dtype=dtype,
+    )
+    return kp, gen
+
+
+def _load_mapping(path: Path, device, dtype) -> MappingNet:
+    state = checkpoints.read_mapping_checkpoint(path, component="renderer mapping")
+    return _build(
+        MappingNet, MappingConfig, state, file=path, component="renderer mapping", device=device, dtype=dtype
+    )
+
+
+def load_renderer_nets(
+    checkpoint_dir: str | Path, size: int, preprocess: str, device: torch.device | str, dtype: torch.dtype
+) -> RendererNets:
+    """Load (or reuse from the process cache) the KPDetector, generator and MappingNet.
+
+    ``size`` 256 or 512 picks the safetensors file; ``preprocess`` picks the mapping file
+    (``full``/``extfull`` -> 00109, 73 inputs; otherwise 00229, 70 inputs). Raises ``CheckpointError``.
+    """
+    folder = Path(checkpoint_dir)
+    face_path = folder / checkpoints.safetensors_name(size)
+    map_path = folder / checkpoints.mapping_name(preprocess)
+    for p, comp in ((face_path, "renderer"), (map_path, "renderer mapping")):
+        if not p.is_file():
+            raise CheckpointError(
+                f"{comp}: weight file not found: {p}. Put '{p.name}' into '{folder}' "
+                "(run `python -m sadtalker_ext.download` to fetch the official weights)."
+            )
+    dev = torch.device(device)
+    kp, gen = checkpoints.cached(
+        ("renderer-face", checkpoints.file_identity(face_path), str(dev), str(dtype)),
+        lambda: _load_face_nets(face_path, dev, dtype),
+    )
+    mapping = checkpoints.cached(
+        ("renderer-mapping", checkpoints.file_identity(map_path), str(dev), str(dtype)),
+        lambda: _load_mapping(map_path, dev, dtype),
+    )
+    return RendererNets(kp_detector=kp, generator=gen, mapping=mapping)
