@@ -138,6 +138,10 @@ class _Transient(Exception):
     """Connection trouble or a server error: retry the same source after a pause."""
 
 
+class _LocalFailure(Exception):
+    """Writing the file failed here (disk full, permissions): stop trying this file."""
+
+
 class _Reporter:
     """Throttles progress callbacks (at most every ``interval`` s, always on phase changes)."""
 
@@ -236,7 +240,10 @@ def _fetch_into(
                     raise _Transient(f"connection lost after {offset + received} bytes: {exc!r}") from exc
                 if not block:
                     break
-                fh.write(block)
+                try:
+                    fh.write(block)
+                except OSError as exc:
+                    raise _LocalFailure(f"cannot write {part}: {exc}") from exc
                 received += len(block)
                 on_bytes(offset + received, total, received)
                 if expected and offset + received > expected:
@@ -278,6 +285,9 @@ def _download_file(
         return False, "the manifest lists no download URL for this file", "", 0
     for url in sources:
         attempt = 0
+        # bytes already in the .part (earlier run or source) when this source starts: if the result then
+        # fails verification, the old bytes may be the culprit, so this source gets one clean restart
+        inherited = part.stat().st_size if part.is_file() else 0
         while True:
             have = part.stat().st_size if part.is_file() else 0
             free = _free_bytes(dest.parent)
@@ -315,6 +325,9 @@ def _download_file(
                 _fetch_into(
                     url, part, wf.size, opener=opener, timeout=timeout, on_bytes=on_bytes, cancel=cancel
                 )
+            except _LocalFailure as exc:
+                problems.append(str(exc))
+                return False, "; ".join(problems[-6:]), url, fetched + attempt_bytes[0]
             except _NotThere as exc:
                 fetched += attempt_bytes[0]
                 problems.append(f"{url}: {exc}")
@@ -347,6 +360,9 @@ def _download_file(
             problems.append(f"{url}: the downloaded file failed verification: {detail}")
             log.warning("%s from %s failed verification: %s", wf.name, url, detail)
             part.unlink(missing_ok=True)
+            if inherited:
+                inherited = 0
+                continue  # the resumed prefix may be what was wrong: fetch this source once from byte 0
             break
     return False, "; ".join(problems[-6:]), "", fetched
 

@@ -9,6 +9,7 @@ tests/standin.py) described by a test manifest; one test fetches full-format sta
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import socket
 import threading
@@ -21,6 +22,7 @@ import pytest
 
 from sadtalker_ext import download as dl
 from sadtalker_ext import weights as w
+from sadtalker_ext.errors import CancelledError
 from sadtalker_ext.paths import ModelDirs
 from tests import standin
 
@@ -269,16 +271,18 @@ def test_full_download_verifies_and_places_every_file(site, small, tmp_path):
 
 
 def test_resume_after_connection_cut_uses_range_and_is_byte_identical(site, small, tmp_path):
-    urls = _serve_all(site, small)
+    urls = _serve_all(site, small, prefix="/files")
     cut_at = len(small[ST256]) // 3
-    site.cut_once[f"/gh/{ST256}"] = cut_at
+    site.cut_once[f"/files/{ST256}"] = cut_at
+    site.redirects[f"/gh/{ST256}"] = f"/files/{ST256}"  # like GitHub -> its CDN: Range must survive it
+    urls[ST256] = f"{site.base}/gh/{ST256}"
     man = _manifest(tmp_path, [_entry(ST256, small[ST256], [urls[ST256]])], small["keys"])
     dirs = _dirs(tmp_path)
     events: list[dl.Progress] = []
     report = dl.download([ST256], dirs, progress=events.append, manifest=man, **FAST)
     assert report.ok, report.summary()
-    ranges = [r for p, r in site.requests if p == f"/gh/{ST256}"]
-    assert ranges[0] is None and ranges[1] == f"bytes={cut_at}-", ranges
+    ranges = [r for p, r in site.requests if p == f"/files/{ST256}"]
+    assert ranges[0] is None and ranges[1] == f"bytes={cut_at}-", site.requests
     assert (dirs.checkpoints / ST256).read_bytes() == small[ST256]
     assert any(e.phase == "retry" for e in events)
     assert report.results[0].fetched_bytes == len(small[ST256])  # nothing fetched twice
@@ -335,6 +339,18 @@ def test_wrong_file_is_rejected_and_nothing_is_left_under_the_final_name(site, s
     # a wrong file is not fetched again from the same source (without a length, the short body looks like a
     # cut connection: one resume attempt, whose 416 answer reveals the server's size)
     assert len(site.requests) == (2 if flaw == "no-length-size" else 1), site.requests
+
+
+def test_bad_part_from_an_earlier_run_is_refetched_from_scratch(site, small, tmp_path):
+    urls = _serve_all(site, small)
+    man = _manifest(tmp_path, [_entry(GFP, small[GFP], [urls[GFP]])], small["keys"])
+    dirs = _dirs(tmp_path)
+    dirs.gfpgan.mkdir(parents=True)
+    (dirs.gfpgan / (GFP + ".part")).write_bytes(b"\xff" * 1000)  # garbage prefix
+    report = dl.download([GFP], dirs, manifest=man, **FAST)
+    assert report.ok, report.summary()
+    assert [r for _, r in site.requests] == ["bytes=1000-", None]
+    assert (dirs.gfpgan / GFP).read_bytes() == small[GFP]
 
 
 def test_404_falls_back_to_the_next_source(site, small, tmp_path):
@@ -466,9 +482,39 @@ def test_cli_downloads_through_a_mirror(site, small, tmp_path, capsys):
     assert not (dirs.gfpgan / GFP).exists()
     assert dl.main([*args, "--enhancer"]) == 1  # GFPGAN is on neither the mirror nor the official URL here
     assert "failed" in capsys.readouterr().out
-    assert _no_leftovers(dirs) == [dirs.checkpoints / n for n in sorted((ST256, MAP229))] or sorted(
-        _no_leftovers(dirs)
-    ) == sorted(dirs.checkpoints / n for n in (ST256, MAP229))
+    assert sorted(_no_leftovers(dirs)) == sorted(dirs.checkpoints / n for n in (ST256, MAP229))
+
+
+def test_cancel_stops_the_transfer_and_keeps_the_part_for_resume(site, small, tmp_path, monkeypatch):
+    urls = _serve_all(site, small)
+    man = _manifest(tmp_path, [_entry(GFP, small[GFP], [urls[GFP]])], small["keys"])
+    dirs = _dirs(tmp_path)
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 1  # allow the first block, then stop
+
+    monkey_chunk = 64 * 1024
+    monkeypatch.setattr(dl, "CHUNK", monkey_chunk)
+    with pytest.raises(CancelledError):
+        dl.download([GFP], dirs, manifest=man, cancel=cancel, **FAST)
+    assert not (dirs.gfpgan / GFP).exists()
+    assert (dirs.gfpgan / (GFP + ".part")).read_bytes() == small[GFP][:monkey_chunk]
+    assert dl.download([GFP], dirs, manifest=man, **FAST).ok
+    assert site.requests[-1][1] == f"bytes={monkey_chunk}-"
+
+
+def test_cli_progress_renders_with_tqdm_and_plain_lines():
+    for use_tqdm in (True, False):
+        stream = io.StringIO()
+        render = dl._CliProgress(stream=stream, use_tqdm=use_tqdm)
+        for done in (0, 500, 1000):
+            render(dl.Progress("f.bin", 1, 2, "download", done=done, total=1000, speed=100.0, eta=5.0))
+        render(dl.Progress("f.bin", 1, 2, "done", done=1000, total=1000))
+        render.close()
+        text = stream.getvalue()
+        assert "[1/2] f.bin" in text and "downloaded and verified" in text, text
 
 
 @pytest.mark.slow
