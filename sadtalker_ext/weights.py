@@ -292,16 +292,19 @@ def model_status(
 
 @dataclass(frozen=True)
 class Selection:
-    """Which features to fetch weights for. The crop-mode MappingNet is always part of a selection."""
+    """Which features to fetch weights for (the CLI always includes the crop-mode MappingNet)."""
 
     sizes: tuple[int, ...] = (256,)
     full: bool = False
     enhancer: bool = False
     detector: bool = False
+    crop: bool = True
 
     @property
     def features(self) -> set[str]:
-        out = {str(s) for s in self.sizes} | {"crop"}
+        out = {str(s) for s in self.sizes}
+        if self.crop:
+            out.add("crop")
         if self.full:
             out.add("full")
         if self.enhancer:
@@ -331,11 +334,12 @@ def resolve_selection(selection: Selection | Iterable[str] | None, manifest: Man
 def required_files(
     size: int, preprocess: str = "crop", *, enhancer: bool = False, detector: bool = False
 ) -> Selection:
-    """The :class:`Selection` a run needs: size 256/512, preprocess (``'full' in preprocess`` -> full MappingNet)."""
+    """The :class:`Selection` a run needs: size 256/512 and one MappingNet (``'full' in preprocess`` -> 00109,
+    else 00229, as :func:`sadtalker_ext.checkpoints.mapping_name`)."""
     if size not in (256, 512):
         raise CheckpointError(f"size must be 256 or 512, got {size}")
     full = "full" in preprocess
-    return Selection(sizes=(size,), full=full, enhancer=enhancer, detector=detector)
+    return Selection(sizes=(size,), full=full, enhancer=enhancer, detector=detector, crop=not full)
 
 
 def download_command(selection: Selection, dirs: ModelDirs | None = None) -> str:
@@ -381,7 +385,8 @@ def missing_message(
         return None
     lines = ["SadTalker weight files are missing or incomplete:"]
     for r in rows:
-        lines.append(f"  - {r.name} ({r.state}: {r.detail}) -> {r.path}")
+        why = "missing" if r.state == MISSING else f"{r.state}: {r.detail}"
+        lines.append(f"  - {r.name} ({why}; needed for {', '.join(r.needed_for)}) -> {r.path}")
     lines.append("Download them with the Model manager in the SadTalker tab, or run:")
     lines.append(f"  {download_command(selection, dirs)}")
     return "\n".join(lines)

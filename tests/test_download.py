@@ -588,7 +588,7 @@ def test_selection_and_missing_message(tmp_path):
     assert w.Selection().names(man) == [ST256, MAP229]
     full = w.required_files(512, "extfull", enhancer=True)
     assert set(full.names(man)) == {
-        "SadTalker_V0.0.2_512.safetensors", MAP229, "mapping_00109-model.pth.tar", GFP,
+        "SadTalker_V0.0.2_512.safetensors", "mapping_00109-model.pth.tar", GFP,
         "detection_Resnet50_Final.pth", "parsing_parsenet.pth",
     }  # fmt: skip
     assert set(w.Selection(sizes=(), detector=True).names(man)) == {
@@ -600,4 +600,5 @@ def test_selection_and_missing_message(tmp_path):
     for name in full.names(man):
         assert name in msg
     assert "python -m sadtalker_ext.download --size 512 --full --enhancer --checkpoint_dir" in msg
-    assert ST256 not in msg
+    assert ST256 not in msg and MAP229 not in msg
+    assert w.required_files(256, "extcrop").names(man) == [ST256, MAP229]
