@@ -1,0 +1,1 @@
+"""Face preprocessing: crop modes, 5-point alignment to 224, 3DMM extraction, and paste-back of rendered frames."""
