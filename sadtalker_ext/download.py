@@ -355,7 +355,11 @@ def _download_file(
             reporter.emit(wf.name, index, "verify", done=part.stat().st_size, total=wf.size)
             state, detail = check_file(wf, part, manifest, verify_hash=True)
             if state == PRESENT:
-                part.replace(dest)
+                try:
+                    part.replace(dest)
+                except OSError as exc:  # e.g. Windows: the old file is open in another program
+                    msg = f"verified, but cannot rename {part.name} to {dest}: {exc}; close what uses it and re-run"
+                    return False, msg, url, fetched
                 return True, detail, url, fetched
             problems.append(f"{url}: the downloaded file failed verification: {detail}")
             log.warning("%s from %s failed verification: %s", wf.name, url, detail)

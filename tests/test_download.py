@@ -353,6 +353,17 @@ def test_bad_part_from_an_earlier_run_is_refetched_from_scratch(site, small, tmp
     assert (dirs.gfpgan / GFP).read_bytes() == small[GFP]
 
 
+def test_official_sha256_wins_over_a_structure_complaint(small, tmp_path):
+    # key data that disagrees with a file whose sha256 is the manifest's: hash-verified -> present (warned);
+    # without the hash the structure check alone decides -> corrupt
+    man = _manifest(tmp_path, [_entry(ST256, small["st_bad"], ["http://127.0.0.1:9/x"])], small["keys"])
+    path = tmp_path / ST256
+    path.write_bytes(small["st_bad"])
+    state, detail = w.check_file(man.get(ST256), path, man, verify_hash=True)
+    assert state == "present" and small["victim"] in detail
+    assert w.check_file(man.get(ST256), path, man).state == "corrupt"
+
+
 def test_404_falls_back_to_the_next_source(site, small, tmp_path):
     site.files[f"/mirror/{ST256}"] = small[ST256]
     man = _manifest(tmp_path, [_entry(ST256, small[ST256], [f"{site.base}/gone/{ST256}"])], small["keys"])
@@ -538,8 +549,8 @@ def test_real_format_standins_download_and_verify(site, standins, tmp_path):
     dirs = _dirs(tmp_path)
     report = dl.download(names, dirs, manifest=man, **FAST)
     assert report.ok, report.summary()
-    for name in names:
-        assert w.sha256_of(dirs.checkpoints / name) == w.sha256_of(folder / name)
+    for entry in entries:
+        assert w.sha256_of(dirs.checkpoints / entry["name"]) == entry["sha256"]
     assert [r.state for r in w.model_status(dirs, manifest=man)] == ["present"] * 3
 
 
