@@ -70,30 +70,81 @@ def fit_to_frames(
     return np.pad(x, (0, length - x.shape[0]))
 
 
-def mel_basis(params: MelParams = MelParams()) -> np.ndarray:
-    """(num_mels, n_fft // 2 + 1) float32 Slaney mel filterbank (``librosa.filters.mel``, htk off)."""
-    import librosa
+# Slaney mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above (6.4x per 27 mels).
+_SLANEY_HZ_PER_MEL = 200.0 / 3
+_SLANEY_BREAK_HZ = 1000.0
+_SLANEY_BREAK_MEL = _SLANEY_BREAK_HZ / _SLANEY_HZ_PER_MEL
+_SLANEY_LOG_STEP = np.log(6.4) / 27.0
 
+
+def _hz_to_slaney_mel(hz: float) -> np.float64:
+    f = np.float64(hz)
+    if f < _SLANEY_BREAK_HZ:
+        return f / _SLANEY_HZ_PER_MEL
+    return _SLANEY_BREAK_MEL + np.log(f / _SLANEY_BREAK_HZ) / _SLANEY_LOG_STEP
+
+
+def _slaney_mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    hz = _SLANEY_HZ_PER_MEL * mels
+    upper = mels >= _SLANEY_BREAK_MEL
+    hz[upper] = _SLANEY_BREAK_HZ * np.exp(_SLANEY_LOG_STEP * (mels[upper] - _SLANEY_BREAK_MEL))
+    return hz
+
+
+def mel_basis(params: MelParams = MelParams()) -> np.ndarray:
+    """(num_mels, n_fft // 2 + 1) float32 Slaney-normalised triangular mel filterbank.
+
+    Same numbers as ``librosa.filters.mel(sr=, n_fft=, n_mels=, fmin=, fmax=)`` (htk off, norm 'slaney'),
+    which the official code uses; written with numpy so the audio path does not import librosa.
+    Band ``m`` rises linearly from edge ``m`` to edge ``m + 1`` and falls to edge ``m + 2`` (``num_mels + 2``
+    edges equally spaced in mel between fmin and fmax), scaled by ``2 / (edge[m + 2] - edge[m])`` in Hz.
+    """
     if params.fmax > params.sample_rate // 2:
         raise ValueError("fmax must not exceed the Nyquist frequency")
-    return librosa.filters.mel(
-        sr=params.sample_rate, n_fft=params.n_fft, n_mels=params.num_mels, fmin=params.fmin, fmax=params.fmax
+    n_bins = params.n_fft // 2 + 1
+    bin_hz = np.fft.rfftfreq(n=params.n_fft, d=1.0 / params.sample_rate)  # (bins,)
+    edges_mel = np.linspace(
+        _hz_to_slaney_mel(params.fmin), _hz_to_slaney_mel(params.fmax), params.num_mels + 2
     )
+    edges = _slaney_mel_to_hz(edges_mel)  # (num_mels + 2,) Hz
+    widths = np.diff(edges)
+    offsets = edges[:, None] - bin_hz[None, :]  # (num_mels + 2, bins): edge minus bin frequency
+    rising = -offsets[:-2] / widths[:-1, None]
+    falling = offsets[2:] / widths[1:, None]
+    basis = np.zeros((params.num_mels, n_bins), dtype=np.float32)
+    basis[:] = np.maximum(0, np.minimum(rising, falling))  # rounded to float32 here ...
+    basis *= 2.0 / (edges[2:] - edges[:-2])[:, None]  # ... and again after the area normalisation
+    return basis
 
 
-def _stft_magnitude(y: np.ndarray, params: MelParams) -> np.ndarray:
-    """(n_fft // 2 + 1, 1 + len(y) // hop) float64 |STFT| of float64 ``y`` (librosa's centred, zero-padded STFT)."""
-    from scipy.signal import get_window
+def periodic_hann(n: int) -> np.ndarray:
+    """(n,) float64 periodic ("DFT-even") Hann window, 0.5 + 0.5 cos over n of n + 1 points in [-pi, pi].
 
+    Equals ``scipy.signal.get_window('hann', n, fftbins=True)``, the window librosa's STFT uses.
+    """
+    if n <= 1:
+        return np.ones(max(n, 0), dtype=np.float64)
+    angle = np.linspace(-np.pi, np.pi, n + 1)[:n]
+    return 0.5 + 0.5 * np.cos(angle)
+
+
+def _stft_magnitude(y: np.ndarray, params: MelParams, chunk_rows: int = 2048) -> np.ndarray:
+    """(n_fft // 2 + 1, 1 + len(y) // hop) float64 |STFT| of float64 ``y`` (librosa's centred, zero-padded STFT).
+
+    Computed ``chunk_rows`` spectrogram rows at a time to bound memory on long audio (same values).
+    """
     if params.win_size != params.n_fft:
         raise ValueError("only win_size == n_fft is supported")
     half = params.n_fft // 2
     padded = np.pad(y, (half, half), mode="constant")
     n_rows = 1 + (padded.shape[0] - params.n_fft) // params.hop_size
     frames = np.lib.stride_tricks.sliding_window_view(padded, params.n_fft)[:: params.hop_size][:n_rows]
-    window = get_window("hann", params.win_size, fftbins=True)  # periodic Hann, float64
-    spectrum = np.fft.rfft(frames * window, axis=-1)  # (T_mel, bins) complex128
-    return np.abs(spectrum).T
+    window = periodic_hann(params.win_size)
+    out = np.empty((n_rows, half + 1), dtype=np.float64)
+    for lo in range(0, n_rows, chunk_rows):
+        hi = min(lo + chunk_rows, n_rows)
+        out[lo:hi] = np.abs(np.fft.rfft(frames[lo:hi] * window, axis=-1))
+    return out.T
 
 
 def mel_spectrogram(wav: np.ndarray, params: MelParams = MelParams()) -> np.ndarray:
@@ -142,7 +193,8 @@ def mel_windows(
 ) -> np.ndarray:
     """(num_mels, T_mel) spectrogram -> (T, num_mels, 16) float32 per-video-frame windows."""
     rows = mel_window_rows(num_frames, mel.shape[1], fps=fps, params=params)
-    return np.ascontiguousarray(np.asarray(mel)[:, rows].transpose(1, 0, 2), dtype=np.float32)
+    mel32 = np.asarray(mel, dtype=np.float32)  # cast first: same values, half the memory of the gather
+    return np.ascontiguousarray(mel32[:, rows].transpose(1, 0, 2))
 
 
 @dataclass(frozen=True)
@@ -154,6 +206,9 @@ class AudioFeatures:
     ratio: (T, 1) float32 eye-blink ratio in [0, 1] (zeros when blinking is off).
     wav16k: (T * 640,) float32 16 kHz mono waveform the windows were computed from (cut/padded to whole
         frames; zeros in idle mode) -- the audio track to mux with the T frames.
+
+    The arrays are contiguous and must be treated as read-only (they are not locked, so that
+    ``torch.as_tensor`` takes them without a warning).
     """
 
     num_frames: int
@@ -175,9 +230,8 @@ def _blink_track(num_frames: int, use_blink: bool, rng: np.random.Generator | No
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a)
-    a.setflags(write=False)
-    return a
+    # Contiguous, but left writable: torch.as_tensor warns on read-only arrays. Treat as read-only.
+    return np.ascontiguousarray(a)
 
 
 def prepare_audio(
