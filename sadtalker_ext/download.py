@@ -28,6 +28,7 @@ import http.client
 import logging
 import re
 import shutil
+import ssl
 import sys
 import time
 import urllib.error
@@ -253,6 +254,19 @@ def _fetch_into(
     return received
 
 
+def build_opener() -> urllib.request.OpenerDirector:
+    """urllib opener: proxies from the environment (``http_proxy``/``https_proxy``/``no_proxy``), system CA
+    certificates plus certifi's bundle when installed (python.org macOS builds lack system roots)."""
+    context = ssl.create_default_context()
+    try:
+        import certifi
+
+        context.load_verify_locations(cafile=certifi.where())
+    except (ImportError, OSError, ssl.SSLError):
+        pass
+    return urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+
+
 def _free_bytes(folder: Path) -> int | None:
     try:
         return shutil.disk_usage(folder).free
@@ -400,7 +414,7 @@ def download(
     dirs = dirs or resolve_model_dirs()
     names = resolve_selection(selection, manifest)
     reporter = _Reporter(progress, len(names))
-    opener = urllib.request.build_opener()  # honours http(s)_proxy / no_proxy from the environment
+    opener = build_opener()
     report = DownloadReport(dry_run=dry_run)
     for index, name in enumerate(names, start=1):
         wf = manifest.get(name)

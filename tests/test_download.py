@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -46,6 +47,7 @@ class Site:
     redirects: dict[str, str] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
     sent: int = 0  # body bytes written
+    proxied: list[str] = field(default_factory=list)  # hosts asked for through us as an HTTP proxy
     lock: threading.Lock = field(default_factory=threading.Lock)
     base: str = ""
 
@@ -81,7 +83,11 @@ def _handler(site: Site):
             pass
 
         def do_GET(self):
-            path = self.path.split("?", 1)[0]
+            target = urlsplit(self.path)  # absolute form when the client talks to us as a proxy
+            path = target.path
+            if target.netloc:
+                with site.lock:
+                    site.proxied.append(target.netloc)
             rng = self.headers.get("Range")
             with site.lock:
                 site.requests.append((path, rng))
@@ -362,6 +368,18 @@ def test_official_sha256_wins_over_a_structure_complaint(small, tmp_path):
     state, detail = w.check_file(man.get(ST256), path, man, verify_hash=True)
     assert state == "present" and small["victim"] in detail
     assert w.check_file(man.get(ST256), path, man).state == "corrupt"
+
+
+def test_proxy_from_the_environment_is_used(site, small, tmp_path, monkeypatch):
+    site.files[f"/gh/{GFP}"] = small[GFP]
+    # an unresolvable host: only reachable through the (loopback) proxy named in http_proxy
+    man = _manifest(tmp_path, [_entry(GFP, small[GFP], [f"http://weights.invalid/gh/{GFP}"])], small["keys"])
+    monkeypatch.setenv("http_proxy", site.base)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    report = dl.download([GFP], _dirs(tmp_path), manifest=man, **FAST)
+    assert report.ok, report.summary()
+    assert site.proxied == ["weights.invalid"] and site.paths_requested() == [f"/gh/{GFP}"]
 
 
 def test_404_falls_back_to_the_next_source(site, small, tmp_path):
