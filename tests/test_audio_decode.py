@@ -244,3 +244,14 @@ def test_write_wav16_clips_and_stereo(tmp_path):
     np.testing.assert_array_equal(pcm, [[32767, -32768], [16384, -16384], [0, 32767]])
     with pytest.raises(ValueError):
         write_wav16(tmp_path / "nan.wav", np.array([np.nan], np.float32))
+
+
+@pytest.mark.parametrize("name", ["http:clip.m4a", "-dash name.m4a", "ünï cödé.m4a"])
+def test_odd_file_names_via_ffmpeg(source, tmp_path, name):
+    src, reference, _ = source
+    plain = _convert(src, tmp_path / "plain.m4a", "-c:a", "aac")
+    odd = tmp_path / name
+    odd.write_bytes(plain.read_bytes())
+    got = load_audio(odd)
+    np.testing.assert_array_equal(got, load_audio(plain))
+    assert _snr_db(got, reference) >= 20.0

@@ -133,7 +133,11 @@ def _read_ffmpeg(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int
 
     with tempfile.TemporaryDirectory(prefix="sadtalker_audio_") as tmp:
         out = Path(tmp) / "decoded.wav"
-        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path)]
+        # "file:" + absolute path: a name such as "http:x" or "concat:a|b" is never taken for a protocol;
+        # the whitelist keeps playlists/concat lists inside the file from reaching anything but local files.
+        source = "file:" + str(path.resolve())
+        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error"]
+        cmd += ["-protocol_whitelist", "file", "-i", source]
         cmd += ["-map", "0:a:0", "-vn", "-sn", "-dn"]
         if max_seconds is not None:
             # Decode a little past the limit only: enough to tell "too long" without decoding hours.
