@@ -228,6 +228,8 @@ def check_format(wf: WeightFile, path: Path, manifest: Manifest) -> str | None:
             return _compare_tensors(found, expected)
     except CheckpointError as exc:
         return str(exc)
+    except Exception as exc:  # a damaged file can make the readers fail in other ways
+        return f"unreadable {wf.format} file: {type(exc).__name__}: {exc}"
     return None
 
 

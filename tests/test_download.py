@@ -474,6 +474,9 @@ def test_model_status_reports_present_missing_corrupt(small, tmp_path):
     _name, _state, size, path, needed, _detail = rows[1]
     assert (size, path, needed) == (len(small[MAP229]), dirs.checkpoints / MAP229, ("crop",))
     assert small["victim"] in rows[0].detail
+    for junk in (b"\0" * len(small[MAP229]), bytes(reversed(small[MAP229]))):  # right size, not a checkpoint
+        (dirs.checkpoints / MAP229).write_bytes(junk)
+        assert w.model_status(dirs, manifest=man, names=[MAP229])[0].state == "corrupt"
 
 
 def test_dry_run_lists_missing_without_network(site, small, tmp_path, capsys):
