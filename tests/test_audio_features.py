@@ -159,6 +159,26 @@ def test_bad_samples():
         prepare_audio(np.full(FRAME * 2, np.nan, np.float32), use_blink=False)
     with pytest.raises(InputError):
         prepare_audio(np.zeros((2, 2, 2), np.float32), use_blink=False)
+    with pytest.raises(InputError, match="float"):
+        prepare_audio(np.zeros(FRAME * 2, np.int16), use_blink=False)
+
+
+def test_audio_features_checks_shapes():
+    ok = {
+        "num_frames": 2,
+        "indiv_mels": np.zeros((2, 1, 80, 16), np.float32),
+        "ratio": np.zeros((2, 1), np.float32),
+        "wav16k": np.zeros(2 * FRAME, np.float32),
+    }
+    assert AudioFeatures(**ok).seconds == pytest.approx(0.08)
+    for key, bad in [
+        ("indiv_mels", np.zeros((3, 1, 80, 16), np.float32)),
+        ("indiv_mels", np.zeros((2, 80, 16), np.float32)),
+        ("ratio", np.zeros((2,), np.float32)),
+        ("wav16k", np.zeros(2 * FRAME + 1, np.float32)),
+    ]:
+        with pytest.raises(ValueError):
+            AudioFeatures(**{**ok, key: bad})
 
 
 def test_long_audio_chunked_stft_unchanged():

@@ -14,8 +14,8 @@ Matches the official ``src/utils/audio.py`` / ``src/utils/hparams.py`` and the a
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -216,8 +216,24 @@ class AudioFeatures:
     ratio: np.ndarray
     wav16k: np.ndarray
 
+    def __post_init__(self) -> None:
+        t = self.num_frames
+        if t < 1:
+            raise ValueError(f"num_frames must be >= 1, got {t}")
+        if self.indiv_mels.shape[0] != t or self.indiv_mels.shape[1:3] != (1, self.indiv_mels.shape[2]):
+            raise ValueError(f"indiv_mels: expected (T={t}, 1, mels, 16), got {self.indiv_mels.shape}")
+        if self.indiv_mels.shape[3] != MEL_WINDOW:
+            raise ValueError(
+                f"indiv_mels: expected windows of {MEL_WINDOW} rows, got {self.indiv_mels.shape}"
+            )
+        if self.ratio.shape != (t, 1):
+            raise ValueError(f"ratio: expected ({t}, 1), got {self.ratio.shape}")
+        if self.wav16k.shape != (t * SAMPLES_PER_FRAME,):
+            raise ValueError(f"wav16k: expected ({t * SAMPLES_PER_FRAME},), got {self.wav16k.shape}")
+
     @property
     def seconds(self) -> float:
+        """Duration of the clip in seconds (T / 25)."""
         return self.num_frames / FPS
 
 
@@ -229,13 +245,13 @@ def _blink_track(num_frames: int, use_blink: bool, rng: np.random.Generator | No
     return blink_ratio(num_frames, rng)
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
-    # Contiguous, but left writable: torch.as_tensor warns on read-only arrays. Treat as read-only.
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    # Left writable on purpose: torch.as_tensor warns on read-only arrays. Callers treat them as read-only.
     return np.ascontiguousarray(a)
 
 
 def prepare_audio(
-    path_or_samples: str | Path | np.ndarray,
+    path_or_samples: str | os.PathLike[str] | np.ndarray,
     *,
     use_blink: bool,
     rng: np.random.Generator | None = None,
@@ -250,13 +266,14 @@ def prepare_audio(
     Raises ``InputError`` for unreadable audio, audio over ``max_seconds``, or audio shorter than one
     video frame (40 ms).
     """
-    if isinstance(path_or_samples, (str, Path)):
+    if isinstance(path_or_samples, (str, os.PathLike)):
         wav = load_audio(path_or_samples, max_seconds=max_seconds)
     else:
         samples = np.asarray(path_or_samples)
-        if samples.ndim not in (1, 2) or not np.issubdtype(samples.dtype, np.number):
+        if samples.ndim not in (1, 2) or not np.issubdtype(samples.dtype, np.floating):
             raise InputError(
-                f"Audio samples must be a (N,) or (N, C) numeric array, got shape {samples.shape}."
+                "Audio samples must be a (N,) or (N, C) float array in [-1, 1], "
+                f"got {samples.dtype} of shape {samples.shape}."
             )
         if samples.size and not np.all(np.isfinite(samples)):
             raise InputError("Audio samples contain NaN or infinity.")
@@ -276,9 +293,9 @@ def prepare_audio(
     windows = mel_windows(mel, num_frames, params=params)[:, None]
     return AudioFeatures(
         num_frames=num_frames,
-        indiv_mels=_frozen(windows),
-        ratio=_frozen(_blink_track(num_frames, use_blink, rng)),
-        wav16k=_frozen(wav),
+        indiv_mels=_contiguous(windows),
+        ratio=_contiguous(_blink_track(num_frames, use_blink, rng)),
+        wav16k=_contiguous(wav),
     )
 
 
@@ -306,7 +323,7 @@ def idle_audio_features(
         )
     return AudioFeatures(
         num_frames=num_frames,
-        indiv_mels=_frozen(np.zeros((num_frames, 1, 80, MEL_WINDOW), dtype=np.float32)),
-        ratio=_frozen(_blink_track(num_frames, use_blink, rng)),
-        wav16k=_frozen(np.zeros(num_frames * SAMPLES_PER_FRAME, dtype=np.float32)),
+        indiv_mels=_contiguous(np.zeros((num_frames, 1, 80, MEL_WINDOW), dtype=np.float32)),
+        ratio=_contiguous(_blink_track(num_frames, use_blink, rng)),
+        wav16k=_contiguous(np.zeros(num_frames * SAMPLES_PER_FRAME, dtype=np.float32)),
     )
