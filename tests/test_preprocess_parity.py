@@ -242,7 +242,17 @@ def test_e2e_crop_and_first_frame(path, recon_net_for):
     assert boxes.crop_box == tuple(int(x) for x in v["align_face_crop"])
     np.testing.assert_allclose(boxes.quad_box, v["align_face_quad"], rtol=1e-9, atol=1e-9)
 
-    detector = ScriptedLandmarks([(image, v["lm68_orig"]), (v["pic256_rgb"], v["lm68_pic256"])])
+    std = load_standard_landmarks()
+    pic = v["pic256_rgb"]
+    lm_raw = v["lm68_pic256"]
+    lm_in, _ = landmarks_for_alignment(None if _no_face(lm_raw) else lm_raw, std, *pic.shape[1::-1])
+    np.testing.assert_allclose(lm_in, v["align_lm_in"], rtol=1e-12, atol=1e-9)
+    aligned = align_picture(pic, lm_in, std)
+    np.testing.assert_allclose(aligned.landmarks, v["align_lm_new"], rtol=1e-9, atol=1e-7)
+    if np.array_equal(aligned.image, v["img224_rgb"]):
+        np.testing.assert_array_equal(network_input(aligned.image), v["recon_input"])
+
+    detector = ScriptedLandmarks([(image, v["lm68_orig"]), (pic, lm_raw)])
     rec = extract_source(
         image, mode, size, detector, recon_net_for(path), "cpu", torch.float32, use_cache=False
     )
