@@ -255,3 +255,17 @@ def test_odd_file_names_via_ffmpeg(source, tmp_path, name):
     got = load_audio(odd)
     np.testing.assert_array_equal(got, load_audio(plain))
     assert _snr_db(got, reference) >= 20.0
+
+
+def test_over_ten_minutes_default_limit(tmp_path):
+    """Default limit: a 610 s file is refused, by header (wav) and by decoding just past the limit (m4a)."""
+    wav = write_wav16(tmp_path / "long.wav", np.zeros(16000 * 610, np.float32))
+    with pytest.raises(InputError, match=r"610\.0 s long"):
+        load_audio(wav)
+    m4a = tmp_path / "long.m4a"
+    _ffmpeg(
+        "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "610", "-c:a", "aac", "-b:a", "16k", str(m4a)
+    )
+    with pytest.raises(InputError, match="at most 600 s"):
+        load_audio(m4a)
+    assert load_audio(m4a, max_seconds=None).shape[0] >= 16000 * 609
