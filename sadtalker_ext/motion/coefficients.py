@@ -176,7 +176,7 @@ def predict_pose_motion(
     full, rest = divmod(n, seq)
     style = torch.tensor([pose_style], dtype=torch.long, device=nets.device)
     ref = ref_pose.reshape(1, -1).to(device=nets.device, dtype=nets.dtype)
-    z = noise.reshape(noise.shape[0], -1).to(device=nets.device, dtype=nets.dtype)
+    z = noise.reshape(noise.shape[0], posenet.config.latent_size).to(device=nets.device, dtype=nets.dtype)
     pieces = [torch.zeros((1, POSE_DIM), dtype=torch.float32, device=nets.device)]
     for k in range(full):
         out = posenet.decode_chunk(driving[:, k * seq : (k + 1) * seq], z[k : k + 1], style, ref)
