@@ -19,6 +19,7 @@ REQUIREMENTS = [
     ("imageio-ffmpeg", "imageio_ffmpeg", "imageio-ffmpeg>=0.4.9,<0.9"),
     ("safetensors", "safetensors", "safetensors>=0.4.2"),
     ("scipy", "scipy", "scipy>=1.10"),
+    ("soxr", "soxr", "soxr>=0.3"),
     ("soundfile", "soundfile", "soundfile>=0.12"),
     ("scikit-image", "skimage", "scikit-image>=0.19"),
     ("tqdm", "tqdm", "tqdm>=4.60"),
