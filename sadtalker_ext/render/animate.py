@@ -132,7 +132,7 @@ def _repeat_batch(obj: Any, n: int) -> Any:
     if n == 1:
         return obj
     if isinstance(obj, torch.Tensor):
-        return obj.expand(n, *obj.shape[1:]).contiguous()
+        return obj.expand(n, *obj.shape[1:])
     if isinstance(obj, dict):
         return {k: _repeat_batch(v, n) for k, v in obj.items()}
     if isinstance(obj, tuple | list):
