@@ -13,7 +13,13 @@ from torch import nn
 from sadtalker_ext.errors import CancelledError, InputError
 from sadtalker_ext.nets.mapping import MappingConfig, MappingNet
 from sadtalker_ext.render import motion
-from sadtalker_ext.render.animate import Renderer, frames_to_uint8, plan_render
+from sadtalker_ext.render.animate import (
+    Renderer,
+    frames_to_uint8,
+    plan_from_options,
+    plan_render,
+    render_uint8,
+)
 
 # ---------------------------------------------------------------------------------------------
 # windows and coefficient assembly
@@ -338,3 +344,33 @@ def test_loop_cancel_and_channel_check(toy):
         list(Renderer(_Nets(73), "cpu").iter_frames(image, plan))
     with pytest.raises(InputError):
         list(Renderer(nets, "cpu").iter_frames(image, plan, order="shuffled"))
+
+
+def test_plan_from_options_and_render_uint8(toy):
+    from sadtalker_ext.options import GenerationOptions
+
+    src, tgt, image = toy
+    opts = GenerationOptions(
+        source="face.png",
+        driven_audio="speech.wav",
+        preprocess="full",
+        still=True,
+        expression_scale=0.5,
+        batch_size=3,
+        input_yaw=(0.0, 10.0),
+    )
+    plan = plan_from_options(src, tgt, opts)
+    ref = plan_render(
+        src, tgt, preprocess="full", still=True, expression_scale=0.5, batch_size=3, yaw=[0, 10]
+    )
+    np.testing.assert_array_equal(plan.sequence, ref.sequence)
+    np.testing.assert_array_equal(plan.yaw, ref.yaw)
+    assert plan.pitch is None and plan.roll is None and plan.batch_size == 3 and plan.channels == 73
+    nets = _Nets(73)
+    chunks = list(render_uint8(nets, image, src, tgt, device="cpu", preprocess="full", batch_size=3))
+    assert [c.shape for c in chunks] == [(3, 8, 8, 3), (3, 8, 8, 3), (1, 8, 8, 3)]
+    assert all(c.dtype == np.uint8 for c in chunks)
+    floats = torch.cat(
+        list(Renderer(nets, "cpu").iter_frames(image, plan_render(src, tgt, preprocess="full")))
+    )
+    np.testing.assert_array_equal(np.concatenate(chunks), frames_to_uint8(floats))

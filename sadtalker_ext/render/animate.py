@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import CancelledError, InputError
+from ..options import GenerationOptions
 from . import motion
 
 ProgressFn = Callable[[int, int], None]
@@ -109,6 +110,23 @@ def plan_render(
         return motion.camera_pose_sequence(keys, t).astype(np.float32)
 
     return RenderPlan(source_row, seq, int(batch_size), angles(yaw), angles(pitch), angles(roll))
+
+
+def plan_from_options(
+    source_coeff: np.ndarray, target_coeff: np.ndarray, options: GenerationOptions
+) -> RenderPlan:
+    """:func:`plan_render` with the renderer fields of a :class:`GenerationOptions`."""
+    return plan_render(
+        source_coeff,
+        target_coeff,
+        preprocess=options.preprocess,
+        still=options.still,
+        expression_scale=options.expression_scale,
+        batch_size=options.batch_size,
+        yaw=options.input_yaw,
+        pitch=options.input_pitch,
+        roll=options.input_roll,
+    )
 
 
 @dataclass(frozen=True)
@@ -272,6 +290,43 @@ class Renderer:
         """As :meth:`iter_frames`, converted with :func:`frames_to_uint8`: ``(n, S, S, 3)`` uint8 RGB."""
         for chunk in self.iter_frames(source_image, plan, order=order, progress=progress, cancel=cancel):
             yield frames_to_uint8(chunk)
+
+
+def render_uint8(
+    nets: _Nets,
+    source_image: torch.Tensor,
+    source_coeff: np.ndarray,
+    target_coeff: np.ndarray,
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+    preprocess: str = "crop",
+    still: bool = False,
+    expression_scale: float = 1.0,
+    batch_size: int = 2,
+    yaw: Sequence[float] | None = None,
+    pitch: Sequence[float] | None = None,
+    roll: Sequence[float] | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> Iterator[np.ndarray]:
+    """One call from coefficients to frames: yields ``(n, S, S, 3)`` uint8 RGB chunks in frame order.
+
+    ``source_image`` ``(1, 3, S, S)`` float in ``[0, 1]`` (see :func:`source_image_tensor`);
+    ``source_coeff`` ``(1, 70|73)``; ``target_coeff`` ``(T, >=70)``; angles in degrees.
+    """
+    plan = plan_render(
+        source_coeff,
+        target_coeff,
+        preprocess=preprocess,
+        still=still,
+        expression_scale=expression_scale,
+        batch_size=batch_size,
+        yaw=yaw,
+        pitch=pitch,
+        roll=roll,
+    )
+    yield from Renderer(nets, device, dtype).iter_uint8(source_image, plan, progress=progress, cancel=cancel)
 
 
 def frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
