@@ -64,7 +64,8 @@ def test_coefficients_match_official(path: Path, nets_for, tmp_path: Path) -> No
     pose_style = int(data["pose_style"])
     for p in prefixes:
         ref_video = data.get(f"{p}coeff_3dmm_input")
-        mode = "pose+blink" if ref_video is not None else None
+        # the .md: the reference video served as eye-blink AND pose reference, unless a file says otherwise
+        mode = str(data.get(f"{p}ref_info", "pose+blink")) if ref_video is not None else None
         t = int(data[f"{p}num_frames"]) if f"{p}num_frames" in data else data[f"{p}indiv_mels"].shape[0]
         z = data[f"{p}z"]
         assert z.shape[0] == pose_noise_draws(t), p

@@ -45,7 +45,6 @@ POSE_DIM = 6
 COEFF_DIM = EXP_DIM + POSE_DIM
 SAVGOL_WINDOW = 13
 SAVGOL_ORDER = 2
-EXP_CHUNK = 10
 
 ProgressFn = Callable[[str, float], None]
 
@@ -146,13 +145,14 @@ def predict_expression(
     windows: torch.Tensor,
     ref_exp: torch.Tensor,
     ratio: torch.Tensor,
-    chunk: int = EXP_CHUNK,
+    chunk: int | None = None,
 ) -> torch.Tensor:
-    """ExpNet over a clip in chunks of ``chunk`` frames.
+    """ExpNet over a clip in chunks of ``chunk`` frames (default: the config's 10, as the official test()).
 
     windows (T, 1, 80, 16), ref_exp (T, 64), ratio (T, 1), on ``nets.device``/``nets.dtype``.
     Returns (T, 64) in ``nets.dtype``.
     """
+    chunk = chunk or nets.expnet.config.chunk_frames
     outs = [
         nets.expnet(windows[i : i + chunk], ref_exp[i : i + chunk], ratio[i : i + chunk])
         for i in range(0, windows.shape[0], chunk)
