@@ -104,7 +104,8 @@ def nms(dets: np.ndarray, threshold: float) -> list[int]:
         iw = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
         ih = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
         inter = iw * ih
-        iou = inter / (areas[i] + areas[rest] - inter)
+        with np.errstate(invalid="ignore", divide="ignore"):  # degenerate boxes: NaN IoU never suppresses
+            iou = inter / (areas[i] + areas[rest] - inter)
         order = rest[~(iou > threshold)]
     return keep
 
@@ -112,19 +113,32 @@ def nms(dets: np.ndarray, threshold: float) -> list[int]:
 # --------------------------------------------------------------------------------------------- weights
 
 
-def weight_path(model_dir: Path | str | None, name: str) -> Path:
-    """``model_dir/name`` (model_dir None: the resolved gfpgan/weights folder); CheckpointError when missing."""
+def _folder(model_dir: Path | str | None) -> Path:
     if model_dir is None:
         from ..paths import resolve_model_dirs
 
-        model_dir = resolve_model_dirs().gfpgan
-    path = Path(model_dir) / name
-    if not path.is_file():
+        return resolve_model_dirs().gfpgan
+    return Path(model_dir)
+
+
+def require_files(
+    model_dir: Path | str | None, names: tuple[str, ...] = (DETECTOR_FILE, ALIGNMENT_FILE)
+) -> None:
+    """CheckpointError naming every missing file of ``names`` and the folder they go into."""
+    folder = _folder(model_dir)
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        urls = ", ".join(DOWNLOAD_BASE + n for n in missing)
         raise CheckpointError(
-            f"face model file {name} not found in {Path(model_dir)}. Put {name} (from {DOWNLOAD_BASE}{name}) "
-            "into that gfpgan/weights folder, or choose the 'dlib' face backend."
+            f"face model file(s) {', '.join(missing)} not found in {folder}. Put them (from {urls}) into that "
+            "gfpgan/weights folder, or choose the 'dlib' face backend."
         )
-    return path
+
+
+def weight_path(model_dir: Path | str | None, name: str) -> Path:
+    """``model_dir/name`` (model_dir None: the resolved gfpgan/weights folder); CheckpointError when missing."""
+    require_files(model_dir, (name,))
+    return _folder(model_dir) / name
 
 
 def _read(path: Path, component: str) -> dict[str, torch.Tensor]:
@@ -214,6 +228,7 @@ def find_boxes(
     for ``detector_input``)."""
     if detector_input not in ("bgr", "rgb"):
         raise InputError(f"detector_input must be 'bgr' or 'rgb', got {detector_input!r}")
+    require_files(model_dir)
     image = rgb[..., ::-1] if detector_input == "bgr" else rgb
     dets, _ = run_detector(
         load_detector(model_dir, device),
