@@ -214,22 +214,17 @@ class SadTalker:
         )
 
     def _landmarks_fn(self, detector: str, face_index: int) -> Callable[[np.ndarray], np.ndarray | None]:
-        """``rgb (H, W, 3) uint8 -> (68, 2) landmarks or None`` for the chosen backend and face."""
-        from . import face
+        """``rgb (H, W, 3) uint8 -> (68, 2) landmarks or None`` for the chosen backend and face
+        (the backends cache their networks process-wide)."""
+        from .face import landmarks68
 
-        make = getattr(face, "landmarks_function", None)
-        if make is not None:  # a prepared (model-holding) callable, if the face package offers one
-            return self._model(
-                ("landmarks", detector, face_index),
-                lambda: make(detector, model_dir=self.dirs.gfpgan, face_index=face_index, device=self.device),
-            )
-        landmarks68 = face.landmarks68
         model_dir = self.dirs.gfpgan
+        device = str(self.device)
 
-        def fn(rgb: np.ndarray) -> np.ndarray | None:
-            return landmarks68(rgb, detector, model_dir, face_index)
+        def landmarks(rgb: np.ndarray) -> np.ndarray | None:
+            return landmarks68(rgb, detector, model_dir, face_index, device=device)
 
-        return self._model(("landmarks", detector, face_index), lambda: fn)
+        return self._model(("landmarks", detector, face_index), lambda: landmarks)
 
     # ------------------------------------------------------------------ checks
     def required_weights(self, options: GenerationOptions):
@@ -479,20 +474,12 @@ class SadTalker:
     def _paster(
         self, options: GenerationOptions, picture: np.ndarray, source
     ) -> Callable[[np.ndarray], np.ndarray] | None:
-        """Full modes: a function pasting one resized RGB frame into the full picture; else None."""
+        """Full modes: a function blending one aspect-resized RGB frame into the full picture; else None."""
         if "full" not in options.preprocess:
             return None
-        from .preprocess import paste as paste_mod
+        from .preprocess.paste import PasteBack
 
-        make = getattr(paste_mod, "make_paster", None)
-        if make is not None:
-            return make(picture, source.crop_info, extended=options.preprocess == "extfull")
-        paste_frame = paste_mod.paste_frame
-
-        def fn(frame: np.ndarray) -> np.ndarray:
-            return paste_frame(frame, picture, source.crop_info, extended=options.preprocess == "extfull")
-
-        return fn
+        return PasteBack(picture, source.crop_info, options.preprocess, options.size).paste_resized
 
     def _all_mode_audio(self, options: GenerationOptions, ref_path: Path, num_frames: int):
         """``ref_mode='all'``: motion comes from the reference video (T = its frame count); the soundtrack

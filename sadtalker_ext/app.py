@@ -1,0 +1,261 @@
+"""Standalone web app: ``python -m sadtalker_ext.app`` (gradio, bound to 127.0.0.1 by default).
+
+gradio is an optional dependency, imported only inside :func:`build_app` / :func:`main`; without it
+``main`` says how to install it and exits with status 1. The form-to-options logic
+(:func:`options_from_form`) and the status text (:func:`status_markdown`) are plain functions, so
+they can be tested without gradio. The UI uses only components and arguments that gradio 3.41
+(A1111 1.x) and 4.x both accept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, SadTalkerError
+from .options import (
+    BACKGROUND_ENHANCERS,
+    ENHANCERS,
+    FACE_DETECTORS,
+    PREPROCESS_MODES,
+    REF_MODES,
+    GenerationOptions,
+)
+
+log = logging.getLogger(__name__)
+
+GRADIO_MISSING = (
+    "The standalone app needs gradio, which is not installed in this environment. "
+    "Install it with `pip install gradio` (3.41 or 4.x), or use the command line: `python -m sadtalker_ext --help`."
+)
+
+FORM_FIELDS = (
+    "source", "driven_audio", "idle_mode", "idle_seconds", "ref_video", "ref_mode", "preprocess", "still",
+    "pose_style", "expression_scale", "size", "batch_size", "use_blink", "seed", "input_yaw", "input_pitch",
+    "input_roll", "face_detector", "face_index", "enhancer", "background_enhancer",
+)  # fmt: skip
+"""Order of the form components passed to the generate handler."""
+
+
+def _file(value: Any) -> str | None:
+    """A gradio file value (path string, dict with ``name``/``path``, or tempfile object) -> path or None."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str | Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return value.get("path") or value.get("name")
+    return getattr(value, "name", None) or str(value)
+
+
+def options_from_form(values: Mapping[str, Any]) -> GenerationOptions:
+    """Form values (keys of :data:`FORM_FIELDS`) -> validated options. Seed < 0 or empty: random."""
+    v = dict(values)
+    idle = bool(v.pop("idle_mode", False))
+    idle_seconds = v.pop("idle_seconds", None)
+    seed = v.get("seed")
+    if seed in (None, "") or float(seed) < 0:
+        v["seed"] = None
+    else:
+        v["seed"] = int(float(seed))
+    source = _file(v.get("source"))
+    if not source:
+        raise InputError("upload a face picture first")
+    v["source"] = source
+    v["driven_audio"] = None if idle else _file(v.get("driven_audio"))
+    v["idle_seconds"] = idle_seconds if idle else None
+    v["ref_video"] = _file(v.get("ref_video"))
+    if v["ref_video"] is None:
+        v["ref_mode"] = "pose"
+    if not idle and v["driven_audio"] is None and not (v["ref_video"] and v.get("ref_mode") == "all"):
+        raise InputError("upload a speech recording, or tick idle mode")
+    for key in ("size", "pose_style", "batch_size", "face_index"):
+        if v.get(key) is not None:
+            v[key] = int(float(v[key]))
+    v["extra"] = {"front_end": "app"}
+    return GenerationOptions.from_mapping(v)
+
+
+def status_markdown(talker: Any) -> str:
+    """Weight files (present / missing / corrupt) and loaded models, as Markdown."""
+    try:
+        rows = talker.model_status()
+    except SadTalkerError as exc:
+        return f"**Model status unavailable:** {exc}"
+    lines = [
+        f"Checkpoints: `{talker.dirs.checkpoints}` ({talker.dirs.checkpoints_source}); "
+        f"face models: `{talker.dirs.gfpgan}` ({talker.dirs.gfpgan_source})",
+        "",
+        "| file | state | needed for |",
+        "|---|---|---|",
+    ]
+    for r in rows:
+        mark = {"present": "present", "missing": "**missing**"}.get(r.state, f"**{r.state}**")
+        lines.append(f"| {r.name} | {mark} | {', '.join(r.needed_for)} |")
+    if any(r.state != "present" for r in rows):
+        lines += ["", "Fetch missing files with `python -m sadtalker_ext.download` (see `--help` there)."]
+    loaded = talker.loaded
+    lines += ["", f"Device: `{talker.device}`, dtype `{str(talker.dtype).removeprefix('torch.')}`; "
+              f"models in memory: {', '.join(loaded) if loaded else 'none'}"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def build_app(talker: Any = None, **talker_kw: Any):
+    """Build the gradio Blocks UI around one :class:`~sadtalker_ext.pipeline.SadTalker` (made from
+    ``talker_kw`` when not given). Returns the ``gr.Blocks`` (not launched)."""
+    import gradio as gr
+
+    if talker is None:
+        from .pipeline import SadTalker
+
+        talker = SadTalker(**talker_kw)
+    cancel_event = threading.Event()
+    busy = threading.Lock()
+
+    def generate(*values: Any, progress=gr.Progress()):  # noqa: B008 - gradio injects the tracker
+        form = dict(zip(FORM_FIELDS, values, strict=True))
+        try:
+            options = options_from_form(form)
+        except SadTalkerError as exc:
+            raise gr.Error(str(exc)) from exc
+        if not busy.acquire(blocking=False):
+            raise gr.Error("a generation is already running; wait or press Stop")
+        cancel_event.clear()
+        try:
+
+            def on_progress(stage: str, done: int, total: int) -> None:
+                progress((done, max(total, 1)), desc=stage)
+
+            result = talker.generate(options, progress=on_progress, cancel=cancel_event)
+        except SadTalkerError as exc:
+            raise gr.Error(str(exc)) from exc
+        finally:
+            busy.release()
+        info = (
+            f"{result.video_path}\n{result.num_frames} frames ({result.num_frames / 25:.2f} s), "
+            f"{result.width}x{result.height}, seed {result.seed}\n"
+            + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
+        )
+        return str(result.video_path), info, status_markdown(talker)
+
+    def stop() -> str:
+        cancel_event.set()
+        return "stopping after the current batch of frames..."
+
+    def unload() -> str:
+        talker.unload()
+        return status_markdown(talker)
+
+    with gr.Blocks(title="SadTalker") as demo:
+        gr.Markdown("## SadTalker: one face picture + speech -> talking-head video")
+        with gr.Row():
+            with gr.Column():
+                source = gr.Image(label="Face picture", type="filepath")
+                driven_audio = gr.Audio(label="Speech recording", type="filepath")
+                with gr.Row():
+                    idle_mode = gr.Checkbox(label="Idle mode (no speech)", value=False)
+                    idle_seconds = gr.Number(label="Idle length (s)", value=5)
+                with gr.Accordion("Reference video", open=False):
+                    ref_video = gr.Video(label="Reference video")
+                    ref_mode = gr.Radio(list(REF_MODES), value="pose", label="The reference video provides")
+            with gr.Column():
+                preprocess = gr.Radio(list(PREPROCESS_MODES), value="crop", label="Preprocess")
+                still = gr.Checkbox(label="Still mode (keep the source head pose)", value=False)
+                pose_style = gr.Slider(0, 45, value=0, step=1, label="Pose style")
+                expression_scale = gr.Slider(0.0, 3.0, value=1.0, step=0.05, label="Expression scale")
+                size = gr.Radio([256, 512], value=256, label="Face renderer size")
+                batch_size = gr.Slider(1, 16, value=2, step=1, label="Batch size (frames rendered at once)")
+                use_blink = gr.Checkbox(label="Eye blinks", value=True)
+                seed = gr.Number(label="Seed (-1: random)", value=-1, precision=0)
+                with gr.Accordion("Free view and advanced", open=False):
+                    input_yaw = gr.Textbox(label="Yaw keys (degrees, e.g. '0 20 -20')", value="")
+                    input_pitch = gr.Textbox(label="Pitch keys (degrees)", value="")
+                    input_roll = gr.Textbox(label="Roll keys (degrees)", value="")
+                    face_detector = gr.Dropdown(
+                        list(FACE_DETECTORS), value="retinaface", label="Face detector"
+                    )
+                    face_index = gr.Number(label="Face index (several faces)", value=0, precision=0)
+                    enhancer = gr.Dropdown(
+                        list(ENHANCERS), value="none", label="Face enhancer (not available yet)"
+                    )
+                    background_enhancer = gr.Dropdown(
+                        list(BACKGROUND_ENHANCERS),
+                        value="none",
+                        label="Background enhancer (not available yet)",
+                    )
+            with gr.Column():
+                video = gr.Video(label="Result")
+                info = gr.Textbox(label="Details", lines=4)
+                with gr.Row():
+                    run_button = gr.Button("Generate", variant="primary")
+                    stop_button = gr.Button("Stop")
+        with gr.Accordion("Models", open=False):
+            status = gr.Markdown(status_markdown(talker))
+            with gr.Row():
+                refresh_button = gr.Button("Refresh status")
+                unload_button = gr.Button("Unload models")
+        inputs = [
+            source, driven_audio, idle_mode, idle_seconds, ref_video, ref_mode, preprocess, still, pose_style,
+            expression_scale, size, batch_size, use_blink, seed, input_yaw, input_pitch, input_roll,
+            face_detector, face_index, enhancer, background_enhancer,
+        ]  # fmt: skip
+        run_button.click(generate, inputs=inputs, outputs=[video, info, status])
+        stop_button.click(stop, inputs=None, outputs=[info])
+        refresh_button.click(lambda: status_markdown(talker), inputs=None, outputs=[status])
+        unload_button.click(unload, inputs=None, outputs=[status])
+    demo.sadtalker = talker  # for tests and embedding
+    return demo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sadtalker_ext.app", description="SadTalker standalone web app."
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
+    p.add_argument(
+        "--checkpoint_dir", "--checkpoint-dir", dest="checkpoint_dir", help="SadTalker weights folder"
+    )
+    p.add_argument("--gfpgan_dir", "--gfpgan-dir", dest="gfpgan_dir", help="face-model weights folder")
+    p.add_argument(
+        "--result_dir", "--result-dir", dest="result_dir", default="./results", help="video folder"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        log.error(GRADIO_MISSING)
+        return 1
+    from .cli import resolve_device
+
+    try:
+        demo = build_app(
+            checkpoint_dir=args.checkpoint_dir,
+            gfpgan_dir=args.gfpgan_dir,
+            device=resolve_device(args.device, False),
+            dtype=args.dtype,
+            result_dir=args.result_dir,
+        )
+    except SadTalkerError as exc:
+        log.error("%s", exc)
+        return 1
+    demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

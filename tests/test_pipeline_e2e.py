@@ -1,0 +1,340 @@
+"""End to end: picture + audio -> real mp4 through every stage (stand-in weights, dlib landmarks).
+
+Picture, audio samples, stand-in overrides and expected frame geometry come from the e2e vector file
+(``e2e_crop_seed*.npz``: ``input_image_rgb``, ``wav_fed``, ``frames_resized_uint8``), so the tests run
+unchanged on other vector sets. Most tests use a renderer of tiny widths (same key names, widths inferred
+from the files) to keep a frame at a few seconds on this CPU; one test renders at the official width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.numpy import save_file
+
+from sadtalker_ext.errors import CancelledError, CheckpointError, InputError
+from sadtalker_ext.nets.dense_motion import DenseMotionConfig
+from sadtalker_ext.nets.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
+from sadtalker_ext.nets.kp_detector import KPDetector, KPDetectorConfig
+from sadtalker_ext.nets.mapping import MappingConfig, MappingNet
+from sadtalker_ext.nets.spade_decoder import SpadeDecoderConfig
+from sadtalker_ext.options import GenerationOptions
+from sadtalker_ext.pipeline import SadTalker
+from sadtalker_ext.video import (
+    VideoWriter,
+    even_size,
+    partial_path,
+    probe,
+    read_audio,
+    read_frames,
+    sidecar_path,
+)
+from tests import standin
+from tests.conftest import seed_of, vector_files
+
+ST256, _ST512, MAP_CROP, MAP_FULL = standin.FILES
+SR, FPS = 16000, 25
+FRAMES = 3  # frames per tiny-width test video
+
+TINY_KP = KPDetectorConfig(
+    num_kp=3, block_expansion=2, max_features=8, num_blocks=2, reshape_channel=16, reshape_depth=2
+)
+TINY_GEN = GeneratorConfig(
+    block_expansion=4,
+    max_features=16,
+    num_down_blocks=2,
+    reshape_channel=4,
+    reshape_depth=4,
+    num_resblocks=1,
+    dense_motion=DenseMotionConfig(
+        num_kp=3,
+        feature_channel=4,
+        block_expansion=2,
+        max_features=8,
+        num_blocks=2,
+        reshape_depth=4,
+        compress=2,
+    ),
+    decoder=SpadeDecoderConfig(input_nc=16, hidden_nc=4, output_nc=4, num_middle_blocks=1),
+)
+TINY_MAP = MappingConfig(coeff_nc=70, descriptor_nc=8, layer=3, num_kp=3, num_bins=66)
+
+
+# ----------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def vector():
+    files = vector_files("e2e_crop_seed*.npz")
+    if not files:
+        pytest.skip("no e2e_crop vector file")
+    path = files[0]
+    with np.load(path, allow_pickle=False) as npz:
+        data = {k: npz[k] for k in ("input_image_rgb", "wav_fed", "wav_fed_sr", "frames_resized_uint8")}
+        data["seed"] = seed_of(npz, path)
+        data["overrides"] = standin.overrides_of(npz)
+    data["path"] = path
+    return data
+
+
+@pytest.fixture(scope="module")
+def media(vector, tmp_path_factory):
+    """The vector's picture as PNG and audio cuts as 16-bit wav files."""
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("media")
+    picture = root / "face.png"
+    Image.fromarray(vector["input_image_rgb"]).save(picture)
+    wav = np.asarray(vector["wav_fed"], dtype=np.float32)
+    sr = int(vector["wav_fed_sr"])
+    assert sr == SR
+
+    def cut(frames: int, extra: int = 100) -> str:
+        p = root / f"cut{frames}.wav"
+        if not p.exists():
+            sf.write(p, wav[: frames * SR // FPS + extra], SR, subtype="FLOAT")
+        return str(p)
+
+    return {"picture": str(picture), "cut": cut, "root": root}
+
+
+def _filled(prefix: str, module: torch.nn.Module, seed: int) -> dict[str, np.ndarray]:
+    fill = standin.fill_module()
+    out = {}
+    for key, value in module.state_dict().items():
+        dtype = "int64" if value.dtype == torch.int64 else "float32"
+        out[prefix + key] = np.ascontiguousarray(
+            fill.fill_tensor(prefix + key, tuple(value.shape), dtype, seed)
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(vector, tmp_path_factory):
+    """Official-width motion + reconstruction tensors (vector seed and overrides), tiny renderer tensors."""
+    folder = tmp_path_factory.mktemp("tiny_ckpt")
+    seed = vector["seed"]
+    keys = {
+        k for k in standin.manifest(ST256) if k.split(".")[0] in ("audio2exp", "audio2pose", "face_3drecon")
+    }
+    tensors = standin.standin_tensors(ST256, seed, vector["overrides"], keys=keys)
+    tensors.update(_filled("kp_extractor.", KPDetector(TINY_KP), seed))
+    tensors.update(_filled("generator.", OcclusionAwareSPADEGenerator(TINY_GEN), seed))
+    for key in [k for k in tensors if k.endswith(".weight_orig")]:  # unit spectral norm: stable decoder
+        base = key[: -len("weight_orig")]
+        u, _, vt = np.linalg.svd(tensors[key].reshape(tensors[key].shape[0], -1).astype(np.float64))
+        tensors[base + "weight_u"] = np.ascontiguousarray(u[:, 0], dtype=np.float32)
+        tensors[base + "weight_v"] = np.ascontiguousarray(vt[0], dtype=np.float32)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(folder / ST256))
+    for name, coeff_nc, epoch in ((MAP_CROP, 70, 229), (MAP_FULL, 73, 109)):
+        net = MappingNet(dataclasses.replace(TINY_MAP, coeff_nc=coeff_nc))
+        state = {k[len("mapping.") :]: torch.from_numpy(v) for k, v in _filled("mapping.", net, seed).items()}
+        torch.save({"mapping": state, "epoch": epoch}, str(folder / name))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def talker(tiny_checkpoints, tmp_path_factory):
+    t = SadTalker(
+        checkpoint_dir=tiny_checkpoints,
+        gfpgan_dir=tmp_path_factory.mktemp("no_face_models"),
+        device="cpu",
+        result_dir=tmp_path_factory.mktemp("results"),
+    )
+    yield t
+    t.unload()
+
+
+def _options(media, tmp_path, name: str = "out.mp4", **kw) -> GenerationOptions:
+    values = {
+        "source": media["picture"],
+        "driven_audio": media["cut"](FRAMES),
+        "face_detector": "dlib",
+        "seed": 7,
+        "batch_size": 2,
+        "output": str(tmp_path / name),
+    }
+    values.update(kw)
+    return GenerationOptions(**values)
+
+
+def _expected_size(vector, preprocess: str) -> tuple[int, int]:
+    """Encoded (w, h): full modes keep the picture size; the others are 256 wide at the face-box aspect."""
+    h, w = vector["input_image_rgb"].shape[:2]
+    if "full" in preprocess:
+        return even_size(w, h)
+    if preprocess == "resize":
+        return even_size(256, int(256 * h / w))
+    return even_size(256, vector["frames_resized_uint8"].shape[1])
+
+
+def _check_video(result, options: GenerationOptions, frames: int, size: tuple[int, int], audio_s: float):
+    info = probe(result.video_path)
+    assert result.num_frames == frames and info.num_frames == frames
+    assert (info.width, info.height) == size
+    assert info.video_codec == "h264" and info.pix_fmt == "yuv420p" and info.fps == pytest.approx(FPS)
+    assert info.has_audio and info.audio_sample_rate == SR
+    assert info.audio_duration == pytest.approx(audio_s, abs=1 / FPS)
+    settings = info.settings
+    assert settings["seed"] == result.seed and settings["num_frames"] == frames
+    assert settings["version"] and settings["options"]["source"] == options.source
+    assert (
+        settings["options"]["preprocess"] == options.preprocess and settings["options"]["seed"] == result.seed
+    )
+    assert json.loads(result.sidecar.read_text()) == settings
+    assert result.sidecar == sidecar_path(result.video_path)
+    return info
+
+
+# ----------------------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("preprocess", ["crop", "resize", "extcrop", "full", "extfull"])
+def test_each_preprocess_mode_makes_a_video(talker, media, vector, tmp_path, preprocess):
+    opts = _options(media, tmp_path, preprocess=preprocess)
+    stages = []
+    result = talker.generate(opts, progress=lambda s, d, t: stages.append((s, d, t)))
+    _check_video(result, opts, FRAMES, _expected_size(vector, preprocess), FRAMES / FPS)
+    renders = [(d, t) for s, d, t in stages if s == "render"]
+    assert renders[0] == (0, FRAMES) and renders[-1] == (FRAMES, FRAMES)
+    assert [s for s, _, _ in stages].index("preprocess") < [s for s, _, _ in stages].index("render")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.mp4"]
+    assert {"inputs", "models", "preprocess", "motion", "render", "total"} <= set(result.timings)
+
+
+def test_second_generation_reuses_models_and_seed_repeats(talker, media, tmp_path):
+    first = talker.generate(_options(media, tmp_path, "a.mp4"))
+    held = dict(talker._models)
+    assert held, "models should stay loaded after a generation"
+    second = talker.generate(_options(media, tmp_path, "b.mp4"))
+    assert all(talker._models[k] is v for k, v in held.items())
+    assert second.timings["models"] < 1.0
+    np.testing.assert_array_equal(read_frames(first.video_path), read_frames(second.video_path))
+    third = talker.generate(_options(media, tmp_path, "c.mp4", seed=None))
+    assert third.seed is not None and probe(third.video_path).settings["options"]["seed"] == third.seed
+
+
+def test_still_mode(talker, media, vector, tmp_path):
+    moving = talker.generate(_options(media, tmp_path, "moving.mp4", pose_style=5))
+    opts = _options(media, tmp_path, "still.mp4", still=True, pose_style=5)
+    still = talker.generate(opts)
+    info = _check_video(still, opts, FRAMES, _expected_size(vector, "crop"), FRAMES / FPS)
+    assert info.settings["options"]["still"] is True
+    assert not np.array_equal(read_frames(moving.video_path), read_frames(still.video_path))
+
+
+def test_free_view_angles_change_the_frames(talker, media, vector, tmp_path):
+    base = talker.generate(_options(media, tmp_path, "base.mp4", still=True))
+    opts = _options(
+        media, tmp_path, "view.mp4", still=True, input_yaw=(-20, 20), input_pitch=(10,), input_roll=(5,)
+    )
+    turned = talker.generate(opts)
+    info = _check_video(turned, opts, FRAMES, _expected_size(vector, "crop"), FRAMES / FPS)
+    assert info.settings["options"]["input_yaw"] == [-20.0, 20.0]
+    a, b = read_frames(base.video_path).astype(int), read_frames(turned.video_path).astype(int)
+    assert np.abs(a - b).mean() > 0.5
+
+
+def test_idle_mode_has_a_silent_track(talker, media, vector, tmp_path):
+    opts = _options(media, tmp_path, driven_audio=None, idle_seconds=0.12)
+    result = talker.generate(opts)
+    frames = int(0.12 * FPS)
+    _check_video(result, opts, frames, _expected_size(vector, "crop"), frames / FPS)
+    assert np.abs(read_audio(result.video_path)).max() < 1e-3
+
+
+@pytest.fixture(scope="module")
+def reference_video(vector, media):
+    """A 4-frame silent video of the picture drifting sideways (the face stays detectable)."""
+    path = media["root"] / "reference.mp4"
+    pic = vector["input_image_rgb"]
+    with VideoWriter(path, num_frames=4, sidecar=False) as vw:
+        for i in range(4):
+            vw.write(np.roll(pic, 3 * i, axis=1))
+        vw.finish()
+    return str(path)
+
+
+@pytest.mark.parametrize("ref_mode", ["pose", "blink", "all"])
+def test_reference_video_modes(talker, media, vector, tmp_path, reference_video, ref_mode):
+    opts = _options(media, tmp_path, ref_video=reference_video, ref_mode=ref_mode)
+    stages = []
+    result = talker.generate(opts, progress=lambda s, d, t: stages.append((s, d, t)))
+    assert ("reference", 4, 4) in stages
+    frames = 4 if ref_mode == "all" else FRAMES  # 'all': the reference video's frames drive everything
+    info = _check_video(result, opts, frames, _expected_size(vector, "crop"), frames / FPS)
+    assert info.settings["options"]["ref_mode"] == ref_mode
+
+
+def test_cancel_leaves_no_final_file(talker, media, tmp_path):
+    stop = threading.Event()
+
+    def progress(stage, done, total):
+        if stage == "render" and done >= 1:
+            stop.set()
+
+    opts = _options(media, tmp_path, "cancel.mp4", batch_size=1)
+    with pytest.raises(CancelledError):
+        talker.generate(opts, progress=progress, cancel=stop)
+    assert list(tmp_path.iterdir()) == []
+
+    talker.keep_partial = True
+    try:
+        stop.clear()
+        with pytest.raises(CancelledError):
+            talker.generate(opts, progress=progress, cancel=lambda: stop.is_set())
+    finally:
+        talker.keep_partial = False
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cancel.partial.mp4"]
+    part = probe(partial_path(tmp_path / "cancel.mp4"))
+    assert part.num_frames == 1 and part.settings["partial"] is True
+
+
+def test_inputs_checked_before_weights(media, tmp_path):
+    empty = SadTalker(checkpoint_dir=tmp_path / "none", gfpgan_dir=tmp_path / "none2")
+    bad_audio = tmp_path / "broken.wav"
+    bad_audio.write_bytes(b"not audio at all")
+    with pytest.raises(InputError):
+        empty.generate(_options(media, tmp_path, driven_audio=str(bad_audio)))
+    with pytest.raises(InputError):
+        empty.generate(_options(media, tmp_path, source=str(tmp_path / "missing.png")))
+    with pytest.raises(CheckpointError) as err:
+        empty.generate(_options(media, tmp_path, preprocess="full", face_detector="retinaface"))
+    msg = str(err.value)
+    for name in (ST256, MAP_FULL, "detection_Resnet50_Final.pth", "alignment_WFLW_4HG.pth"):
+        assert name in msg
+    assert str(tmp_path / "none") in msg and "python -m sadtalker_ext.download" in msg
+    assert not empty.loaded
+    assert [p.name for p in tmp_path.iterdir()] == ["broken.wav"]
+
+
+def test_enhancer_is_refused_clearly(talker, media, tmp_path):
+    with pytest.raises(InputError, match="GFPGAN"):
+        talker.generate(_options(media, tmp_path, enhancer="gfpgan"))
+    with pytest.raises(InputError, match="background_enhancer"):
+        talker.generate(_options(media, tmp_path, background_enhancer="realesrgan"))
+
+
+def test_unload_frees_models(tiny_checkpoints, media, tmp_path):
+    t = SadTalker(checkpoint_dir=tiny_checkpoints, gfpgan_dir=tmp_path / "gf", result_dir=tmp_path / "res")
+    result = t.generate(_options(media, tmp_path, driven_audio=media["cut"](1)))
+    assert result.num_frames == 1 and t.loaded
+    t.unload()
+    assert t.loaded == []
+
+
+@pytest.mark.slow
+def test_official_width_renderer(standins, vector, media, tmp_path):
+    """One frame through the official-width renderer (the e2e vector's stand-in weights)."""
+    folder = standins.for_vector(vector["path"], names=(ST256, MAP_CROP))
+    t = SadTalker(checkpoint_dir=folder, gfpgan_dir=tmp_path / "gf")
+    opts = _options(media, tmp_path, driven_audio=media["cut"](1), still=True, use_blink=False, batch_size=1)
+    try:
+        result = t.generate(opts)
+    finally:
+        t.unload()
+    _check_video(result, opts, 1, _expected_size(vector, "crop"), 1 / FPS)
+    frame = read_frames(result.video_path)[0].astype(float)
+    assert 20 < frame.mean() < 235 and frame.std() > 5  # a picture, not a flat or saturated field
