@@ -1,0 +1,556 @@
+"""Generation inside the WebUI: model session, host progress bar, interrupt, frame hook, infotext.
+
+No gradio import here: the tab (``ui.py``) and the API (``api.py``) call these functions, and tests call
+them with a stand-in host and a fake pipeline.
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import CancelledError, InputError, SadTalkerError
+from ..options import GenerationOptions
+from ..paths import ModelDirs, resolve_model_dirs
+from .host import Host, RestoreFn
+from .settings import NO_RESTORER, WebUISettings, result_root
+
+log = logging.getLogger(__name__)
+
+STAGES = ("inputs", "models", "preprocess", "reference", "audio", "motion", "render", "encode")
+"""Pipeline progress stages in run order; each is one host "job" of the progress bar."""
+STAGE_LABELS = {
+    "inputs": "reading inputs", "models": "loading models", "preprocess": "finding the face",
+    "reference": "reading the reference video", "audio": "audio features", "motion": "generating motion",
+    "render": "rendering frames", "encode": "writing the video",
+}  # fmt: skip
+FRAME_HOOK = "frame_hook"
+"""Keyword of ``SadTalker.generate`` taking ``frames (N, H, W, 3) uint8 RGB -> same`` (final frames, before
+encoding). Used for WebUI face restoration and the live preview when the pipeline offers it."""
+PREVIEW_INTERVAL_S = 0.5
+
+FORM_FIELDS = (
+    "source", "driven_audio", "idle_mode", "idle_seconds", "ref_video", "ref_mode", "preprocess", "still",
+    "pose_style", "expression_scale", "size", "batch_size", "use_blink", "seed", "input_yaw", "input_pitch",
+    "input_roll", "face_detector", "face_index", "restorer",
+)  # fmt: skip
+"""Order of the tab's option components as passed to the handlers (after the task id)."""
+
+
+# ----------------------------------------------------------------------------------------------- form
+
+
+def file_value(value: Any) -> str | None:
+    """A gradio file value (path str, ``{'name'|'path': ...}``, tempfile wrapper) -> path or None."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str | Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return value.get("path") or value.get("name")
+    return getattr(value, "name", None) or getattr(value, "path", None)
+
+
+def options_from_form(
+    values: Mapping[str, Any], *, front_end: str = "webui"
+) -> tuple[GenerationOptions, str]:
+    """Tab values (keys of :data:`FORM_FIELDS`) -> (validated options, host face restorer name or "None").
+
+    Seed empty or < 0: random. Idle mode ignores the recording. Without a reference video its mode is moot.
+    """
+    v = dict(values)
+    restorer = str(v.pop("restorer", None) or NO_RESTORER)
+    idle = bool(v.pop("idle_mode", False))
+    idle_seconds = v.pop("idle_seconds", None)
+    seed = v.get("seed")
+    try:
+        v["seed"] = None if seed in (None, "") or float(seed) < 0 else int(float(seed))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"seed: expected a whole number, got {seed!r}") from exc
+    v["source"] = file_value(v.get("source"))
+    if not v["source"]:
+        raise InputError("Upload a face picture first.")
+    v["driven_audio"] = None if idle else file_value(v.get("driven_audio"))
+    v["idle_seconds"] = idle_seconds if idle else None
+    v["ref_video"] = file_value(v.get("ref_video"))
+    if v["ref_video"] is None:
+        v["ref_mode"] = "pose"
+    if not idle and v["driven_audio"] is None and not (v["ref_video"] and v.get("ref_mode") == "all"):
+        raise InputError("Upload a speech recording, or tick idle mode and give its length.")
+    for key in ("size", "pose_style", "batch_size", "face_index"):
+        if v.get(key) not in (None, ""):
+            v[key] = int(float(v[key]))
+    v["extra"] = {"front_end": front_end, "face_restoration": restorer}
+    return GenerationOptions.from_mapping(v), restorer
+
+
+# ----------------------------------------------------------------------------------------------- progress
+
+
+class HostProgress:
+    """Pipeline ``progress(stage, done, total)`` -> ``shared.state`` (job_no/job_count per stage,
+    sampling_step/sampling_steps within it, textinfo), for ``item`` of ``count`` videos."""
+
+    def __init__(self, state: Any, item: int = 0, count: int = 1, label: str = "") -> None:
+        self.state = state
+        self.item = item
+        self.count = max(1, count)
+        self.label = label
+        self.stage = STAGES[0]
+
+    @staticmethod
+    def start(state: Any, count: int) -> None:
+        """Size the progress bar for ``count`` videos (after the wrapper's ``state.begin``)."""
+        state.job_count = max(1, count) * len(STAGES)
+        state.job_no = 0
+        state.sampling_step = 0
+        state.sampling_steps = 0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage in STAGES:
+            self.stage = stage
+        state = self.state
+        state.job_no = self.item * len(STAGES) + STAGES.index(self.stage)
+        total = max(int(total), 1)
+        state.sampling_steps = total
+        state.sampling_step = max(0, min(int(done), total))
+        prefix = f"[{self.item + 1}/{self.count}] " if self.count > 1 else ""
+        what = STAGE_LABELS.get(stage, stage)
+        count = f" {done}/{total}" if total > 1 else ""
+        state.textinfo = f"SadTalker {prefix}{self.label}: {what}{count}".replace(" : ", ": ")
+
+
+def cancel_requested(state: Any) -> Callable[[], bool]:
+    """The pipeline's ``cancel`` callable: Interrupt, Skip (and 1.8+'s stop-generating) end the video."""
+
+    def stopped() -> bool:
+        return bool(
+            getattr(state, "interrupted", False)
+            or getattr(state, "skipped", False)
+            or getattr(state, "stopping_generation", False)
+        )
+
+    return stopped
+
+
+class FrameHook:
+    """Final frames ``(N, H, W, 3) uint8 RGB`` -> restored frames; the newest one becomes the live preview."""
+
+    def __init__(
+        self,
+        restore: RestoreFn | None,
+        preview: Callable[[np.ndarray], None] | None,
+        cancel: Callable[[], bool] | None = None,
+        interval: float = PREVIEW_INTERVAL_S,
+    ) -> None:
+        self.restore = restore
+        self.preview = preview
+        self.cancel = cancel
+        self.interval = interval
+        self._last = -1e9
+        self.frames_seen = 0
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        frames = np.asarray(frames)
+        if self.restore is not None:
+            out = []
+            for frame in frames:
+                if self.cancel is not None and self.cancel():
+                    raise CancelledError("cancelled during face restoration")
+                restored = self.restore(frame)
+                if restored.shape != frame.shape:  # a restorer may return another size: keep the video's
+                    restored = _resize(restored, frame.shape[1], frame.shape[0])
+                out.append(restored)
+            frames = np.stack(out).astype(np.uint8, copy=False)
+        self.frames_seen += len(frames)
+        now = time.monotonic()
+        if self.preview is not None and len(frames) and now - self._last >= self.interval:
+            self._last = now
+            self.preview(frames[-1])
+        return frames
+
+
+def _resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.asarray(rgb, np.uint8)).resize((width, height), Image.LANCZOS))
+
+
+def accepts_keyword(func: Callable[..., Any], name: str) -> bool:
+    """True when ``func`` takes keyword ``name`` (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+# ----------------------------------------------------------------------------------------------- session
+
+
+TalkerFactory = Callable[[ModelDirs, Any, str], Any]
+"""``(model_dirs, device, dtype) -> pipeline`` with ``generate(options, progress=, cancel=)``, ``unload()``."""
+
+
+def default_talker_factory(dirs: ModelDirs, device: Any, dtype: str) -> Any:
+    from ..pipeline import SadTalker
+
+    return SadTalker(model_dirs=dirs, device=device, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """One finished video for the UI / API."""
+
+    video_path: Path
+    infotext: str
+    result: Any
+
+
+class Session:
+    """What the extension keeps between generations: one pipeline object (models stay loaded in it)."""
+
+    def __init__(self, host: Host, talker_factory: TalkerFactory | None = None) -> None:
+        self.host = host
+        self.factory = talker_factory or default_talker_factory
+        self._talker: Any = None
+        self._key: tuple | None = None
+        self._lock = threading.RLock()
+
+    # -- models
+    def model_dirs(self) -> ModelDirs:
+        """Weight folders: ``--sadtalker-checkpoint-dir`` / ``--sadtalker-gfpgan-dir``, env, ``models/SadTalker``,
+        the extension's own folders (sadtalker_ext.paths order)."""
+        try:
+            models = self.host.models_path()
+        except Exception:
+            models = None
+        return resolve_model_dirs(
+            flag_checkpoint_dir=self.host.cmd_opt("sadtalker_checkpoint_dir", None),
+            flag_gfpgan_dir=self.host.cmd_opt("sadtalker_gfpgan_dir", None),
+            webui_models_dir=models,
+        )
+
+    def talker(self, settings: WebUISettings) -> Any:
+        """The pipeline for the current folders, device and precision (rebuilt when one of them changed)."""
+        dirs = self.model_dirs()
+        device = self.host.device()
+        dtype = settings.dtype if str(device).startswith(("cuda", "xpu", "mps")) else "float32"
+        key = (dirs.checkpoints, dirs.gfpgan, str(device), dtype)
+        with self._lock:
+            if self._talker is None or self._key != key:
+                self.unload()
+                self._talker = self.factory(dirs, device, dtype)
+                self._key = key
+            return self._talker
+
+    def unload(self) -> None:
+        """Drop the pipeline's models (next generation loads again) and free accelerator memory."""
+        with self._lock:
+            talker, self._talker, self._key = self._talker, None, None
+        if talker is not None and hasattr(talker, "unload"):
+            talker.unload()
+        self.host.torch_gc()
+
+    def loaded(self) -> list[str]:
+        talker = self._talker
+        return list(getattr(talker, "loaded", []) or []) if talker is not None else []
+
+    def finish(self, settings: WebUISettings) -> None:
+        """After a run: unload unless the setting keeps models, and free VRAM either way."""
+        if not settings.keep_models_loaded:
+            self.unload()
+        else:
+            self.host.torch_gc()
+
+    # -- output
+    def output_folder(self, settings: WebUISettings, when: datetime | None = None) -> Path:
+        """``<result dir>/<YYYY-MM-DD>/`` (no date part when the setting is off)."""
+        root = result_root(self.host, settings)
+        if settings.date_subfolder:
+            root = root / (when or datetime.now()).strftime("%Y-%m-%d")
+        return root
+
+    # -- one video
+    def run(
+        self,
+        options: GenerationOptions,
+        *,
+        restorer: str = NO_RESTORER,
+        progress: Callable[[str, int, int], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+        preview: bool = True,
+        settings: WebUISettings | None = None,
+    ) -> RunOutcome:
+        """Generate one video into the output folder. Raises SadTalkerError subclasses for the user."""
+        from ..pipeline import default_output
+
+        settings = settings or WebUISettings.read(self.host)
+        restore = None
+        if restorer and restorer != NO_RESTORER:
+            restore = self.host.face_restorer(restorer)
+            if restore is None:
+                names = ", ".join(self.host.face_restorer_names()) or "none"
+                raise InputError(
+                    f"face restoration {restorer!r} is not available in this WebUI (available: {names})"
+                )
+        talker = self.talker(settings)
+        kwargs: dict[str, Any] = {}
+        if accepts_keyword(talker.generate, FRAME_HOOK):
+            show = self._preview_fn() if preview and settings.live_preview else None
+            if restore is not None or show is not None:
+                kwargs[FRAME_HOOK] = FrameHook(restore, show, cancel)
+        elif restore is not None:
+            raise InputError(
+                "WebUI face restoration needs a pipeline with a per-frame hook (SadTalker.generate(..., "
+                f"{FRAME_HOOK}=...)), which this version does not have. Choose face restoration 'None'."
+            )
+        if not options.output:
+            folder = self.output_folder(settings)
+            folder.mkdir(parents=True, exist_ok=True)
+            options = options.replace(output=str(default_output(options, folder)))
+        else:
+            Path(options.output).parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        result = talker.generate(options, progress=progress, cancel=cancel, **kwargs)
+        elapsed = time.perf_counter() - t0
+        return RunOutcome(Path(result.video_path), infotext(options, result, restorer, elapsed), result)
+
+    def _preview_fn(self) -> Callable[[np.ndarray], None] | None:
+        state = self.host.state
+        if not hasattr(state, "assign_current_image"):
+            return None
+
+        def show(frame: np.ndarray) -> None:
+            from PIL import Image
+
+            state.assign_current_image(Image.fromarray(np.asarray(frame, np.uint8)))
+
+        return show
+
+
+def infotext(
+    options: GenerationOptions, result: Any, restorer: str = NO_RESTORER, seconds: float | None = None
+) -> str:
+    """One line of ``Key: value`` pairs describing a video (like the WebUI's generation parameters)."""
+    parts: list[tuple[str, Any]] = [("Picture", Path(options.source).name)]
+    if options.driven_audio:
+        parts.append(("Audio", Path(options.driven_audio).name))
+    elif options.idle_seconds is not None:
+        parts.append(("Idle", f"{options.idle_seconds:g} s"))
+    if options.ref_video:
+        parts += [("Reference", Path(options.ref_video).name), ("Reference mode", options.ref_mode)]
+    parts += [
+        ("Size", options.size), ("Preprocess", options.preprocess), ("Still", options.still),
+        ("Pose style", options.pose_style), ("Expression scale", f"{options.expression_scale:g}"),
+        ("Blink", options.use_blink), ("Seed", getattr(result, "seed", options.seed)),
+        ("Batch size", options.batch_size), ("Face detector", options.face_detector),
+    ]  # fmt: skip
+    if options.face_index:
+        parts.append(("Face index", options.face_index))
+    for name, angles in (
+        ("Yaw", options.input_yaw),
+        ("Pitch", options.input_pitch),
+        ("Roll", options.input_roll),
+    ):
+        if angles:
+            parts.append((name, " ".join(f"{a:g}" for a in angles)))
+    if restorer and restorer != NO_RESTORER:
+        parts.append(("Face restoration", restorer))
+    frames = getattr(result, "num_frames", 0)
+    if frames:
+        parts.append(("Frames", frames))
+    width, height = getattr(result, "width", 0), getattr(result, "height", 0)
+    if width and height:
+        parts.append(("Video size", f"{width}x{height}"))
+    if seconds is not None:
+        parts.append(("Time taken", f"{seconds:.1f} s"))
+    parts.append(("Version", f"sadtalker_ext {__version__}"))
+    return "SadTalker, " + ", ".join(f"{k}: {v}" for k, v in parts)
+
+
+# ----------------------------------------------------------------------------------------------- handlers
+
+
+def _message(text: str, css: str = "") -> str:
+    cls = f" class='{css}'" if css else ""
+    return f"<div{cls}><p>{html.escape(text).replace(chr(10), '<br>')}</p></div>"
+
+
+def _saved_html(paths: Sequence[Path], extra: str = "") -> str:
+    if not paths:
+        return _message(extra or "No video was made.")
+    folders = sorted({str(Path(p).parent) for p in paths})
+    items = "".join(f"<li><code>{html.escape(str(p))}</code></li>" for p in paths)
+    where = ", ".join(f"<code>{html.escape(f)}</code>" for f in folders)
+    note = f"<p>{html.escape(extra)}</p>" if extra else ""
+    return f"<div class='sadtalker-saved'><p>Saved to {where}</p><ul>{items}</ul>{note}</div>"
+
+
+def generate_single(session: Session, id_task: str, *values: Any) -> list[Any]:
+    """The Generate button (wrapped by ``wrap_gradio_gpu_call``): ``[video, infotext, html]``."""
+    host = session.host
+    state = host.state
+    settings = WebUISettings.read(host)
+    try:
+        options, restorer = options_from_form(dict(zip(FORM_FIELDS, values, strict=True)))
+    except SadTalkerError as exc:
+        return [None, "", _message(str(exc), "error")]
+    HostProgress.start(state, 1)
+    progress = HostProgress(state, 0, 1, Path(options.source).name)
+    try:
+        outcome = session.run(
+            options, restorer=restorer, progress=progress, cancel=cancel_requested(state), settings=settings
+        )
+    except CancelledError:
+        return [None, "", _message("Interrupted: no video was written.")]
+    except SadTalkerError as exc:
+        return [None, "", _message(str(exc), "error")]
+    finally:
+        session.finish(settings)
+    return [str(outcome.video_path), outcome.infotext, _saved_html([outcome.video_path])]
+
+
+def generate_batch(session: Session, id_task: str, pictures: Any, recordings: Any, *values: Any) -> list[Any]:
+    """The batch button: every picture x every recording (or idle length) -> ``[files, infotexts, html]``.
+
+    Skip ends the current video and goes on; Interrupt stops the batch. A failing pair is reported and
+    the rest still run.
+    """
+    host = session.host
+    state = host.state
+    settings = WebUISettings.read(host)
+    form = dict(zip(FORM_FIELDS, values, strict=True))
+    pics = [p for p in (file_value(x) for x in (pictures or [])) if p]
+    auds = [a for a in (file_value(x) for x in (recordings or [])) if a]
+    if not pics:
+        return [None, "", _message("Batch: add at least one picture.", "error")]
+    if not auds and not form.get("idle_mode"):
+        return [None, "", _message("Batch: add recordings, or tick idle mode.", "error")]
+    pairs = list(itertools.product(pics, auds or [None]))
+    HostProgress.start(state, len(pairs))
+    made: list[Path] = []
+    infos: list[str] = []
+    problems: list[str] = []
+    try:
+        for index, (pic, aud) in enumerate(pairs):
+            if getattr(state, "interrupted", False):
+                problems.append(f"interrupted before {len(pairs) - index} of {len(pairs)} videos")
+                break
+            label = Path(pic).name + (f" + {Path(aud).name}" if aud else "")
+            try:
+                options, restorer = options_from_form(
+                    {**form, "source": pic, "driven_audio": aud}, front_end="webui-batch"
+                )
+                outcome = session.run(
+                    options,
+                    restorer=restorer,
+                    progress=HostProgress(state, index, len(pairs), label),
+                    cancel=cancel_requested(state),
+                    settings=settings,
+                )
+            except CancelledError:
+                if getattr(state, "interrupted", False):
+                    problems.append(f"{label}: interrupted")
+                    break
+                state.skipped = False
+                problems.append(f"{label}: skipped")
+                continue
+            except SadTalkerError as exc:
+                problems.append(f"{label}: {exc}")
+                continue
+            made.append(outcome.video_path)
+            infos.append(outcome.infotext)
+    finally:
+        session.finish(settings)
+    summary = f"{len(made)} of {len(pairs)} videos made."
+    if problems:
+        summary += "\n" + "\n".join(problems)
+    return [[str(p) for p in made] or None, "\n".join(infos), _saved_html(made, summary)]
+
+
+def download_weights(
+    session: Session, id_task: str, sizes: Sequence[Any], full: bool, detector: bool
+) -> list[Any]:
+    """The Download button: fetch the selected weight files with the host progress bar; ``[status html, log]``."""
+    from ..download import download
+    from ..weights import Selection
+
+    state = session.host.state
+    chosen = tuple(sorted({int(s) for s in (sizes or [256])}))
+    selection = Selection(sizes=chosen, full=bool(full), detector=bool(detector), crop=True)
+    state.job_count = 1
+    state.textinfo = "SadTalker: checking weight files"
+
+    def on_progress(p: Any) -> None:
+        state.job_no = 0
+        state.sampling_steps = max(int(p.total), 1)
+        state.sampling_step = min(int(p.done), state.sampling_steps)
+        mb = f" {p.done / 1e6:.0f}/{p.total / 1e6:.0f} MB" if p.total else ""
+        state.textinfo = f"SadTalker download [{p.index}/{p.count}] {p.name}: {p.phase}{mb}"
+
+    try:
+        report = download(
+            selection, session.model_dirs(), progress=on_progress, cancel=cancel_requested(state)
+        )
+    except CancelledError:
+        return [status_html(session), _message("Download interrupted; partial files are resumed next time.")]
+    text = report.summary() or "nothing selected"
+    verdict = "All selected files are present." if report.ok else "Some files could not be fetched:"
+    return [status_html(session), f"<div><p>{html.escape(verdict)}</p><pre>{html.escape(text)}</pre></div>"]
+
+
+def status_rows(session: Session) -> list[dict[str, Any]]:
+    """Weight files: name, state (present/missing/corrupt), size in bytes, path, what needs them."""
+    from ..weights import model_status
+
+    rows = model_status(session.model_dirs(), check_structure=False)
+    return [
+        {
+            "name": r.name,
+            "state": r.state,
+            "size": r.size,
+            "path": str(r.path),
+            "needed_for": list(r.needed_for),
+            "detail": r.detail,
+        }
+        for r in rows
+    ]
+
+
+def status_html(session: Session) -> str:
+    """The model status panel: folders, one table row per weight file, models in memory."""
+    try:
+        dirs = session.model_dirs()
+        rows = status_rows(session)
+    except SadTalkerError as exc:
+        return _message(f"Model status unavailable: {exc}", "error")
+    body = "".join(
+        f"<tr class='sadtalker-{html.escape(r['state'])}'><td>{html.escape(r['name'])}</td>"
+        f"<td>{html.escape(r['state'])}</td><td>{r['size'] / 1e6:.1f} MB</td>"
+        f"<td>{html.escape(', '.join(r['needed_for']))}</td></tr>"
+        for r in rows
+    )
+    missing = sum(r["state"] != "present" for r in rows)
+    loaded = session.loaded()
+    return (
+        "<div class='sadtalker-status'>"
+        f"<p>Checkpoints: <code>{html.escape(str(dirs.checkpoints))}</code> ({html.escape(dirs.checkpoints_source)})<br>"
+        f"Face models: <code>{html.escape(str(dirs.gfpgan))}</code> ({html.escape(dirs.gfpgan_source)})</p>"
+        "<table><thead><tr><th>file</th><th>state</th><th>size</th><th>needed for</th></tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+        f"<p>{len(rows) - missing} of {len(rows)} files present. Models in memory: "
+        f"{html.escape(', '.join(loaded)) if loaded else 'none'}</p></div>"
+    )

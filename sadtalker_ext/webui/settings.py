@@ -1,0 +1,132 @@
+"""The "SadTalker" section of the WebUI Settings tab, and a typed snapshot of its values."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..options import FACE_DETECTORS, PREPROCESS_MODES
+from .host import Host
+
+SECTION = ("sadtalker", "SadTalker")
+DTYPE_CHOICES = ("float32", "float16", "bfloat16")
+NO_RESTORER = "None"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One option: key (``shared.opts.<key>``), default, label, gradio component name and its arguments."""
+
+    key: str
+    default: Any
+    label: str
+    component: str
+    args: dict[str, Any] | None = None
+    info: str = ""
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("sadtalker_result_dir", "", "Output folder for SadTalker videos", "Textbox",
+         info="empty: <outputs>/SadTalker; relative paths start at the WebUI folder"),
+    Spec("sadtalker_date_subfolder", True, "Save videos into a dated subfolder (YYYY-MM-DD)", "Checkbox"),
+    Spec("sadtalker_keep_models_loaded", True, "Keep SadTalker models in memory between generations", "Checkbox",
+         info="off: models are unloaded after every generation (frees VRAM, next run loads again)"),
+    Spec("sadtalker_dtype", "float32", "SadTalker precision", "Radio", {"choices": list(DTYPE_CHOICES)},
+         info="float16/bfloat16 only pay off on a GPU; parity with the official models is checked in float32"),
+    Spec("sadtalker_default_size", 256, "Default face renderer size", "Radio", {"choices": [256, 512]}),
+    Spec("sadtalker_default_preprocess", "crop", "Default preprocess mode", "Dropdown",
+         {"choices": list(PREPROCESS_MODES)}),
+    Spec("sadtalker_default_face_detector", "retinaface", "Default face detector", "Dropdown",
+         {"choices": list(FACE_DETECTORS)}),
+    Spec("sadtalker_default_restorer", NO_RESTORER, "Default face restoration (WebUI face restorers)", "Dropdown",
+         None, info="GFPGAN / CodeFormer from the WebUI, applied to every frame"),
+    Spec("sadtalker_default_still", False, "Still mode by default", "Checkbox"),
+    Spec("sadtalker_default_batch_size", 2, "Default batch size (frames rendered at once)", "Slider",
+         {"minimum": 1, "maximum": 16, "step": 1}),
+    Spec("sadtalker_live_preview", True, "Show the latest rendered frame as live preview", "Checkbox",
+         info="also needs the WebUI's 'Show live previews' setting"),
+    Spec("sadtalker_api_allowed_dirs", "", "Folders the SadTalker API may read input files from", "Textbox",
+         info="besides the WebUI outputs folder; one per line or separated by ';'"),
+)  # fmt: skip
+SPEC_BY_KEY = {s.key: s for s in SPECS}
+
+
+def on_ui_settings(host: Host) -> None:
+    """Register every :data:`SPECS` option in the section ``SadTalker`` (the ``on_ui_settings`` callback)."""
+    import gradio as gr
+
+    for spec in SPECS:
+        component = getattr(gr, spec.component)
+        if spec.key == "sadtalker_default_restorer":
+
+            def restorer_args(_host: Host = host) -> dict[str, Any]:
+                return {"choices": [NO_RESTORER, *_host.face_restorer_names()]}
+
+            args: Any = restorer_args
+        elif spec.component == "Textbox":
+            args = {"interactive": True, **(spec.args or {})}
+        else:
+            args = spec.args
+        info = host.option_info(spec.default, spec.label, component, args, section=SECTION)
+        if spec.info and hasattr(info, "info"):
+            info = info.info(spec.info)
+        host.add_option(spec.key, info)
+
+
+@dataclass(frozen=True)
+class WebUISettings:
+    """The values of the SadTalker section, read once per generation."""
+
+    result_dir: str
+    date_subfolder: bool
+    keep_models_loaded: bool
+    dtype: str
+    default_size: int
+    default_preprocess: str
+    default_face_detector: str
+    default_restorer: str
+    default_still: bool
+    default_batch_size: int
+    live_preview: bool
+    api_allowed_dirs: tuple[str, ...]
+
+    @classmethod
+    def read(cls, host: Host) -> WebUISettings:
+        def get(key: str) -> Any:
+            return host.opt(key, SPEC_BY_KEY[key].default)
+
+        dtype = str(get("sadtalker_dtype"))
+        preprocess = str(get("sadtalker_default_preprocess"))
+        detector = str(get("sadtalker_default_face_detector"))
+        return cls(
+            result_dir=str(get("sadtalker_result_dir") or ""),
+            date_subfolder=bool(get("sadtalker_date_subfolder")),
+            keep_models_loaded=bool(get("sadtalker_keep_models_loaded")),
+            dtype=dtype if dtype in DTYPE_CHOICES else "float32",
+            default_size=int(get("sadtalker_default_size"))
+            if int(get("sadtalker_default_size")) in (256, 512)
+            else 256,
+            default_preprocess=preprocess if preprocess in PREPROCESS_MODES else "crop",
+            default_face_detector=detector if detector in FACE_DETECTORS else "retinaface",
+            default_restorer=str(get("sadtalker_default_restorer") or NO_RESTORER),
+            default_still=bool(get("sadtalker_default_still")),
+            default_batch_size=max(1, min(16, int(get("sadtalker_default_batch_size")))),
+            live_preview=bool(get("sadtalker_live_preview")),
+            api_allowed_dirs=split_dirs(str(get("sadtalker_api_allowed_dirs") or "")),
+        )
+
+
+def split_dirs(text: str) -> tuple[str, ...]:
+    """``"a;b\\nc"`` -> ``("a", "b", "c")`` (``os.pathsep`` also separates)."""
+    for sep in ("\n", os.pathsep):
+        text = text.replace(sep, ";")
+    return tuple(p.strip() for p in text.split(";") if p.strip())
+
+
+def result_root(host: Host, settings: WebUISettings) -> Path:
+    """The SadTalker output folder (without the date): the setting, else ``<outputs>/SadTalker``."""
+    if settings.result_dir:
+        return host.absolute(settings.result_dir)
+    return host.outputs_root() / "SadTalker"

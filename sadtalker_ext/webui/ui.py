@@ -1,0 +1,253 @@
+"""The SadTalker tab (gradio Blocks), its send-to target, and the send-to buttons under the host galleries.
+
+Only arguments that gradio 3.41 (A1111 1.6-1.10) and 4.x (Forge) both accept are used; ``source=`` vs
+``sources=`` and ``_js`` vs ``js`` are chosen by the installed gradio's major version.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ..options import FACE_DETECTORS, PREPROCESS_MODES, REF_MODES
+from . import jobs
+from .host import Host, gradio_major
+from .settings import NO_RESTORER, WebUISettings
+
+TAB_TITLE = "SadTalker"
+TAB_ID = "sadtalker"
+"""``on_ui_tabs`` elem_id: the host wraps the tab as ``#tab_sadtalker``; paste target name ``sadtalker``."""
+SEND_SOURCES = ("txt2img", "img2img", "extras")
+
+
+def _sources(*names: str) -> dict[str, Any]:
+    """``sources=[...]`` on gradio 4, ``source=<first>`` on gradio 3."""
+    return {"sources": list(names)} if gradio_major() >= 4 else {"source": names[0]}
+
+
+def _js(name: str) -> dict[str, Any]:
+    """``js=`` on gradio 4 (Forge also rewrites ``_js``), ``_js=`` on gradio 3."""
+    return {"js": name} if gradio_major() >= 4 else {"_js": name}
+
+
+def build_tab(session: jobs.Session) -> Any:
+    """The tab's ``gr.Blocks`` (returned to ``on_ui_tabs`` as ``(blocks, "SadTalker", "sadtalker")``)."""
+    import gradio as gr
+
+    host = session.host
+    settings = WebUISettings.read(host)
+    restorers = [NO_RESTORER, *host.face_restorer_names()]
+    default_restorer = settings.default_restorer if settings.default_restorer in restorers else NO_RESTORER
+
+    with gr.Blocks(analytics_enabled=False) as tab:
+        with gr.Row(equal_height=False, elem_id="sadtalker_main"):
+            with gr.Column(elem_id="sadtalker_inputs"):
+                picture = gr.Image(
+                    label="Face picture",
+                    type="filepath",
+                    elem_id="sadtalker_picture",
+                    **_sources("upload", "clipboard"),
+                )
+                audio = gr.Audio(
+                    label="Speech recording",
+                    type="filepath",
+                    elem_id="sadtalker_audio",
+                    **_sources("upload", "microphone"),
+                )
+                with gr.Row():
+                    idle_mode = gr.Checkbox(
+                        label="Idle mode (no speech)", value=False, elem_id="sadtalker_idle_mode"
+                    )
+                    idle_seconds = gr.Number(
+                        label="Idle length (s)", value=5, elem_id="sadtalker_idle_seconds"
+                    )
+                with gr.Accordion("Reference video", open=False):
+                    ref_video = gr.Video(
+                        label="Reference video", elem_id="sadtalker_ref_video", **_sources("upload")
+                    )
+                    ref_mode = gr.Radio(
+                        list(REF_MODES),
+                        value="pose",
+                        label="The reference video provides",
+                        elem_id="sadtalker_ref_mode",
+                    )
+            with gr.Column(elem_id="sadtalker_options"):
+                with gr.Tab("Basic"):
+                    preprocess = gr.Radio(
+                        list(PREPROCESS_MODES), value=settings.default_preprocess, label="Preprocess",
+                        elem_id="sadtalker_preprocess",
+                    )  # fmt: skip
+                    size = gr.Radio([256, 512], value=settings.default_size, label="Face renderer size",
+                                    elem_id="sadtalker_size")  # fmt: skip
+                    still = gr.Checkbox(label="Still mode (keep the picture's head pose)", value=settings.default_still,
+                                        elem_id="sadtalker_still")  # fmt: skip
+                    restorer = gr.Dropdown(restorers, value=default_restorer, label="Face restoration (WebUI)",
+                                           elem_id="sadtalker_restorer")  # fmt: skip
+                with gr.Tab("Motion"):
+                    pose_style = gr.Slider(
+                        0, 45, value=0, step=1, label="Pose style", elem_id="sadtalker_pose_style"
+                    )
+                    expression_scale = gr.Slider(0.0, 3.0, value=1.0, step=0.05, label="Expression scale",
+                                                 elem_id="sadtalker_expression_scale")  # fmt: skip
+                    use_blink = gr.Checkbox(label="Eye blinks", value=True, elem_id="sadtalker_use_blink")
+                    seed = gr.Number(
+                        label="Seed (-1: random)", value=-1, precision=0, elem_id="sadtalker_seed"
+                    )
+                    input_yaw = gr.Textbox(
+                        label="Yaw keys (degrees, e.g. '0 20 -20')", value="", elem_id="sadtalker_yaw"
+                    )
+                    input_pitch = gr.Textbox(
+                        label="Pitch keys (degrees)", value="", elem_id="sadtalker_pitch"
+                    )
+                    input_roll = gr.Textbox(label="Roll keys (degrees)", value="", elem_id="sadtalker_roll")
+                with gr.Tab("Advanced"):
+                    face_detector = gr.Dropdown(list(FACE_DETECTORS), value=settings.default_face_detector,
+                                                label="Face detector", elem_id="sadtalker_face_detector")  # fmt: skip
+                    face_index = gr.Number(label="Face index (pictures with several faces)", value=0, precision=0,
+                                           elem_id="sadtalker_face_index")  # fmt: skip
+                    batch_size = gr.Slider(1, 16, value=settings.default_batch_size, step=1,
+                                           label="Batch size (frames rendered at once)",
+                                           elem_id="sadtalker_batch_size")  # fmt: skip
+            with gr.Column(elem_id="sadtalker_results"):
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary", elem_id="sadtalker_generate")
+                    interrupt = gr.Button("Interrupt", elem_id="sadtalker_interrupt")
+                    skip = gr.Button("Skip", elem_id="sadtalker_skip")
+                id_task = gr.Textbox(visible=False, elem_id="sadtalker_id_task")
+                with gr.Column(elem_id="sadtalker_results_panel"):
+                    video = gr.Video(label="Result", interactive=False, elem_id="sadtalker_video")
+                    info = gr.Textbox(
+                        label="Infotext", lines=3, interactive=False, elem_id="sadtalker_infotext"
+                    )
+                    html_log = gr.HTML(elem_id="sadtalker_html_log")
+
+        with gr.Accordion(
+            "Batch: several pictures x several recordings", open=False, elem_id="sadtalker_batch"
+        ):
+            with gr.Row():
+                pictures = gr.File(label="Pictures", file_count="multiple", file_types=["image"],
+                                   elem_id="sadtalker_batch_pictures")  # fmt: skip
+                recordings = gr.File(label="Recordings", file_count="multiple", file_types=["audio"],
+                                     elem_id="sadtalker_batch_recordings")  # fmt: skip
+            batch_id_task = gr.Textbox(visible=False, elem_id="sadtalker_batch_id_task")
+            batch_run = gr.Button("Generate batch", variant="primary", elem_id="sadtalker_batch_generate")
+            with gr.Column(elem_id="sadtalker_batch_panel"):
+                batch_files = gr.File(label="Videos", file_count="multiple", interactive=False,
+                                      elem_id="sadtalker_batch_videos")  # fmt: skip
+                batch_info = gr.Textbox(
+                    label="Infotexts", lines=3, interactive=False, elem_id="sadtalker_batch_infotext"
+                )
+                batch_html = gr.HTML(elem_id="sadtalker_batch_html_log")
+
+        with gr.Accordion("Models", open=False, elem_id="sadtalker_models"):
+            status = gr.HTML(value=jobs.status_html(session), elem_id="sadtalker_model_status")
+            with gr.Row():
+                refresh = gr.Button("Refresh", elem_id="sadtalker_models_refresh")
+                unload = gr.Button("Unload models", elem_id="sadtalker_models_unload")
+            with gr.Row():
+                dl_sizes = gr.CheckboxGroup(
+                    ["256", "512"], value=["256"], label="Sizes", elem_id="sadtalker_dl_sizes"
+                )
+                dl_full = gr.Checkbox(
+                    label="Full-picture modes (full / extfull)", value=True, elem_id="sadtalker_dl_full"
+                )
+                dl_detector = gr.Checkbox(label="RetinaFace + FAN face detector", value=True,
+                                          elem_id="sadtalker_dl_detector")  # fmt: skip
+            dl_id_task = gr.Textbox(visible=False, elem_id="sadtalker_dl_id_task")
+            download = gr.Button("Download missing weights", elem_id="sadtalker_download")
+            with gr.Column(elem_id="sadtalker_download_panel"):
+                download_log = gr.HTML(elem_id="sadtalker_download_log")
+
+        inputs = [
+            picture, audio, idle_mode, idle_seconds, ref_video, ref_mode, preprocess, still, pose_style,
+            expression_scale, size, batch_size, use_blink, seed, input_yaw, input_pitch, input_roll,
+            face_detector, face_index, restorer,
+        ]  # fmt: skip
+        assert len(inputs) == len(jobs.FORM_FIELDS)
+        generate.click(
+            fn=host.wrap_gpu_call(functools.partial(jobs.generate_single, session), extra_outputs=[None, ""]),
+            inputs=[id_task, *inputs],
+            outputs=[video, info, html_log],
+            **_js("sadtalker_submit"),
+        )
+        interrupt.click(fn=lambda: host.state.interrupt(), inputs=[], outputs=[])
+        skip.click(fn=lambda: host.state.skip(), inputs=[], outputs=[])
+        batch_run.click(
+            fn=host.wrap_gpu_call(functools.partial(jobs.generate_batch, session), extra_outputs=[None, ""]),
+            inputs=[batch_id_task, pictures, recordings, *inputs],
+            outputs=[batch_files, batch_info, batch_html],
+            **_js("sadtalker_submit_batch"),
+        )
+        refresh.click(fn=lambda: jobs.status_html(session), inputs=[], outputs=[status])
+        unload.click(fn=lambda: (session.unload(), jobs.status_html(session))[1], inputs=[], outputs=[status])
+        download.click(
+            fn=host.wrap_gpu_call(
+                functools.partial(jobs.download_weights, session), extra_outputs=[gr.update()]
+            ),
+            inputs=[dl_id_task, dl_sizes, dl_full, dl_detector],
+            outputs=[status, download_log],
+            **_js("sadtalker_submit_download"),
+        )
+    register_paste_target(host, picture)
+    tab.sadtalker_components = {  # for tests and other extensions: component by form field
+        **dict(zip(jobs.FORM_FIELDS, inputs, strict=True)), "video": video, "infotext": info, "html_log": html_log,
+        "id_task": id_task, "generate": generate, "status": status, "download": download,
+    }  # fmt: skip
+    return tab
+
+
+def register_paste_target(host: Host, picture: Any) -> None:
+    """Make the picture input the ``sadtalker`` send-to target (``add_paste_fields``)."""
+    pc = host.paste_module()
+    pc.add_paste_fields(TAB_ID, picture, [])
+
+
+class SendToButtons:
+    """``on_after_component`` callback: a 🎤 button after each host row's "send to extras" button, wired to
+    our tab with ``register_paste_params_button`` (the host connects it once every tab exists)."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.galleries: dict[str, Any] = {}
+        self.buttons: dict[str, Any] = {}
+
+    def __call__(self, component: Any, **kwargs: Any) -> None:
+        elem_id = getattr(component, "elem_id", None) or kwargs.get("elem_id")
+        if not elem_id:
+            return
+        for tab in SEND_SOURCES:
+            if elem_id == f"{tab}_gallery":
+                self.galleries[tab] = component
+            elif elem_id == f"{tab}_send_to_extras" and tab in self.galleries and tab not in self.buttons:
+                self.add_button(tab)
+
+    def add_button(self, tab: str) -> Any:
+        button = self.host.tool_button(
+            "🎤", elem_id=f"{tab}_send_to_sadtalker", tooltip="Send image to SadTalker"
+        )
+        self.buttons[tab] = button
+        pc = self.host.paste_module()
+        pc.register_paste_params_button(
+            pc.ParamBinding(
+                paste_button=button,
+                tabname=TAB_ID,
+                source_image_component=self.galleries[tab],
+                source_tabname=tab,
+            )
+        )
+        return button
+
+
+def error_tab(message: str) -> Any:
+    """A tab showing why the extension could not start (instead of no tab at all)."""
+    import html
+
+    import gradio as gr
+
+    with gr.Blocks(analytics_enabled=False) as tab:
+        gr.HTML(
+            "<div class='sadtalker-error'><h3>SadTalker could not start</h3>"
+            f"<pre>{html.escape(message)}</pre></div>",
+            elem_id="sadtalker_error",
+        )
+    return tab

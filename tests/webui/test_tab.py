@@ -1,0 +1,266 @@
+"""The tab, settings and generation through the host's queue wrapper (stand-in host, fake pipeline)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.webui.conftest import FakeRestorer, form_values, sample_png, sample_wav
+
+
+def _dependency_fn(blocks, output_component):
+    """The function the tab wired to produce ``output_component`` (gradio 3.41 ``blocks.fns``)."""
+    for fn in blocks.fns:
+        if output_component in fn.outputs and fn.fn is not None:
+            return fn
+    raise AssertionError("no dependency produces that component")
+
+
+def test_callbacks_registered_positionally(make_extension, webui):
+    make_extension()
+    cbs = webui.callbacks.callback_map
+    for category in ("callbacks_ui_tabs", "callbacks_ui_settings", "callbacks_app_started",
+                     "callbacks_after_component", "callbacks_script_unloaded"):  # fmt: skip
+        assert len(cbs[category]) == 1, category
+
+
+def test_settings_section_and_defaults(make_extension, webui):
+    from sadtalker_ext.webui.settings import SPECS, WebUISettings
+
+    webui.shared.face_restorers.extend([FakeRestorer("CodeFormer"), FakeRestorer("GFPGAN")])
+    ext, _ = make_extension()
+    labels = webui.shared.opts.data_labels
+    for spec in SPECS:
+        assert spec.key in labels
+        assert labels[spec.key].section == ("sadtalker", "SadTalker")
+        assert webui.shared.opts.data[spec.key] == spec.default
+    args = labels["sadtalker_default_restorer"].component_args
+    assert callable(args) and args()["choices"] == ["None", "CodeFormer", "GFPGAN"]
+    webui.shared.opts.data["sadtalker_default_size"] = 512
+    webui.shared.opts.data["sadtalker_api_allowed_dirs"] = "/a;/b\n/c"
+    s = WebUISettings.read(ext.host)
+    assert s.default_size == 512 and s.api_allowed_dirs == ("/a", "/b", "/c")
+
+
+def test_tab_builds_with_defaults_from_settings(make_extension, webui):
+    import gradio as gr
+
+    webui.shared.face_restorers.append(FakeRestorer("GFPGAN"))
+    make_extension()
+    webui.shared.opts.data.update(sadtalker_default_size=512, sadtalker_default_preprocess="full",
+                                  sadtalker_default_restorer="GFPGAN", sadtalker_default_batch_size=4)  # fmt: skip
+    tabs = webui.callbacks.ui_tabs_callback()
+    assert len(tabs) == 1
+    blocks, title, elem_id = tabs[0]
+    assert isinstance(blocks, gr.Blocks) and title == "SadTalker" and elem_id == "sadtalker"
+    comps = blocks.sadtalker_components
+    assert comps["size"].value == 512 and comps["preprocess"].value == "full"
+    assert comps["restorer"].value == "GFPGAN" and comps["batch_size"].value == 4
+    config = blocks.get_config_file()
+    js = [d.get("js") for d in config["dependencies"]]
+    assert {"sadtalker_submit", "sadtalker_submit_batch", "sadtalker_submit_download"} <= set(js)
+    ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
+    assert {"sadtalker_picture", "sadtalker_audio", "sadtalker_ref_video", "sadtalker_video",
+            "sadtalker_model_status", "sadtalker_batch_pictures"} <= ids  # fmt: skip
+    # the picture input is the send-to target
+    assert webui.paste.paste_fields["sadtalker"]["init_img"] is comps["source"]
+
+
+def test_generate_through_queue_wrapper(make_extension, webui, tmp_path):
+    from sadtalker_ext.webui.jobs import STAGES
+
+    seen = []
+    ext, talkers = make_extension(frames=6, on_render=lambda done: seen.append(_snapshot(webui)))
+    blocks = ext.ui_tabs()[0][0]
+    comps = blocks.sadtalker_components
+    fn = _dependency_fn(blocks, comps["video"])
+    assert fn.inputs[0] is comps["id_task"]
+    pic = sample_png(tmp_path / "in" / "face.png")
+    wav = sample_wav(tmp_path / "in" / "hello.wav")
+    gc_before = _gc_calls()
+    out = fn.fn("task(abc123)", *form_values(source=str(pic), driven_audio=str(wav), seed=7, batch_size=2))
+    video, info, html_log = out
+    assert video and Path(video).is_file()
+    day = datetime.now().strftime("%Y-%m-%d")
+    assert Path(video).parent == webui.root / "outputs" / "SadTalker" / day
+    assert Path(video).name.startswith("face__hello_")
+    assert "Seed: 7" in info and "Picture: face.png" in info and "Frames: 6" in info
+    assert "Saved to" in html_log and "Time taken" in html_log  # the wrapper's stats on the last output
+    # progress went through shared.state while rendering
+    assert [s["job_count"] for s in seen] == [len(STAGES)] * 3
+    render_job = STAGES.index("render")
+    assert [s["job_no"] for s in seen] == [render_job] * 3
+    assert [s["sampling_step"] for s in seen] == [2, 4, 6] and all(s["sampling_steps"] == 6 for s in seen)
+    assert "rendering frames" in seen[0]["textinfo"]
+    # live preview: the newest rendered frame, as a PIL image
+    state = webui.shared.state
+    assert state.id_live_preview >= 1 and np.asarray(state.current_image).shape == (8, 6, 3)
+    # host job bookkeeping and VRAM release
+    assert "task(abc123)" in webui.progress.finished_tasks
+    assert _gc_calls() > gc_before
+    assert len(talkers) == 1 and talkers[0].unloads == 0  # models kept (default setting)
+    fn.fn("task(second)", *form_values(source=str(pic), driven_audio=str(wav)))
+    assert len(talkers) == 1 and len(talkers[0].calls) == 2  # same pipeline object reused
+
+
+def test_unload_after_run_when_setting_off(make_extension, webui, tmp_path):
+    ext, talkers = make_extension()
+    webui.shared.opts.data["sadtalker_keep_models_loaded"] = False
+    pic, wav = sample_png(tmp_path / "f.png"), sample_wav(tmp_path / "a.wav")
+    from sadtalker_ext.webui.jobs import generate_single
+
+    wrapped = ext.host.wrap_gpu_call(lambda *a: generate_single(ext.session, *a), [None, ""])
+    video, _, _ = wrapped("task(x)", *form_values(source=str(pic), driven_audio=str(wav)))
+    assert video and talkers[0].unloads == 1 and ext.session.loaded() == []
+
+
+def test_interrupt_stops_and_flags_reset(make_extension, webui, tmp_path):
+    ext, talkers = make_extension(
+        frames=8, on_render=lambda done: done >= 2 and webui.shared.state.interrupt()
+    )
+    blocks = ext.ui_tabs()[0][0]
+    fn = _dependency_fn(blocks, blocks.sadtalker_components["video"])
+    pic, wav = sample_png(tmp_path / "f.png"), sample_wav(tmp_path / "a.wav")
+    video, info, html_log = fn.fn("task(i)", *form_values(source=str(pic), driven_audio=str(wav)))
+    assert video is None and info == "" and "Interrupted" in html_log
+    assert len(talkers[0].hook_outputs) == 1  # stopped after the first chunk
+    assert webui.shared.state.interrupted is False  # the wrapper resets the flags afterwards
+
+
+def test_interrupt_button_sets_host_flag(make_extension, webui):
+    ext, _ = make_extension()
+    blocks = ext.ui_tabs()[0][0]
+    button = blocks.sadtalker_components["generate"]
+    del button
+    interrupt = next(fn for fn in blocks.fns if fn.fn is not None and not fn.inputs and not fn.outputs)
+    interrupt.fn()
+    assert webui.shared.state.interrupted is True
+
+
+def test_face_restoration_through_frame_hook(make_extension, webui, tmp_path):
+    restorer = FakeRestorer("GFPGAN")
+    webui.shared.face_restorers.append(restorer)
+    ext, talkers = make_extension(frames=4)
+    pic, wav = sample_png(tmp_path / "f.png"), sample_wav(tmp_path / "a.wav")
+    from sadtalker_ext.webui.jobs import generate_single
+
+    wrapped = ext.host.wrap_gpu_call(lambda *a: generate_single(ext.session, *a), [None, ""])
+    video, info, _ = wrapped(
+        "task(r)", *form_values(source=str(pic), driven_audio=str(wav), restorer="GFPGAN")
+    )
+    assert video and "Face restoration: GFPGAN" in info
+    assert restorer.calls == 4
+    first = talkers[0].hook_outputs[0]
+    assert first.dtype == np.uint8 and np.all(first == 255 - 40)  # frames came back restored
+
+
+def test_restoration_without_pipeline_hook_is_a_clear_error(make_extension, webui, tmp_path):
+    webui.shared.face_restorers.append(FakeRestorer("GFPGAN"))
+    ext, talkers = make_extension(hook=False)
+    pic, wav = sample_png(tmp_path / "f.png"), sample_wav(tmp_path / "a.wav")
+    from sadtalker_ext.webui.jobs import generate_single
+
+    wrapped = ext.host.wrap_gpu_call(lambda *a: generate_single(ext.session, *a), [None, ""])
+    video, _, html_log = wrapped(
+        "task(r)", *form_values(source=str(pic), driven_audio=str(wav), restorer="GFPGAN")
+    )
+    assert video is None and "frame_hook" in html_log and "class='error'" in html_log
+    # without restoration the same pipeline runs (no preview, no hook passed)
+    video, _, _ = wrapped("task(r2)", *form_values(source=str(pic), driven_audio=str(wav)))
+    assert video and talkers[0].calls
+
+
+def test_unexpected_error_becomes_error_html(make_extension, webui, tmp_path):
+    ext, _ = make_extension(fail=RuntimeError("kaboom"))
+    blocks = ext.ui_tabs()[0][0]
+    fn = _dependency_fn(blocks, blocks.sadtalker_components["video"])
+    pic, wav = sample_png(tmp_path / "f.png"), sample_wav(tmp_path / "a.wav")
+    out = fn.fn("task(e)", *form_values(source=str(pic), driven_audio=str(wav)))
+    assert len(out) == 3 and out[0] is None and "RuntimeError: kaboom" in out[-1]
+    assert webui.errors.reported  # the host logged the traceback
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({}, "Upload a face picture"), ({"source": "x.png"}, "Upload a speech recording"),
+     ({"source": "x.png", "driven_audio": "a.wav", "pose_style": 99}, "pose_style")],
+)  # fmt: skip
+def test_form_validation_messages(make_extension, webui, overrides, message):
+    ext, talkers = make_extension()
+    from sadtalker_ext.webui.jobs import generate_single
+
+    wrapped = ext.host.wrap_gpu_call(lambda *a: generate_single(ext.session, *a), [None, ""])
+    video, _, html_log = wrapped("task(v)", *form_values(**overrides))
+    assert video is None and message in html_log and not talkers
+
+
+def test_batch_all_pairs_with_skip(make_extension, webui, tmp_path):
+    state = webui.shared.state
+    calls = {"n": 0}
+
+    def on_render(done):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            state.skip()  # skip the first video only
+
+    ext, talkers = make_extension(frames=2, on_render=on_render)
+    blocks = ext.ui_tabs()[0][0]
+    fn = next(f for f in blocks.fns if f.fn is not None and len(f.inputs) == 23)
+    pics = [str(sample_png(tmp_path / f"p{i}.png")) for i in range(2)]
+    auds = [str(sample_wav(tmp_path / f"a{i}.wav")) for i in range(2)]
+    files, infos, html_log = fn.fn("task(b)", pics, auds, *form_values())
+    assert len(talkers[0].calls) == 4  # 2 pictures x 2 recordings
+    assert len(files) == 3 and "3 of 4 videos made" in html_log and "skipped" in html_log
+    assert len(infos.splitlines()) == 3
+
+
+def test_download_button_uses_downloader_with_progress(make_extension, webui, monkeypatch):
+    import sadtalker_ext.download as dl
+    from sadtalker_ext.download import DownloadReport, Progress
+    from sadtalker_ext.webui.jobs import download_weights
+
+    got = {}
+
+    def fake_download(selection, dirs, progress=None, cancel=None, **kw):
+        got.update(selection=selection, dirs=dirs)
+        progress(Progress("SadTalker_V0.0.2_256.safetensors", 1, 1, "download", 50_000_000, 100_000_000))
+        got["textinfo"] = webui.shared.state.textinfo
+        got["step"] = (webui.shared.state.sampling_step, webui.shared.state.sampling_steps)
+        return DownloadReport([])
+
+    monkeypatch.setattr(dl, "download", fake_download)
+    ext, _ = make_extension()
+    wrapped = ext.host.wrap_gpu_call(lambda *a: download_weights(ext.session, *a), [None])
+    status, log_html = wrapped("task(d)", ["256", "512"], True, False)
+    assert got["selection"].sizes == (256, 512) and got["selection"].full and not got["selection"].detector
+    assert got["dirs"] == ext.session.model_dirs()
+    assert "50/100 MB" in got["textinfo"] and got["step"] == (50_000_000, 100_000_000)
+    assert "sadtalker-status" in status and "present" in log_html
+
+
+def test_model_dirs_follow_flags_and_models_folder(make_extension, webui, tmp_path):
+    ext, _ = make_extension()
+    (webui.root / "models" / "SadTalker").mkdir(parents=True)
+    assert ext.session.model_dirs().checkpoints == webui.root / "models" / "SadTalker"
+    webui.shared.cmd_opts.sadtalker_checkpoint_dir = str(tmp_path / "ck")
+    assert ext.session.model_dirs().checkpoints == tmp_path / "ck"
+
+
+def test_device_honours_use_cpu(make_extension, webui):
+    ext, _ = make_extension()
+    webui.shared.cmd_opts.use_cpu = ["sadtalker"]
+    assert str(ext.host.device()) == "cpu"
+
+
+def _snapshot(webui):
+    s = webui.shared.state
+    return {k: getattr(s, k) for k in ("job_count", "job_no", "sampling_step", "sampling_steps", "textinfo")}
+
+
+def _gc_calls():
+    from modules import devices
+
+    return devices.gc_calls
