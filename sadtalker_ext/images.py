@@ -6,9 +6,10 @@ What :func:`load_rgb` accepts and does:
   a path to a video file (its first frame, decoded by the ffmpeg binary bundled with ``imageio-ffmpeg``),
   a ``PIL.Image.Image`` or a numpy array;
 - EXIF orientation is applied (a phone photo shot sideways comes out upright);
-- transparency (RGBA, LA, palette with a transparent colour) is **composited on white**: the colour values
-  under fully transparent pixels are arbitrary (often black), and a face detector sees a cut-out portrait
-  on white much like a studio photo, whereas dropping alpha can reveal garbage;
+- transparency (RGBA, LA, palette with a transparent colour) is **composited on white** by default: the colour
+  values under fully transparent pixels are arbitrary (often black), and a face detector sees a cut-out
+  portrait on white much like a studio photo, whereas dropping alpha can reveal garbage (``alpha="drop"``
+  keeps official SadTalker's behaviour, whose ``cv2.imread`` ignores alpha);
 - grayscale and palette pictures are expanded to RGB; 16-bit pictures are scaled to 8 bit
   (``round(v / 257)``); CMYK is converted with Pillow's conversion (no ICC colour management);
 - pictures smaller than :data:`MIN_SIDE` pixels on a side, empty or unreadable files raise
@@ -28,6 +29,7 @@ import os
 import subprocess
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -55,23 +57,28 @@ def load_rgb(
     *,
     max_pixels: int = MAX_PIXELS,
     min_side: int = MIN_SIDE,
+    alpha: Literal["white", "drop"] = "white",
 ) -> np.ndarray:
     """Load a picture (or a video's first frame) as a C-contiguous ``(H, W, 3) uint8`` RGB array.
 
     ``max_pixels``: largest accepted ``W * H`` (see the module docstring for JPEGs above it).
     ``min_side``: smallest accepted width and height in pixels.
+    ``alpha``: ``"white"`` composites transparency on white (default); ``"drop"`` keeps the colour values and
+    ignores alpha, as official SadTalker's ``cv2.imread`` does.
     Raises InputError for missing, empty, corrupt, tiny or oversized inputs.
     """
+    if alpha not in ("white", "drop"):
+        raise ValueError(f"alpha must be 'white' or 'drop', got {alpha!r}")
     if isinstance(source, np.ndarray):
-        rgb = _array_to_rgb(source)
+        rgb = _array_to_rgb(source, alpha)
         name = "the picture array"
     elif isinstance(source, Image.Image):
         _check_pixels(source.size, max_pixels, "the picture")
-        rgb = _pil_to_rgb(ImageOps.exif_transpose(source))
+        rgb = _pil_to_rgb(ImageOps.exif_transpose(source), alpha)
         name = "the picture"
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        rgb = _load_file(path, max_pixels)
+        rgb = _load_file(path, max_pixels, alpha)
         name = f"'{path.name}'"
     else:
         raise InputError(
@@ -105,7 +112,7 @@ def is_video_path(path: str | os.PathLike) -> bool:
 # --------------------------------------------------------------------------------------------- files
 
 
-def _load_file(path: Path, max_pixels: int) -> np.ndarray:
+def _load_file(path: Path, max_pixels: int, alpha: str) -> np.ndarray:
     if not path.exists():
         raise InputError(f"picture file not found: {path}. Check the path or upload the picture again.")
     if path.is_dir():
@@ -122,7 +129,7 @@ def _load_file(path: Path, max_pixels: int) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
             try:
-                return _decode_pil_file(img, path, max_pixels)
+                return _decode_pil_file(img, path, max_pixels, alpha)
             finally:
                 img.close()
     except Image.DecompressionBombError as exc:
@@ -146,7 +153,7 @@ def _load_file(path: Path, max_pixels: int) -> np.ndarray:
         ) from exc
 
 
-def _decode_pil_file(img: Image.Image, path: Path, max_pixels: int) -> np.ndarray:
+def _decode_pil_file(img: Image.Image, path: Path, max_pixels: int, alpha: str) -> np.ndarray:
     w, h = img.size
     if w * h > max_pixels:
         if img.format == "JPEG":
@@ -159,7 +166,7 @@ def _decode_pil_file(img: Image.Image, path: Path, max_pixels: int) -> np.ndarra
             )
         _check_pixels(img.size, max_pixels, f"'{path.name}'")
     img.load()
-    return _pil_to_rgb(ImageOps.exif_transpose(img))
+    return _pil_to_rgb(ImageOps.exif_transpose(img), alpha)
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> None:
@@ -220,18 +227,18 @@ def _first_video_frame(path: Path, max_pixels: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- modes
 
 
-def _pil_to_rgb(img: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> (H, W, 3) uint8 RGB (alpha composited on white, 16-bit scaled)."""
+def _pil_to_rgb(img: Image.Image, alpha: str = "white") -> np.ndarray:
+    """Any Pillow mode -> (H, W, 3) uint8 RGB (alpha composited on white or dropped, 16-bit scaled)."""
     mode = img.mode
     if mode == "RGB":
         return np.asarray(img, dtype=np.uint8).copy()
     if mode == "P":
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-        return _pil_to_rgb(img)
+        return _pil_to_rgb(img, alpha)
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        return _composite_white(np.asarray(img.convert("RGBA"), dtype=np.uint8))
+        return _array_to_rgb(np.asarray(img.convert("RGBA"), dtype=np.uint8), alpha)
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return _array_to_rgb(np.asarray(img))
+        return _array_to_rgb(np.asarray(img), alpha)
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
@@ -265,7 +272,7 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     raise InputError(f"unsupported picture value type {arr.dtype}.")
 
 
-def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
+def _array_to_rgb(arr: np.ndarray, alpha: str = "white") -> np.ndarray:
     """(H, W), (H, W, 1|3|4) array of uint8 / uint16 / float [0, 1] -> (H, W, 3) uint8 RGB."""
     if arr.ndim == 2:
         arr = arr[..., None]
@@ -275,5 +282,5 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
     if arr8.shape[2] == 1:
         return np.repeat(arr8, 3, axis=2)
     if arr8.shape[2] == 4:
-        return _composite_white(arr8)
+        return _composite_white(arr8) if alpha == "white" else arr8[..., :3].copy()
     return arr8.copy()

@@ -10,6 +10,7 @@ from PIL import Image
 
 from sadtalker_ext.errors import InputError
 from sadtalker_ext.images import load_rgb, save_png
+from tests.conftest import vector_params
 from tests.standin import MEDIA_DIR
 
 
@@ -181,3 +182,25 @@ def test_video_first_frame(tmp_path):
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 100)
     with pytest.raises(InputError, match="could not be decoded as a video"):
         load_rgb(broken)
+
+
+def test_alpha_drop_keeps_colour_values(tmp_path):
+    rgb = _pattern()
+    rgba = np.dstack([rgb, np.zeros(rgb.shape[:2], np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "t.png")
+    np.testing.assert_array_equal(load_rgb(tmp_path / "t.png", alpha="drop"), rgb)
+    assert (load_rgb(tmp_path / "t.png") == 255).all()
+    np.testing.assert_array_equal(load_rgb(rgba, alpha="drop"), rgb)
+
+
+@pytest.mark.parametrize("path", vector_params("e2e_*.npz"))
+def test_loads_like_official_cv2_imread(path):
+    """The official run's picture (cv2.imread -> RGB) is one of the shared media files, loaded identically."""
+    with np.load(path, allow_pickle=False) as z:
+        ref = z["input_image_rgb"]
+    same = [
+        p.name
+        for p in sorted(MEDIA_DIR.iterdir())
+        if p.suffix.lower() in (".png", ".jpg", ".jpeg") and np.array_equal(load_rgb(p), ref)
+    ]
+    assert same, "no shared picture loads to the official input_image_rgb"
