@@ -1,0 +1,235 @@
+"""Optional face enhancement of the rendered face crops with GFPGAN v1.4 (no basicsr / gfpgan / facexlib).
+
+Weights: ``GFPGANv1.4.pth`` in the ``gfpgan/weights`` folder, a pickle holding ``{'params_ema': state}``
+(``params`` is accepted as a fallback). It is read with ``torch.load(weights_only=True)``, so a file that
+needs anything beyond tensors and plain containers is refused, and loaded strictly into
+:class:`~sadtalker_ext.nets.gfpgan.GFPGANv1Clean` (widths inferred from the stored shapes).
+
+How this differs from the official SadTalker enhancer (``src/utils/face_enhancer.py`` -> ``GFPGANer``):
+
+* The official path runs on the final, pasted frame: it upsamples the whole frame x2 (optionally with
+  Real-ESRGAN), detects faces with facexlib's RetinaFace, warps each to the 512 FFHQ template, restores it
+  and pastes it back with a parsing mask, so its video comes out at twice the resolution.
+* Here the inputs ARE the face crops the renderer produced (256 or 512, before paste-back). Each crop is
+  resized to the network side (512) with ``cv2.INTER_LINEAR`` (what ``GFPGANer`` does for already aligned
+  faces, ``has_aligned=True``), restored, and resized back to its own size (``cv2.INTER_AREA`` when
+  shrinking, an anti-aliased average; ``INTER_LINEAR`` when enlarging). No detection, no alignment to the
+  FFHQ template, no change of output resolution; the caller pastes the crops back as usual.
+* Pixel math equals ``GFPGANer.enhance``: RGB / 255, ``(x - 0.5) / 0.5``; the network output is clamped to
+  [-1, 1] and mapped back as ``round((y + 1) / 2 * 255)``. Its ``weight=0.5`` argument is swallowed by
+  ``GFPGANv1Clean.forward(**kwargs)`` and has no effect, so there is nothing to reproduce.
+* Noise: ``GFPGANer`` keeps ``randomize_noise=True``, i.e. fresh noise on every call (not repeatable).
+  Here the noise maps are drawn once from ``torch.Generator().manual_seed(noise_seed)`` and the same maps
+  are used for every frame and every batch: results are repeatable, independent of the batch size, and
+  the per-pixel noise does not flicker from frame to frame. ``noise_seed=None`` uses the fixed maps stored
+  in the checkpoint instead (the official ``randomize_noise=False`` behaviour).
+* dtype: spandrel marks GFPGAN as not supporting float16 (``supports_half=False``); float32 or bfloat16 are
+  the safe choices. The dtype is the caller's; a float16 request only logs a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from . import checkpoints
+from .errors import CheckpointError, InputError
+from .nets.gfpgan import GFPGANConfig, GFPGANv1Clean, sample_noise
+
+log = logging.getLogger(__name__)
+
+GFPGAN_FILE = "GFPGANv1.4.pth"
+"""File name of the official GFPGAN v1.4 weights (in the ``gfpgan/weights`` folder)."""
+
+COMPONENT = "face enhancer (GFPGAN)"
+
+
+def _missing(path: Path) -> CheckpointError:
+    return CheckpointError(
+        f"{COMPONENT}: weight file not found: {path}. Put '{path.name}' into the gfpgan/weights folder "
+        f"('{path.parent}'), or run `python -m sadtalker_ext.download --enhancer` to fetch it."
+    )
+
+
+def read_gfpgan_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read the state dict of a GFPGAN ``.pth`` file without running pickled code.
+
+    Accepts ``{'params_ema': state}`` (official), ``{'params': state}`` or the bare state dict. Tensors come
+    back on the CPU as stored. Raises :class:`CheckpointError` for a missing, refused or malformed file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{COMPONENT}: {path} needs more than plain tensors to load and was refused "
+            f"(it could run code). Use the official file. Detail: {first}"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{COMPONENT}: {path} is not a readable torch checkpoint or is truncated: {exc}. Download it again."
+        ) from exc
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{COMPONENT}: {path} holds a {type(obj).__name__}, not a state dict.")
+    state = obj
+    for key in ("params_ema", "params"):
+        if isinstance(obj.get(key), Mapping):
+            state = obj[key]
+            break
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(
+            f"{COMPONENT}: {path} has no 'params_ema'/'params' state dict of tensors "
+            f"(non-tensor entries: {bad[:5]}); is it a GFPGAN file?"
+        )
+    return dict(state)
+
+
+def _build(path: Path, device: torch.device, dtype: torch.dtype) -> GFPGANv1Clean:
+    state = read_gfpgan_state(path)
+    try:
+        cfg = GFPGANConfig.from_state_shapes({k: tuple(v.shape) for k, v in state.items()})
+    except ValueError as exc:
+        raise CheckpointError(
+            f"{COMPONENT}: {path} does not fit the GFPGANv1Clean network ({exc}). "
+            "Only GFPGAN v1.3/v1.4 ('clean' architecture) files are supported; download GFPGANv1.4.pth again."
+        ) from exc
+    if cfg != GFPGANConfig():
+        log.info("%s: %s has a non-official configuration: %s", COMPONENT, path.name, cfg)
+    with torch.device("meta"):
+        net = GFPGANv1Clean(cfg)
+    net = net.to_empty(device="cpu")
+    checkpoints.load_strict(net, state, file=path, component=COMPONENT)
+    del state
+    net = net.to(device=device, dtype=dtype).eval()
+    net.requires_grad_(False)
+    return net
+
+
+def load_gfpgan(path: str | Path, device: torch.device | str, dtype: torch.dtype) -> GFPGANv1Clean:
+    """Load (or reuse from the process cache) the GFPGAN network of ``path`` on ``device``/``dtype``.
+
+    Eval mode, no gradients. Cached by file identity (path, size, mtime), device and dtype.
+    Raises :class:`CheckpointError` (missing file, refused pickle, wrong tensors).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path)
+    dev = torch.device(device)
+    if dtype == torch.float16:
+        log.warning(
+            "%s: float16 is known to be unreliable for GFPGAN; float32 or bfloat16 is safer", COMPONENT
+        )
+    return checkpoints.cached(
+        ("gfpgan", checkpoints.file_identity(path), str(dev), str(dtype)),
+        lambda: _build(path, dev, dtype),
+    )
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """cv2 resize of an ``(H, W, 3)`` uint8 image: INTER_AREA when shrinking, INTER_LINEAR otherwise."""
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    shrink = width < image.shape[1] or height < image.shape[0]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+class FaceEnhancer:
+    """Restore face crops with GFPGAN: ``enhancer(frames)``, frames ``(N, H, W, 3)`` uint8 RGB -> same shape.
+
+    ``net``: from :func:`load_gfpgan` (already on ``device``/``dtype``). ``batch_size``: crops per network
+    call. ``noise_seed``: seed of the noise maps shared by all frames (``None``: the checkpoint's stored
+    maps). The same input always gives the same output, whatever the batch size or call split.
+    """
+
+    def __init__(
+        self,
+        net: GFPGANv1Clean,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        *,
+        batch_size: int = 4,
+        noise_seed: int | None = 0,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.net = net
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.batch_size = int(batch_size)
+        self.noise_seed = noise_seed
+        if noise_seed is None:
+            self._noise = None
+        else:
+            gen = torch.Generator(device="cpu").manual_seed(int(noise_seed))
+            self._noise = sample_noise(net.cfg, gen, device=self.device, dtype=dtype)
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        *,
+        batch_size: int = 4,
+        noise_seed: int | None = 0,
+    ) -> FaceEnhancer:
+        """:func:`load_gfpgan` then the constructor. Raises :class:`CheckpointError`."""
+        net = load_gfpgan(path, device, dtype)
+        return cls(net, device, dtype, batch_size=batch_size, noise_seed=noise_seed)
+
+    @property
+    def side(self) -> int:
+        """Network input/output side in pixels (512 for GFPGANv1.4)."""
+        return self.net.cfg.out_size
+
+    @torch.inference_mode()
+    def _restore(self, crops: np.ndarray) -> np.ndarray:
+        """``(B, side, side, 3)`` uint8 RGB -> restored ``(B, side, side, 3)`` uint8 RGB."""
+        x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float()
+        x = (x / 255.0 - 0.5) / 0.5
+        y = self.net(x.to(self.dtype), self._noise)
+        y = y.float().clamp(-1.0, 1.0)
+        y = ((y + 1.0) / 2.0 * 255.0).round().to(torch.uint8)
+        return y.permute(0, 2, 3, 1).cpu().numpy()
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """Enhance ``frames`` ``(N, H, W, 3)`` uint8 RGB face crops; returns a new ``(N, H, W, 3)`` uint8 array."""
+        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+            raise InputError("face enhancer: frames must be a uint8 numpy array")
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise InputError(f"face enhancer: frames must have shape (N, H, W, 3), got {frames.shape}")
+        count, height, width = frames.shape[:3]
+        out = np.empty_like(frames)
+        side = self.side
+        for start in range(0, count, self.batch_size):
+            chunk = frames[start : start + self.batch_size]
+            crops = np.stack([_resize(f, side, side) for f in chunk])
+            restored = self._restore(np.ascontiguousarray(crops))
+            for i, face in enumerate(restored):
+                out[start + i] = _resize(face, width, height)
+        log.debug("%s: enhanced %d frame(s) of %dx%d", COMPONENT, count, width, height)
+        return out
+
+
+def load_face_enhancer(
+    gfpgan_dir: str | Path,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    *,
+    batch_size: int = 4,
+    noise_seed: int | None = 0,
+) -> FaceEnhancer:
+    """:class:`FaceEnhancer` for ``<gfpgan_dir>/GFPGANv1.4.pth``. Raises :class:`CheckpointError`."""
+    return FaceEnhancer.from_file(
+        Path(gfpgan_dir) / GFPGAN_FILE, device, dtype, batch_size=batch_size, noise_seed=noise_seed
+    )
