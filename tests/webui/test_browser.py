@@ -1,0 +1,161 @@
+"""Headless Chromium: "Send to SadTalker" under a txt2img-like gallery puts the image into the tab's
+picture input and switches to the tab (gradio 3.41 page, host-like send-to wiring, our javascript/).
+
+Needs Debian's ``chromium`` + ``chromium-driver`` and the ``selenium`` pip package. Missing ones FAIL the
+test (with the install lines) instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.webui.conftest import REPO, sample_png
+
+CHROMIUM_ARGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=1400,1000",
+)  # fmt: skip
+INSTALL_HINT = (
+    "the browser test needs Chromium and its driver: `apt-get install -y chromium chromium-driver` "
+    "and `pip install selenium`"
+)
+STUB = Path(__file__).resolve().parent / "browser" / "host_stub.js"
+
+
+def _find(*names: str) -> str:
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail(f"{' / '.join(names)} not found: {INSTALL_HINT}")
+
+
+@pytest.fixture
+def driver(tmp_path):
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail(f"selenium is not installed: {INSTALL_HINT}")
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let selenium-manager download anything
+    options = webdriver.ChromeOptions()
+    options.binary_location = _find("chromium", "chromium-browser")
+    for arg in (*CHROMIUM_ARGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(arg)
+    drv = webdriver.Chrome(service=Service(_find("chromedriver")), options=options)
+    drv.set_page_load_timeout(60)
+    yield drv
+    drv.quit()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _host_page(webui, picture: Path):
+    """What ui.create_ui() does, reduced: txt2img first (on_after_component fires for its components),
+    then the on_ui_tabs tabs, all inside ``#tabs``, then connect_paste_params_buttons()."""
+    import gradio as gr
+
+    cb, pc = webui.callbacks, webui.paste
+    with gr.Blocks(analytics_enabled=False) as txt2img:
+        gallery = gr.Gallery(value=[str(picture)], label="Output", elem_id="txt2img_gallery")
+        cb.after_component_callback(gallery, elem_id="txt2img_gallery")
+        with gr.Row(elem_id="image_buttons_txt2img"):
+            for target in ("img2img", "inpaint", "extras"):
+                button = gr.Button(target, elem_id=f"txt2img_send_to_{target}")
+                cb.after_component_callback(button, elem_id=f"txt2img_send_to_{target}")
+    interfaces = [(txt2img, "txt2img", "txt2img"), *cb.ui_tabs_callback()]
+    with gr.Blocks(analytics_enabled=False) as demo:
+        with gr.Tabs(elem_id="tabs"):
+            for interface, label, ifid in interfaces:
+                with gr.TabItem(label, id=ifid, elem_id=f"tab_{ifid}"):
+                    interface.render()
+        pc.connect_paste_params_buttons()
+    return demo
+
+
+def _inject_assets(monkeypatch):
+    """The host's reload_javascript(): scripts into <head>, style.css before </body>."""
+    import gradio.routes
+
+    js = "".join(
+        f"<script type='text/javascript'>{p.read_text()}</script>"
+        for p in (STUB, REPO / "javascript" / "sadtalker.js")
+    )
+    css = f"<style>{(REPO / 'style.css').read_text()}</style>"
+    original = gradio.routes.templates.TemplateResponse
+
+    def template_response(*args, **kwargs):
+        res = original(*args, **kwargs)
+        res.body = res.body.replace(b"</head>", f"{js}</head>".encode()).replace(
+            b"</body>", f"{css}</body>".encode()
+        )
+        res.init_headers()
+        return res
+
+    monkeypatch.setattr(gradio.routes.templates, "TemplateResponse", template_response)
+
+
+def _wait(predicate, timeout=30.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_send_to_sadtalker_in_chromium(driver, make_extension, webui, monkeypatch, tmp_path):
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    make_extension()
+    picture = sample_png(tmp_path / "gallery" / "00001-123.png", size=(40, 30), color=(10, 200, 30))
+    _inject_assets(monkeypatch)
+    demo = _host_page(webui, picture)
+    port = _free_port()
+    demo.queue()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")
+        button = _wait(lambda: driver.find_elements(By.ID, "txt2img_send_to_sadtalker"), what="send button")[
+            0
+        ]
+        assert button.find_elements(By.XPATH, "ancestor::*[@id='image_buttons_txt2img']")  # in the host's row
+        _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#txt2img_gallery img"), what="gallery image")
+        selected = driver.find_element(By.CSS_SELECTOR, "#tabs > .tab-nav > button.selected")
+        assert selected.text.strip() == "txt2img"
+        button.click()
+        img = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#sadtalker_picture img"), what="picture")[
+            0
+        ]
+        _wait(lambda: driver.find_element(By.CSS_SELECTOR, "#tabs > .tab-nav > button.selected").text.strip()
+              == "SadTalker", what="tab switch")  # fmt: skip
+        assert driver.find_element(By.ID, "tab_sadtalker").is_displayed()
+        assert not driver.find_element(By.ID, "tab_txt2img").is_displayed()
+        src = img.get_attribute("src")
+        if src.startswith("data:"):
+            data = base64.b64decode(src.split(",", 1)[1])
+        else:  # served file URL
+            import urllib.request
+
+            data = urllib.request.urlopen(src, timeout=10).read()
+        got = Image.open(io.BytesIO(data)).convert("RGB")
+        assert got.size == (40, 30) and got.getpixel((5, 5)) == (10, 200, 30)
+    finally:
+        demo.close()
