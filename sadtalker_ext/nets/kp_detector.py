@@ -82,7 +82,8 @@ class AntiAliasDownsample(nn.Module):
         self.pad_after = self.pad_before - 1 if size % 2 == 0 else self.pad_before
         self.stride = int(1 / scale)
         centre = (size - 1) / 2
-        t = torch.arange(size, dtype=torch.float32)
+        # Built on the CPU explicitly (cheap even when the module is constructed under a meta device).
+        t = torch.arange(size, dtype=torch.float32, device="cpu")
         g = torch.exp(-((t - centre) ** 2) / (2 * sigma**2))
         kernel = g[:, None] * g[None, :]
         kernel = kernel / kernel.sum()
