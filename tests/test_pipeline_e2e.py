@@ -40,7 +40,7 @@ from tests.conftest import seed_of, vector_files
 
 ST256, _ST512, MAP_CROP, MAP_FULL = standin.FILES
 SR, FPS = 16000, 25
-FRAMES = 3  # frames per tiny-width test video
+FRAMES = 2  # frames per tiny-width test video (one generator call at batch_size 2)
 
 TINY_KP = KPDetectorConfig(
     num_kp=3, block_expansion=2, max_features=8, num_blocks=2, reshape_channel=16, reshape_depth=2
@@ -212,8 +212,6 @@ def test_second_generation_reuses_models_and_seed_repeats(talker, media, tmp_pat
     assert all(talker._models[k] is v for k, v in held.items())
     assert second.timings["models"] < 1.0
     np.testing.assert_array_equal(read_frames(first.video_path), read_frames(second.video_path))
-    third = talker.generate(_options(media, tmp_path, "c.mp4", seed=None))
-    assert third.seed is not None and probe(third.video_path).settings["options"]["seed"] == third.seed
 
 
 def test_still_mode(talker, media, vector, tmp_path):
@@ -238,9 +236,10 @@ def test_free_view_angles_change_the_frames(talker, media, vector, tmp_path):
 
 
 def test_idle_mode_has_a_silent_track(talker, media, vector, tmp_path):
-    opts = _options(media, tmp_path, driven_audio=None, idle_seconds=0.12)
+    opts = _options(media, tmp_path, driven_audio=None, idle_seconds=0.08, seed=None)
     result = talker.generate(opts)
-    frames = int(0.12 * FPS)
+    frames = int(0.08 * FPS)
+    assert result.seed is not None  # a random seed was picked and recorded (checked in _check_video)
     _check_video(result, opts, frames, _expected_size(vector, "crop"), frames / FPS)
     assert np.abs(read_audio(result.video_path)).max() < 1e-3
 
@@ -257,7 +256,7 @@ def reference_video(vector, media):
     return str(path)
 
 
-@pytest.mark.parametrize("ref_mode", ["pose", "blink", "all"])
+@pytest.mark.parametrize("ref_mode", ["pose+blink", "all"])
 def test_reference_video_modes(talker, media, vector, tmp_path, reference_video, ref_mode):
     opts = _options(media, tmp_path, ref_video=reference_video, ref_mode=ref_mode)
     stages = []
