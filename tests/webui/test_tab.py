@@ -264,3 +264,38 @@ def _gc_calls():
     from modules import devices
 
     return devices.gc_calls
+
+
+def test_send_to_buttons_for_txt2img_img2img_extras(make_extension, webui):
+    import gradio as gr
+
+    ext, _ = make_extension()
+    cb = webui.callbacks
+    galleries = {}
+    with gr.Blocks(analytics_enabled=False):
+        for tab in ("txt2img", "img2img", "extras"):
+            galleries[tab] = gr.Gallery(elem_id=f"{tab}_gallery")
+            cb.after_component_callback(galleries[tab], elem_id=f"{tab}_gallery")
+            with gr.Row(elem_id=f"image_buttons_{tab}") as row:
+                for target in ("img2img", "inpaint", "extras"):
+                    b = gr.Button(target, elem_id=f"{tab}_send_to_{target}")
+                    cb.after_component_callback(b, elem_id=f"{tab}_send_to_{target}")
+            last = row.children[-1]  # a ToolButton is a form component: gradio wraps it in a Form
+            last = last.children[-1] if getattr(last, "children", None) else last
+            assert last.elem_id == f"{tab}_send_to_sadtalker"  # placed in the host's button row
+        ext.ui_tabs()
+    bindings = webui.paste.registered_param_bindings
+    assert [b.paste_button.elem_id for b in bindings] == [f"{t}_send_to_sadtalker" for t in galleries]
+    assert all(b.tabname == "sadtalker" for b in bindings)
+    assert [b.source_image_component for b in bindings] == list(galleries.values())
+    assert webui.paste.paste_fields["sadtalker"]["init_img"].elem_id == "sadtalker_picture"
+
+
+def test_send_to_ignores_rows_without_a_gallery(make_extension, webui):
+    import gradio as gr
+
+    make_extension()
+    with gr.Blocks(analytics_enabled=False):
+        b = gr.Button("x", elem_id="txt2img_send_to_extras")
+        webui.callbacks.after_component_callback(b, elem_id="txt2img_send_to_extras")
+    assert webui.paste.registered_param_bindings == []
