@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from sadtalker_ext import checkpoints
+from sadtalker_ext.nets.generator import GeneratorConfig
+from sadtalker_ext.nets.kp_detector import KPDetectorConfig
 from sadtalker_ext.render.loading import RendererNets, load_renderer_nets
 from tests.conftest import vector_params
 
@@ -106,6 +108,9 @@ def nets_for(standins):
 @pytest.mark.parametrize("path", _params("render_kp_detector_*.npz", "render_cond_kp_detector_*.npz"))
 def test_kp_detector(path, nets_for):
     nets = nets_for(path)
+    # Widths inferred from the full-size stand-in files are the official yaml values.
+    assert nets.kp_detector.cfg == KPDetectorConfig()
+    assert nets.generator.cfg == GeneratorConfig()
     with np.load(path, allow_pickle=False) as z, torch.no_grad():
         image = _t(z, "source_image")
         kp = nets.kp_detector
