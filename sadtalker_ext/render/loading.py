@@ -57,8 +57,11 @@ def _infer(config_cls, state: dict[str, torch.Tensor], *, file: Path, component:
 
 def _build(net_cls, config_cls, state, *, file: Path, component: str, device, dtype) -> nn.Module:
     cfg = _infer(config_cls, state, file=file, component=component)
-    with torch.device("meta"):
-        net = net_cls(cfg)
+    try:
+        with torch.device("meta"):
+            net = net_cls(cfg)
+    except (ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{component}: {file} describes an impossible network ({exc}).") from exc
     net = net.to_empty(device="cpu")
     checkpoints.load_strict(net, state, file=file, component=component)
     net = net.to(device=device, dtype=dtype).eval()
