@@ -1,4 +1,5 @@
-"""Optional face enhancement of the rendered face crops with GFPGAN v1.4 (no basicsr / gfpgan / facexlib).
+"""Optional face enhancement of the rendered face crops with GFPGAN v1.4 (no basicsr / gfpgan / facexlib),
+and the optional Real-ESRGAN x2 background upscaler (:class:`BackgroundUpscaler`, end of this file).
 
 Weights: ``GFPGANv1.4.pth`` in the ``gfpgan/weights`` folder, a pickle holding ``{'params_ema': state}``
 (``params`` is accepted as a fallback). It is read with ``torch.load(weights_only=True)``, so a file that
@@ -37,10 +38,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import checkpoints
 from .errors import CheckpointError, InputError
 from .nets.gfpgan import GFPGANConfig, GFPGANv1Clean, sample_noise
+from .nets.rrdbnet import RRDBNet, RRDBNetConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,36 +53,37 @@ GFPGAN_FILE = "GFPGANv1.4.pth"
 COMPONENT = "face enhancer (GFPGAN)"
 
 
-def _missing(path: Path) -> CheckpointError:
+def _missing(path: Path, component: str = COMPONENT, how: str | None = None) -> CheckpointError:
+    how = how or "run `python -m sadtalker_ext.download --enhancer` to fetch it"
     return CheckpointError(
-        f"{COMPONENT}: weight file not found: {path}. Put '{path.name}' into the gfpgan/weights folder "
-        f"('{path.parent}'), or run `python -m sadtalker_ext.download --enhancer` to fetch it."
+        f"{component}: weight file not found: {path}. Put '{path.name}' into the gfpgan/weights folder "
+        f"('{path.parent}'), or {how}."
     )
 
 
-def read_gfpgan_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read the state dict of a GFPGAN ``.pth`` file without running pickled code.
+def read_params_checkpoint(path: str | Path, component: str = COMPONENT) -> dict[str, torch.Tensor]:
+    """Read the state dict of a BasicSR-style ``.pth`` file (GFPGAN, Real-ESRGAN) without running pickled code.
 
     Accepts ``{'params_ema': state}`` (official), ``{'params': state}`` or the bare state dict. Tensors come
     back on the CPU as stored. Raises :class:`CheckpointError` for a missing, refused or malformed file.
     """
     path = Path(path)
     if not path.is_file():
-        raise _missing(path)
+        raise _missing(path, component)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{COMPONENT}: {path} needs more than plain tensors to load and was refused "
+            f"{component}: {path} needs more than plain tensors to load and was refused "
             f"(it could run code). Use the official file. Detail: {first}"
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"{COMPONENT}: {path} is not a readable torch checkpoint or is truncated: {exc}. Download it again."
+            f"{component}: {path} is not a readable torch checkpoint or is truncated: {exc}. Download it again."
         ) from exc
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{COMPONENT}: {path} holds a {type(obj).__name__}, not a state dict.")
+        raise CheckpointError(f"{component}: {path} holds a {type(obj).__name__}, not a state dict.")
     state = obj
     for key in ("params_ema", "params"):
         if isinstance(obj.get(key), Mapping):
@@ -88,10 +92,15 @@ def read_gfpgan_state(path: str | Path) -> dict[str, torch.Tensor]:
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(
-            f"{COMPONENT}: {path} has no 'params_ema'/'params' state dict of tensors "
-            f"(non-tensor entries: {bad[:5]}); is it a GFPGAN file?"
+            f"{component}: {path} has no 'params_ema'/'params' state dict of tensors "
+            f"(non-tensor entries: {bad[:5]})."
         )
     return dict(state)
+
+
+def read_gfpgan_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """:func:`read_params_checkpoint` for the GFPGAN file (component name in messages)."""
+    return read_params_checkpoint(path, COMPONENT)
 
 
 def _build(path: Path, device: torch.device, dtype: torch.dtype) -> GFPGANv1Clean:
@@ -195,7 +204,7 @@ class FaceEnhancer:
     @torch.inference_mode()
     def _restore(self, crops: np.ndarray) -> np.ndarray:
         """``(B, side, side, 3)`` uint8 RGB -> restored ``(B, side, side, 3)`` uint8 RGB."""
-        x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().contiguous()
         x = (x / 255.0 - 0.5) / 0.5
         y = self.net(x.to(self.dtype), self._noise)
         y = y.float().clamp(-1.0, 1.0)
@@ -233,3 +242,141 @@ def load_face_enhancer(
     return FaceEnhancer.from_file(
         Path(gfpgan_dir) / GFPGAN_FILE, device, dtype, batch_size=batch_size, noise_seed=noise_seed
     )
+
+
+# --------------------------------------------------------------------------- background (Real-ESRGAN x2)
+
+REALESRGAN_FILE = "RealESRGAN_x2plus.pth"
+"""File name of the official Real-ESRGAN x2 weights (looked up in the ``gfpgan/weights`` folder)."""
+
+REALESRGAN_URL = "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth"
+"""Where official SadTalker gets it (``src/utils/face_enhancer.py``)."""
+
+BG_COMPONENT = "background enhancer (Real-ESRGAN)"
+
+
+def _build_rrdb(path: Path, device: torch.device, dtype: torch.dtype) -> RRDBNet:
+    state = read_params_checkpoint(path, BG_COMPONENT)
+    try:
+        cfg = RRDBNetConfig.from_state_shapes({k: tuple(v.shape) for k, v in state.items()})
+    except ValueError as exc:
+        raise CheckpointError(
+            f"{BG_COMPONENT}: {path} does not fit the RRDBNet network ({exc}). "
+            f"Use the official {REALESRGAN_FILE}."
+        ) from exc
+    if cfg != RRDBNetConfig():
+        log.info("%s: %s has a non-official configuration: %s", BG_COMPONENT, path.name, cfg)
+    with torch.device("meta"):
+        net = RRDBNet(cfg)
+    net = net.to_empty(device="cpu")
+    checkpoints.load_strict(net, state, file=path, component=BG_COMPONENT)
+    del state
+    net = net.to(device=device, dtype=dtype).eval()
+    net.requires_grad_(False)
+    return net
+
+
+def load_realesrgan(path: str | Path, device: torch.device | str, dtype: torch.dtype) -> RRDBNet:
+    """Load (or reuse from the process cache) the Real-ESRGAN RRDBNet of ``path``; like :func:`load_gfpgan`."""
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path, BG_COMPONENT, f"download it from {REALESRGAN_URL}")
+    dev = torch.device(device)
+    return checkpoints.cached(
+        ("realesrgan", checkpoints.file_identity(path), str(dev), str(dtype)),
+        lambda: _build_rrdb(path, dev, dtype),
+    )
+
+
+class BackgroundUpscaler:
+    """Upscale whole frames with Real-ESRGAN: ``(N, H, W, 3)`` uint8 RGB -> ``(N, H*s, W*s, 3)`` uint8 RGB.
+
+    Pixel math equals ``RealESRGANer.enhance`` as SadTalker configures it (``tile=400, tile_pad=10,
+    pre_pad=0``): RGB / 255 (no other normalisation); reflect padding of ``pre_pad`` on the right and
+    bottom, then up to a multiple of the unshuffle factor; the network runs tile by tile (``tile`` pixels,
+    each seen with ``tile_pad`` pixels of context that are cut off again; ``tile=0``: whole frame); the
+    padding is cropped, the output clamped to [0, 1] and mapped as ``round(y * 255)``. Frames of one call
+    share a size, so ``batch_size`` frames go through each tile together. No randomness.
+
+    Official SadTalker uses it (GPU only) to upsample the full frame x2 under the restored faces; there
+    the output stays at twice the input size, as here.
+    """
+
+    def __init__(
+        self,
+        net: RRDBNet,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        *,
+        tile: int = 400,
+        tile_pad: int = 10,
+        pre_pad: int = 0,
+        batch_size: int = 1,
+    ):
+        if tile < 0 or tile_pad < 0 or pre_pad < 0 or batch_size < 1:
+            raise ValueError("tile, tile_pad and pre_pad must be >= 0 and batch_size >= 1")
+        mod = net.cfg.unshuffle
+        if tile % mod or tile_pad % mod:
+            # every tile must stay divisible by the pixel-unshuffle factor (the official helper asserts)
+            raise ValueError(f"tile and tile_pad must be multiples of {mod} for a x{net.cfg.scale} network")
+        self.net = net
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.tile = int(tile)
+        self.tile_pad = int(tile_pad)
+        self.pre_pad = int(pre_pad)
+        self.batch_size = int(batch_size)
+
+    @property
+    def scale(self) -> int:
+        """Output / input size ratio (2 for RealESRGAN_x2plus)."""
+        return self.net.cfg.scale
+
+    def _run_tiles(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` padded input -> ``(B, 3, H*s, W*s)``, tile by tile (``tile=0``: at once)."""
+        if self.tile == 0:
+            return self.net(x)
+        s, t, pad = self.scale, self.tile, self.tile_pad
+        height, width = x.shape[2:]
+        out = x.new_zeros(x.shape[0], self.net.cfg.num_out_ch, height * s, width * s)
+        for y0 in range(0, height, t):
+            for x0 in range(0, width, t):
+                y1, x1 = min(y0 + t, height), min(x0 + t, width)
+                # the tile plus up to ``pad`` pixels of context on every side that has any
+                cy0, cx0 = max(y0 - pad, 0), max(x0 - pad, 0)
+                cy1, cx1 = min(y1 + pad, height), min(x1 + pad, width)
+                result = self.net(x[:, :, cy0:cy1, cx0:cx1])
+                oy, ox = (y0 - cy0) * s, (x0 - cx0) * s
+                out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = result[
+                    :, :, oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s
+                ]
+        return out
+
+    @torch.inference_mode()
+    def _upscale(self, frames: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().contiguous() / 255.0
+        x = x.to(self.dtype)
+        height, width = x.shape[2:]
+        if self.pre_pad:
+            x = F.pad(x, (0, self.pre_pad, 0, self.pre_pad), mode="reflect")
+        mod = self.net.cfg.unshuffle
+        extra_h, extra_w = (-x.shape[2]) % mod, (-x.shape[3]) % mod
+        if extra_h or extra_w:
+            x = F.pad(x, (0, extra_w, 0, extra_h), mode="reflect")
+        y = self._run_tiles(x)[:, :, : height * self.scale, : width * self.scale]
+        y = (y.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+        return y.permute(0, 2, 3, 1).cpu().numpy()
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """Upscale ``frames`` ``(N, H, W, 3)`` uint8 RGB; returns a new ``(N, H*s, W*s, 3)`` uint8 array."""
+        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+            raise InputError("background enhancer: frames must be a uint8 numpy array")
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise InputError(f"background enhancer: frames must have shape (N, H, W, 3), got {frames.shape}")
+        count, height, width = frames.shape[:3]
+        s = self.scale
+        out = np.empty((count, height * s, width * s, 3), np.uint8)
+        for start in range(0, count, self.batch_size):
+            chunk = np.ascontiguousarray(frames[start : start + self.batch_size])
+            out[start : start + len(chunk)] = self._upscale(chunk)
+        return out

@@ -1,4 +1,5 @@
-"""GFPGAN face enhancer: network layout against the official file, safe strict loading, the stage's pixel path.
+"""GFPGAN face enhancer and Real-ESRGAN background upscaler: network layout against the official files,
+safe strict loading, the stages' pixel paths.
 
 Reduced-width networks (out_size 64) keep the tests fast; one slow test runs the full 512 network once.
 """
@@ -17,13 +18,17 @@ import torch
 from sadtalker_ext import enhance
 from sadtalker_ext.enhance import (
     GFPGAN_FILE,
+    REALESRGAN_FILE,
+    BackgroundUpscaler,
     FaceEnhancer,
     load_face_enhancer,
     load_gfpgan,
+    load_realesrgan,
     read_gfpgan_state,
 )
 from sadtalker_ext.errors import CheckpointError, InputError
 from sadtalker_ext.nets.gfpgan import GFPGANConfig, GFPGANv1Clean, sample_noise
+from sadtalker_ext.nets.rrdbnet import RRDBNet, RRDBNetConfig
 from sadtalker_ext.paths import EXTENSION_ROOT
 
 SMALL = GFPGANConfig(out_size=64, num_style_feat=32, narrow=1 / 16)
@@ -347,3 +352,114 @@ def test_full_size_file_loads_and_enhances_a_256_crop(tmp_path):
     assert out.shape == frames.shape
     assert out.dtype == np.uint8
     assert out.std() > 0
+
+
+# ------------------------------------------------------------------ background upscaler (Real-ESRGAN x2)
+
+SMALL_RRDB = RRDBNetConfig(num_feat=16, num_block=2, num_grow_ch=8)
+
+
+@pytest.fixture(scope="module")
+def rrdb_file(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    torch.manual_seed(5)
+    net = RRDBNet(SMALL_RRDB)
+    with torch.no_grad():  # outputs mostly inside (0, 1), with contrast
+        for p in net.parameters():
+            p.mul_(2.0)
+        net.conv_last.bias.fill_(0.5)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    return _save(state, tmp_path_factory.mktemp("esrgan") / REALESRGAN_FILE), state
+
+
+@pytest.fixture(scope="module")
+def rrdb_net(rrdb_file) -> RRDBNet:
+    return load_realesrgan(rrdb_file[0], "cpu", torch.float32)
+
+
+def test_rrdb_full_config_key_facts():
+    """RealESRGAN_x2plus: RRDBNet(3, 3, scale 2, num_feat 64, num_block 23, num_grow_ch 32)."""
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in RRDBNet().state_dict().items()}
+    assert shapes["conv_first.weight"] == (64, 12, 3, 3)  # pixel-unshuffled input: 3 x 2 x 2
+    assert sum(k.endswith(".rdb1.conv1.weight") for k in shapes) == 23
+    assert shapes["body.22.rdb3.conv5.weight"] == (64, 64 + 4 * 32, 3, 3)
+    assert shapes["body.0.rdb2.conv3.weight"] == (32, 64 + 2 * 32, 3, 3)
+    for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
+        assert shapes[f"{name}.weight"] == (64, 64, 3, 3)
+    assert shapes["conv_last.weight"] == (3, 64, 3, 3)
+    assert len(shapes) == 2 * (23 * 3 * 5 + 6)
+    assert RRDBNetConfig.from_state_shapes(shapes) == RRDBNetConfig()
+
+
+def test_rrdb_strict_load_and_refusals(tmp_path, rrdb_file, rrdb_net):
+    path, state = rrdb_file
+    assert rrdb_net.cfg == SMALL_RRDB
+    assert all(torch.equal(rrdb_net.state_dict()[k], v) for k, v in state.items())
+    assert load_realesrgan(path, "cpu", torch.float32) is rrdb_net
+    bad = dict(state)
+    del bad["body.1.rdb3.conv5.bias"]
+    with pytest.raises(CheckpointError, match="missing"):
+        load_realesrgan(_save(bad, tmp_path / "bad.pth"), "cpu", torch.float32)
+    marker = tmp_path / "code-ran"
+    torch.save({"params_ema": state, "x": _Planted(marker)}, str(tmp_path / "evil.pth"))
+    with pytest.raises(CheckpointError, match="refused"):
+        load_realesrgan(tmp_path / "evil.pth", "cpu", torch.float32)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError) as err:
+        load_realesrgan(tmp_path / REALESRGAN_FILE, "cpu", torch.float32)
+    assert REALESRGAN_FILE in str(err.value)
+    assert "gfpgan/weights" in str(err.value)
+
+
+@pytest.mark.parametrize(("height", "width", "pre_pad"), [(24, 32, 0), (21, 30, 0), (19, 26, 5)])
+def test_background_pixel_math(rrdb_net, height, width, pre_pad):
+    """RGB/255 in, reflect pads right/bottom (pre_pad, then to even), crop, clamp, round(y*255)."""
+    frames = _faces(2, 32, seed=3)[:, :height, :width]
+    got = BackgroundUpscaler(rrdb_net, "cpu", torch.float32, tile=0, pre_pad=pre_pad)(frames)
+    assert got.shape == (2, 2 * height, 2 * width, 3)
+    assert got.std() > 10
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().contiguous() / 255
+    if pre_pad:
+        x = torch.nn.functional.pad(x, (0, pre_pad, 0, pre_pad), mode="reflect")
+    x = torch.nn.functional.pad(x, (0, x.shape[3] % 2, 0, x.shape[2] % 2), mode="reflect")
+    with torch.no_grad():
+        y = rrdb_net(x)[:, :, : 2 * height, : 2 * width].clamp(0, 1)
+    expected = (y * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    diff = np.abs(got.astype(int) - expected.astype(int))  # conv rounding may flip a rare .5
+    assert diff.max() <= 1
+    assert (diff == 0).mean() > 0.999
+
+
+def test_background_tiles(rrdb_net):
+    frames = _faces(1, 32, seed=8)
+    whole = BackgroundUpscaler(rrdb_net, "cpu", torch.float32, tile=0)(frames)
+    one_tile = BackgroundUpscaler(rrdb_net, "cpu", torch.float32, tile=64, tile_pad=10)(frames)
+    np.testing.assert_array_equal(whole, one_tile)
+    tiled = BackgroundUpscaler(rrdb_net, "cpu", torch.float32, tile=16, tile_pad=4)(frames)
+    # top-left tile: the network sees rows/cols 0..20 (16 + 4 of context) and keeps its first 32 outputs
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        corner = rrdb_net(x[:, :, :20, :20])[:, :, :32, :32].clamp(0, 1)
+    np.testing.assert_array_equal(
+        tiled[0, :32, :32], (corner[0] * 255).round().byte().permute(1, 2, 0).numpy()
+    )
+    # bottom-right tile: context only above and left
+    with torch.no_grad():
+        last = rrdb_net(x[:, :, 12:, 12:])[:, :, 8:, 8:].clamp(0, 1)
+    np.testing.assert_array_equal(tiled[0, 32:, 32:], (last[0] * 255).round().byte().permute(1, 2, 0).numpy())
+    assert not np.array_equal(tiled, whole)  # context is really limited
+
+
+def test_background_batching_and_checks(rrdb_net):
+    frames = _faces(3, 24, seed=4)
+    batched = BackgroundUpscaler(rrdb_net, "cpu", torch.float32, tile=16, tile_pad=4, batch_size=3)(frames)
+    single = BackgroundUpscaler(rrdb_net, "cpu", torch.float32, tile=16, tile_pad=4, batch_size=1)
+    one_by_one = np.concatenate([single(frames[i : i + 1]) for i in range(3)])
+    assert np.abs(batched.astype(int) - one_by_one.astype(int)).max() <= 1
+    with pytest.raises(ValueError):
+        BackgroundUpscaler(rrdb_net, "cpu", torch.float32, tile=15)
+    with pytest.raises(ValueError):
+        BackgroundUpscaler(rrdb_net, "cpu", torch.float32, tile_pad=3)
+    with pytest.raises(InputError):
+        single(frames[0])
+    assert single(np.zeros((0, 8, 8, 3), np.uint8)).shape == (0, 16, 16, 3)
