@@ -44,7 +44,7 @@ PREVIEW_INTERVAL_S = 0.5
 FORM_FIELDS = (
     "source", "driven_audio", "idle_mode", "idle_seconds", "ref_video", "ref_mode", "preprocess", "still",
     "pose_style", "expression_scale", "size", "batch_size", "use_blink", "seed", "input_yaw", "input_pitch",
-    "input_roll", "face_detector", "face_index", "restorer",
+    "input_roll", "face_detector", "face_index", "enhancer", "background_enhancer", "restorer",
 )  # fmt: skip
 """Order of the tab's option components as passed to the handlers (after the task id)."""
 

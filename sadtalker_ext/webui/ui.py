@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..options import FACE_DETECTORS, PREPROCESS_MODES, REF_MODES
+from ..options import BACKGROUND_ENHANCERS, ENHANCERS, FACE_DETECTORS, PREPROCESS_MODES, REF_MODES
 from . import jobs
 from .host import Host, gradio_major
 from .settings import NO_RESTORER, WebUISettings
@@ -31,169 +31,189 @@ def _js(name: str) -> dict[str, Any]:
 
 
 def build_tab(session: jobs.Session) -> Any:
-    """The tab's ``gr.Blocks`` (returned to ``on_ui_tabs`` as ``(blocks, "SadTalker", "sadtalker")``)."""
+    """The tab's ``gr.Blocks`` (returned to ``on_ui_tabs`` as ``(blocks, "SadTalker", "sadtalker")``).
+
+    ``blocks.sadtalker_components`` maps each :data:`jobs.FORM_FIELDS` name (and the outputs) to its component.
+    """
     import gradio as gr
 
     host = session.host
     settings = WebUISettings.read(host)
-    restorers = [NO_RESTORER, *host.face_restorer_names()]
-    default_restorer = settings.default_restorer if settings.default_restorer in restorers else NO_RESTORER
-
     with gr.Blocks(analytics_enabled=False) as tab:
         with gr.Row(equal_height=False, elem_id="sadtalker_main"):
             with gr.Column(elem_id="sadtalker_inputs"):
-                picture = gr.Image(
-                    label="Face picture",
-                    type="filepath",
-                    elem_id="sadtalker_picture",
-                    **_sources("upload", "clipboard"),
-                )
-                audio = gr.Audio(
-                    label="Speech recording",
-                    type="filepath",
-                    elem_id="sadtalker_audio",
-                    **_sources("upload", "microphone"),
-                )
-                with gr.Row():
-                    idle_mode = gr.Checkbox(
-                        label="Idle mode (no speech)", value=False, elem_id="sadtalker_idle_mode"
-                    )
-                    idle_seconds = gr.Number(
-                        label="Idle length (s)", value=5, elem_id="sadtalker_idle_seconds"
-                    )
-                with gr.Accordion("Reference video", open=False):
-                    ref_video = gr.Video(
-                        label="Reference video", elem_id="sadtalker_ref_video", **_sources("upload")
-                    )
-                    ref_mode = gr.Radio(
-                        list(REF_MODES),
-                        value="pose",
-                        label="The reference video provides",
-                        elem_id="sadtalker_ref_mode",
-                    )
+                c = _input_section()
             with gr.Column(elem_id="sadtalker_options"):
-                with gr.Tab("Basic"):
-                    preprocess = gr.Radio(
-                        list(PREPROCESS_MODES), value=settings.default_preprocess, label="Preprocess",
-                        elem_id="sadtalker_preprocess",
-                    )  # fmt: skip
-                    size = gr.Radio([256, 512], value=settings.default_size, label="Face renderer size",
-                                    elem_id="sadtalker_size")  # fmt: skip
-                    still = gr.Checkbox(label="Still mode (keep the picture's head pose)", value=settings.default_still,
-                                        elem_id="sadtalker_still")  # fmt: skip
-                    restorer = gr.Dropdown(restorers, value=default_restorer, label="Face restoration (WebUI)",
-                                           elem_id="sadtalker_restorer")  # fmt: skip
-                with gr.Tab("Motion"):
-                    pose_style = gr.Slider(
-                        0, 45, value=0, step=1, label="Pose style", elem_id="sadtalker_pose_style"
-                    )
-                    expression_scale = gr.Slider(0.0, 3.0, value=1.0, step=0.05, label="Expression scale",
-                                                 elem_id="sadtalker_expression_scale")  # fmt: skip
-                    use_blink = gr.Checkbox(label="Eye blinks", value=True, elem_id="sadtalker_use_blink")
-                    seed = gr.Number(
-                        label="Seed (-1: random)", value=-1, precision=0, elem_id="sadtalker_seed"
-                    )
-                    input_yaw = gr.Textbox(
-                        label="Yaw keys (degrees, e.g. '0 20 -20')", value="", elem_id="sadtalker_yaw"
-                    )
-                    input_pitch = gr.Textbox(
-                        label="Pitch keys (degrees)", value="", elem_id="sadtalker_pitch"
-                    )
-                    input_roll = gr.Textbox(label="Roll keys (degrees)", value="", elem_id="sadtalker_roll")
-                with gr.Tab("Advanced"):
-                    face_detector = gr.Dropdown(list(FACE_DETECTORS), value=settings.default_face_detector,
-                                                label="Face detector", elem_id="sadtalker_face_detector")  # fmt: skip
-                    face_index = gr.Number(label="Face index (pictures with several faces)", value=0, precision=0,
-                                           elem_id="sadtalker_face_index")  # fmt: skip
-                    batch_size = gr.Slider(1, 16, value=settings.default_batch_size, step=1,
-                                           label="Batch size (frames rendered at once)",
-                                           elem_id="sadtalker_batch_size")  # fmt: skip
+                c.update(_option_tabs(host, settings))
             with gr.Column(elem_id="sadtalker_results"):
-                with gr.Row():
-                    generate = gr.Button("Generate", variant="primary", elem_id="sadtalker_generate")
-                    interrupt = gr.Button("Interrupt", elem_id="sadtalker_interrupt")
-                    skip = gr.Button("Skip", elem_id="sadtalker_skip")
-                id_task = gr.Textbox(visible=False, elem_id="sadtalker_id_task")
-                with gr.Column(elem_id="sadtalker_results_panel"):
-                    video = gr.Video(label="Result", interactive=False, elem_id="sadtalker_video")
-                    info = gr.Textbox(
-                        label="Infotext", lines=3, interactive=False, elem_id="sadtalker_infotext"
-                    )
-                    html_log = gr.HTML(elem_id="sadtalker_html_log")
-
-        with gr.Accordion(
-            "Batch: several pictures x several recordings", open=False, elem_id="sadtalker_batch"
-        ):
-            with gr.Row():
-                pictures = gr.File(label="Pictures", file_count="multiple", file_types=["image"],
-                                   elem_id="sadtalker_batch_pictures")  # fmt: skip
-                recordings = gr.File(label="Recordings", file_count="multiple", file_types=["audio"],
-                                     elem_id="sadtalker_batch_recordings")  # fmt: skip
-            batch_id_task = gr.Textbox(visible=False, elem_id="sadtalker_batch_id_task")
-            batch_run = gr.Button("Generate batch", variant="primary", elem_id="sadtalker_batch_generate")
-            with gr.Column(elem_id="sadtalker_batch_panel"):
-                batch_files = gr.File(label="Videos", file_count="multiple", interactive=False,
-                                      elem_id="sadtalker_batch_videos")  # fmt: skip
-                batch_info = gr.Textbox(
-                    label="Infotexts", lines=3, interactive=False, elem_id="sadtalker_batch_infotext"
-                )
-                batch_html = gr.HTML(elem_id="sadtalker_batch_html_log")
-
-        with gr.Accordion("Models", open=False, elem_id="sadtalker_models"):
-            status = gr.HTML(value=jobs.status_html(session), elem_id="sadtalker_model_status")
-            with gr.Row():
-                refresh = gr.Button("Refresh", elem_id="sadtalker_models_refresh")
-                unload = gr.Button("Unload models", elem_id="sadtalker_models_unload")
-            with gr.Row():
-                dl_sizes = gr.CheckboxGroup(
-                    ["256", "512"], value=["256"], label="Sizes", elem_id="sadtalker_dl_sizes"
-                )
-                dl_full = gr.Checkbox(
-                    label="Full-picture modes (full / extfull)", value=True, elem_id="sadtalker_dl_full"
-                )
-                dl_detector = gr.Checkbox(label="RetinaFace + FAN face detector", value=True,
-                                          elem_id="sadtalker_dl_detector")  # fmt: skip
-            dl_id_task = gr.Textbox(visible=False, elem_id="sadtalker_dl_id_task")
-            download = gr.Button("Download missing weights", elem_id="sadtalker_download")
-            with gr.Column(elem_id="sadtalker_download_panel"):
-                download_log = gr.HTML(elem_id="sadtalker_download_log")
-
-        inputs = [
-            picture, audio, idle_mode, idle_seconds, ref_video, ref_mode, preprocess, still, pose_style,
-            expression_scale, size, batch_size, use_blink, seed, input_yaw, input_pitch, input_roll,
-            face_detector, face_index, restorer,
-        ]  # fmt: skip
-        assert len(inputs) == len(jobs.FORM_FIELDS)
-        generate.click(
-            fn=host.wrap_gpu_call(functools.partial(jobs.generate_single, session), extra_outputs=[None, ""]),
-            inputs=[id_task, *inputs],
-            outputs=[video, info, html_log],
-            **_js("sadtalker_submit"),
-        )
-        interrupt.click(fn=lambda: host.state.interrupt(), inputs=[], outputs=[])
-        skip.click(fn=lambda: host.state.skip(), inputs=[], outputs=[])
-        batch_run.click(
-            fn=host.wrap_gpu_call(functools.partial(jobs.generate_batch, session), extra_outputs=[None, ""]),
-            inputs=[batch_id_task, pictures, recordings, *inputs],
-            outputs=[batch_files, batch_info, batch_html],
-            **_js("sadtalker_submit_batch"),
-        )
-        refresh.click(fn=lambda: jobs.status_html(session), inputs=[], outputs=[status])
-        unload.click(fn=lambda: (session.unload(), jobs.status_html(session))[1], inputs=[], outputs=[status])
-        download.click(
-            fn=host.wrap_gpu_call(
-                functools.partial(jobs.download_weights, session), extra_outputs=[gr.update()]
-            ),
-            inputs=[dl_id_task, dl_sizes, dl_full, dl_detector],
-            outputs=[status, download_log],
-            **_js("sadtalker_submit_download"),
-        )
-    register_paste_target(host, picture)
-    tab.sadtalker_components = {  # for tests and other extensions: component by form field
-        **dict(zip(jobs.FORM_FIELDS, inputs, strict=True)), "video": video, "infotext": info, "html_log": html_log,
-        "id_task": id_task, "generate": generate, "status": status, "download": download,
-    }  # fmt: skip
+                c.update(_result_section())
+        c.update(_batch_section())
+        c.update(_models_section(session))
+        inputs = [c[name] for name in jobs.FORM_FIELDS]
+        _wire(session, c, inputs)
+    register_paste_target(host, c["source"])
+    tab.sadtalker_components = c  # for tests and other extensions
     return tab
+
+
+def _input_section() -> dict[str, Any]:
+    import gradio as gr
+
+    c: dict[str, Any] = {}
+    c["source"] = gr.Image(label="Face picture", type="filepath", elem_id="sadtalker_picture",
+                           **_sources("upload", "clipboard"))  # fmt: skip
+    c["driven_audio"] = gr.Audio(label="Speech recording", type="filepath", elem_id="sadtalker_audio",
+                                 **_sources("upload", "microphone"))  # fmt: skip
+    with gr.Row():
+        c["idle_mode"] = gr.Checkbox(
+            label="Idle mode (no speech)", value=False, elem_id="sadtalker_idle_mode"
+        )
+        c["idle_seconds"] = gr.Number(label="Idle length (s)", value=5, elem_id="sadtalker_idle_seconds")
+    with gr.Accordion("Reference video", open=False):
+        c["ref_video"] = gr.Video(
+            label="Reference video", elem_id="sadtalker_ref_video", **_sources("upload")
+        )
+        c["ref_mode"] = gr.Radio(list(REF_MODES), value="pose", label="The reference video provides",
+                                 elem_id="sadtalker_ref_mode")  # fmt: skip
+    return c
+
+
+def _option_tabs(host: Host, settings: WebUISettings) -> dict[str, Any]:
+    """Basic / Motion / Advanced option tabs; defaults from the Settings section."""
+    import gradio as gr
+
+    restorers = [NO_RESTORER, *host.face_restorer_names()]
+    restorer = settings.default_restorer if settings.default_restorer in restorers else NO_RESTORER
+    c: dict[str, Any] = {}
+    with gr.Tab("Basic"):
+        c["preprocess"] = gr.Radio(list(PREPROCESS_MODES), value=settings.default_preprocess, label="Preprocess",
+                                   elem_id="sadtalker_preprocess")  # fmt: skip
+        c["size"] = gr.Radio([256, 512], value=settings.default_size, label="Face renderer size",
+                             elem_id="sadtalker_size")  # fmt: skip
+        c["still"] = gr.Checkbox(label="Still mode (keep the picture's head pose)", value=settings.default_still,
+                                 elem_id="sadtalker_still")  # fmt: skip
+        c["restorer"] = gr.Dropdown(restorers, value=restorer, label="Face restoration (WebUI)",
+                                    elem_id="sadtalker_restorer")  # fmt: skip
+    with gr.Tab("Motion"):
+        c["pose_style"] = gr.Slider(
+            0, 45, value=0, step=1, label="Pose style", elem_id="sadtalker_pose_style"
+        )
+        c["expression_scale"] = gr.Slider(0.0, 3.0, value=1.0, step=0.05, label="Expression scale",
+                                          elem_id="sadtalker_expression_scale")  # fmt: skip
+        c["use_blink"] = gr.Checkbox(label="Eye blinks", value=True, elem_id="sadtalker_use_blink")
+        c["seed"] = gr.Number(label="Seed (-1: random)", value=-1, precision=0, elem_id="sadtalker_seed")
+        c["input_yaw"] = gr.Textbox(
+            label="Yaw keys (degrees, e.g. '0 20 -20')", value="", elem_id="sadtalker_yaw"
+        )
+        c["input_pitch"] = gr.Textbox(label="Pitch keys (degrees)", value="", elem_id="sadtalker_pitch")
+        c["input_roll"] = gr.Textbox(label="Roll keys (degrees)", value="", elem_id="sadtalker_roll")
+    with gr.Tab("Advanced"):
+        c["face_detector"] = gr.Dropdown(list(FACE_DETECTORS), value=settings.default_face_detector,
+                                         label="Face detector", elem_id="sadtalker_face_detector")  # fmt: skip
+        c["face_index"] = gr.Number(label="Face index (pictures with several faces)", value=0, precision=0,
+                                    elem_id="sadtalker_face_index")  # fmt: skip
+        c["batch_size"] = gr.Slider(1, 16, value=settings.default_batch_size, step=1,
+                                    label="Batch size (frames rendered at once)", elem_id="sadtalker_batch_size")  # fmt: skip
+        c["enhancer"] = gr.Dropdown(list(ENHANCERS), value="none", label="SadTalker's own face enhancer",
+                                    elem_id="sadtalker_enhancer")  # fmt: skip
+        c["background_enhancer"] = gr.Dropdown(list(BACKGROUND_ENHANCERS), value="none",
+                                               label="Background enhancer", elem_id="sadtalker_bg_enhancer")  # fmt: skip
+    return c
+
+
+def _result_section() -> dict[str, Any]:
+    import gradio as gr
+
+    c: dict[str, Any] = {}
+    with gr.Row():
+        c["generate"] = gr.Button("Generate", variant="primary", elem_id="sadtalker_generate")
+        c["interrupt"] = gr.Button("Interrupt", elem_id="sadtalker_interrupt")
+        c["skip"] = gr.Button("Skip", elem_id="sadtalker_skip")
+    c["id_task"] = gr.Textbox(visible=False, elem_id="sadtalker_id_task")
+    with gr.Column(elem_id="sadtalker_results_panel"):
+        c["video"] = gr.Video(label="Result", interactive=False, elem_id="sadtalker_video")
+        c["infotext"] = gr.Textbox(label="Infotext", lines=3, interactive=False, elem_id="sadtalker_infotext")
+        c["html_log"] = gr.HTML(elem_id="sadtalker_html_log")
+    return c
+
+
+def _batch_section() -> dict[str, Any]:
+    import gradio as gr
+
+    c: dict[str, Any] = {}
+    with gr.Accordion("Batch: several pictures x several recordings", open=False, elem_id="sadtalker_batch"):
+        with gr.Row():
+            c["batch_pictures"] = gr.File(label="Pictures", file_count="multiple", file_types=["image"],
+                                          elem_id="sadtalker_batch_pictures")  # fmt: skip
+            c["batch_recordings"] = gr.File(label="Recordings", file_count="multiple", file_types=["audio"],
+                                            elem_id="sadtalker_batch_recordings")  # fmt: skip
+        c["batch_id_task"] = gr.Textbox(visible=False, elem_id="sadtalker_batch_id_task")
+        c["batch_generate"] = gr.Button(
+            "Generate batch", variant="primary", elem_id="sadtalker_batch_generate"
+        )
+        with gr.Column(elem_id="sadtalker_batch_panel"):
+            c["batch_videos"] = gr.File(label="Videos", file_count="multiple", interactive=False,
+                                        elem_id="sadtalker_batch_videos")  # fmt: skip
+            c["batch_infotext"] = gr.Textbox(label="Infotexts", lines=3, interactive=False,
+                                             elem_id="sadtalker_batch_infotext")  # fmt: skip
+            c["batch_html_log"] = gr.HTML(elem_id="sadtalker_batch_html_log")
+    return c
+
+
+def _models_section(session: jobs.Session) -> dict[str, Any]:
+    import gradio as gr
+
+    c: dict[str, Any] = {}
+    with gr.Accordion("Models", open=False, elem_id="sadtalker_models"):
+        c["status"] = gr.HTML(value=jobs.status_html(session), elem_id="sadtalker_model_status")
+        with gr.Row():
+            c["refresh"] = gr.Button("Refresh", elem_id="sadtalker_models_refresh")
+            c["unload"] = gr.Button("Unload models", elem_id="sadtalker_models_unload")
+        with gr.Row():
+            c["dl_sizes"] = gr.CheckboxGroup(
+                ["256", "512"], value=["256"], label="Sizes", elem_id="sadtalker_dl_sizes"
+            )
+            c["dl_full"] = gr.Checkbox(label="Full-picture modes (full / extfull)", value=True,
+                                       elem_id="sadtalker_dl_full")  # fmt: skip
+            c["dl_detector"] = gr.Checkbox(label="RetinaFace + FAN face detector", value=True,
+                                           elem_id="sadtalker_dl_detector")  # fmt: skip
+        c["dl_id_task"] = gr.Textbox(visible=False, elem_id="sadtalker_dl_id_task")
+        c["download"] = gr.Button("Download missing weights", elem_id="sadtalker_download")
+        with gr.Column(elem_id="sadtalker_download_panel"):
+            c["download_log"] = gr.HTML(elem_id="sadtalker_download_log")
+    return c
+
+
+def _wire(session: jobs.Session, c: dict[str, Any], inputs: list[Any]) -> None:
+    """Events: Generate / batch / Download through ``wrap_gradio_gpu_call`` (task id first, HTML last)."""
+    import gradio as gr
+
+    host = session.host
+    gpu = host.wrap_gpu_call
+    c["generate"].click(
+        fn=gpu(functools.partial(jobs.generate_single, session), extra_outputs=[None, ""]),
+        inputs=[c["id_task"], *inputs],
+        outputs=[c["video"], c["infotext"], c["html_log"]],
+        **_js("sadtalker_submit"),
+    )
+    c["interrupt"].click(fn=lambda: host.state.interrupt(), inputs=[], outputs=[])
+    c["skip"].click(fn=lambda: host.state.skip(), inputs=[], outputs=[])
+    c["batch_generate"].click(
+        fn=gpu(functools.partial(jobs.generate_batch, session), extra_outputs=[None, ""]),
+        inputs=[c["batch_id_task"], c["batch_pictures"], c["batch_recordings"], *inputs],
+        outputs=[c["batch_videos"], c["batch_infotext"], c["batch_html_log"]],
+        **_js("sadtalker_submit_batch"),
+    )
+    c["refresh"].click(fn=lambda: jobs.status_html(session), inputs=[], outputs=[c["status"]])
+    c["unload"].click(
+        fn=lambda: (session.unload(), jobs.status_html(session))[1], inputs=[], outputs=[c["status"]]
+    )
+    c["download"].click(
+        fn=gpu(functools.partial(jobs.download_weights, session), extra_outputs=[gr.update()]),
+        inputs=[c["dl_id_task"], c["dl_sizes"], c["dl_full"], c["dl_detector"]],
+        outputs=[c["status"], c["download_log"]],
+        **_js("sadtalker_submit_download"),
+    )
 
 
 def register_paste_target(host: Host, picture: Any) -> None:

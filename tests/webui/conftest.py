@@ -187,7 +187,8 @@ def form_values(**overrides):
         "source": None, "driven_audio": None, "idle_mode": False, "idle_seconds": 5, "ref_video": None,
         "ref_mode": "pose", "preprocess": "crop", "still": False, "pose_style": 0, "expression_scale": 1.0,
         "size": 256, "batch_size": 2, "use_blink": True, "seed": -1, "input_yaw": "", "input_pitch": "",
-        "input_roll": "", "face_detector": "retinaface", "face_index": 0, "restorer": "None",
+        "input_roll": "", "face_detector": "retinaface", "face_index": 0,
+        "enhancer": "none", "background_enhancer": "none", "restorer": "None",
     }  # fmt: skip
     base.update(overrides)
     return [base[k] for k in FORM_FIELDS]

@@ -208,7 +208,7 @@ def test_batch_all_pairs_with_skip(make_extension, webui, tmp_path):
 
     ext, talkers = make_extension(frames=2, on_render=on_render)
     blocks = ext.ui_tabs()[0][0]
-    fn = next(f for f in blocks.fns if f.fn is not None and len(f.inputs) == 23)
+    fn = next(f for f in blocks.fns if f.fn is not None and len(f.inputs) == 25)
     pics = [str(sample_png(tmp_path / f"p{i}.png")) for i in range(2)]
     auds = [str(sample_wav(tmp_path / f"a{i}.wav")) for i in range(2)]
     files, infos, html_log = fn.fn("task(b)", pics, auds, *form_values())
