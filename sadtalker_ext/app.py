@@ -155,12 +155,14 @@ def build_app(talker: Any = None, **talker_kw: Any):
         with gr.Row():
             with gr.Column():
                 source = gr.Image(label="Face picture", type="filepath")
-                driven_audio = gr.Audio(label="Speech recording", type="filepath")
+                # gr.File, not gr.Audio / gr.Video: those re-encode uploads with a system ffmpeg/ffprobe
+                # (absent on many machines); the pipeline decodes any format with the bundled ffmpeg.
+                driven_audio = gr.File(label="Speech recording (wav, mp3, m4a, ... or a video)")
                 with gr.Row():
                     idle_mode = gr.Checkbox(label="Idle mode (no speech)", value=False)
                     idle_seconds = gr.Number(label="Idle length (s)", value=5)
                 with gr.Accordion("Reference video", open=False):
-                    ref_video = gr.Video(label="Reference video")
+                    ref_video = gr.File(label="Reference video")
                     ref_mode = gr.Radio(list(REF_MODES), value="pose", label="The reference video provides")
             with gr.Column():
                 preprocess = gr.Radio(list(PREPROCESS_MODES), value="crop", label="Preprocess")
