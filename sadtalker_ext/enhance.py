@@ -212,7 +212,11 @@ class FaceEnhancer:
         return y.permute(0, 2, 3, 1).cpu().numpy()
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        """Enhance ``frames`` ``(N, H, W, 3)`` uint8 RGB face crops; returns a new ``(N, H, W, 3)`` uint8 array."""
+        """Enhance ``frames`` ``(N, H, W, 3)`` uint8 RGB face crops; returns a new ``(N, H, W, 3)`` uint8 array.
+
+        Any ``H, W`` works (a non-square crop is stretched to the square network input and back); ``N = 0``
+        returns an empty array. Raises :class:`InputError` for a wrong dtype or shape.
+        """
         if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
             raise InputError("face enhancer: frames must be a uint8 numpy array")
         if frames.ndim != 4 or frames.shape[-1] != 3:

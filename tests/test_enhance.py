@@ -463,3 +463,15 @@ def test_background_batching_and_checks(rrdb_net):
     with pytest.raises(InputError):
         single(frames[0])
     assert single(np.zeros((0, 8, 8, 3), np.uint8)).shape == (0, 16, 16, 3)
+
+
+def test_dtype_is_the_callers(small_file):
+    """float64 weights and noise: the same pixels as float32 up to rare rounding flips."""
+    frames = _faces(2, 64, seed=12)
+    ref = FaceEnhancer(load_gfpgan(small_file[0], "cpu", torch.float32), "cpu", torch.float32)(frames)
+    net64 = load_gfpgan(small_file[0], "cpu", torch.float64)
+    assert all(p.dtype == torch.float64 for p in net64.parameters())
+    got = FaceEnhancer(net64, "cpu", torch.float64)(frames)
+    diff = np.abs(got.astype(int) - ref.astype(int))
+    assert diff.max() <= 1
+    assert (diff == 0).mean() > 0.99
