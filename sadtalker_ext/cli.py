@@ -365,7 +365,11 @@ class ProgressBars:
             self.close()
             self._stage = stage
             self._bar = tqdm(
-                total=total, desc=f"{self.prefix}{stage}", unit="step", leave=False, dynamic_ncols=True
+                total=total,
+                desc=f"{self.prefix}{stage}",
+                unit="frame" if stage in ("render", "reference") else "step",
+                leave=False,
+                dynamic_ncols=True,
             )
         bar = self._bar
         if bar is None:

@@ -43,7 +43,8 @@ from .paths import ModelDirs, resolve_model_dirs
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``; stages: inputs, models, preprocess, reference, audio, motion, render, encode."""
+"""``progress(stage, done, total)``; stages in order: inputs (picture + audio), models, preprocess,
+reference (frames of a reference video), motion, render (frames), encode."""
 CancelLike = Callable[[], bool] | threading.Event | None
 
 FPS = 25
@@ -54,7 +55,8 @@ DEFAULT_RESULT_DIR = Path("results")
 
 @dataclass(frozen=True)
 class Result:
-    """What :meth:`SadTalker.generate` produced. ``timings``: seconds per stage plus ``total``."""
+    """What :meth:`SadTalker.generate` produced. ``timings``: seconds per stage plus ``total``;
+    ``width``/``height``: frame size before the encoder's even-size padding (see :mod:`.video.writer`)."""
 
     video_path: Path
     sidecar: Path | None
@@ -164,6 +166,7 @@ class SadTalker:
         self.keep_partial = keep_partial
         self._models: dict[tuple, Any] = {}
         self._lock = threading.RLock()
+        self._warned: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ models
     def _model(self, key: tuple, factory: Callable[[], Any]) -> Any:
@@ -246,7 +249,8 @@ class SadTalker:
         rows = model_status(self.dirs, names=self._selection_names(selection), check_structure=False)
         missing = [r for r in rows if r.state == MISSING]
         for r in rows:
-            if r.state != MISSING and r.state != "present":
+            if r.state not in (MISSING, "present") and (r.name, r.detail) not in self._warned:
+                self._warned.add((r.name, r.detail))  # once per file: the loaders check the tensors anyway
                 log.warning("%s: %s (%s)", r.name, r.state, r.detail)
         if missing:
             lines = [f"missing weight file{'s' if len(missing) > 1 else ''}:"]
