@@ -74,7 +74,15 @@ def vector():
         pytest.skip("no e2e_crop vector file")
     path = files[0]
     with np.load(path, allow_pickle=False) as npz:
-        data = {k: npz[k] for k in ("input_image_rgb", "wav_fed", "wav_fed_sr", "frames_resized_uint8")}
+        names = (
+            "input_image_rgb",
+            "wav_fed",
+            "wav_fed_sr",
+            "frames_resized_uint8",
+            "crop_info_crop",
+            "crop_info_quad",
+        )
+        data = {k: npz[k] for k in names}
         data["seed"] = seed_of(npz, path)
         data["overrides"] = standin.overrides_of(npz)
     data["path"] = path
@@ -202,6 +210,19 @@ def test_each_preprocess_mode_makes_a_video(talker, media, vector, tmp_path, pre
     assert [s for s, _, _ in stages].index("preprocess") < [s for s, _, _ in stages].index("render")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.mp4"]
     assert {"inputs", "models", "preprocess", "motion", "render", "total"} <= set(result.timings)
+    if "full" in preprocess:  # pasted back: the picture is unchanged outside the paste box, changed inside
+        picture = vector["input_image_rgb"].astype(int)
+        h, w = picture.shape[:2]
+        clx, cly, crx, cry = (int(v) for v in vector["crop_info_crop"])
+        lx, ly, rx, ry = (int(v) for v in vector["crop_info_quad"])
+        x1, y1, x2, y2 = (
+            (clx, cly, crx, cry) if preprocess == "extfull" else (clx + lx, cly + ly, clx + rx, cly + ry)
+        )
+        inside = np.zeros((h, w), bool)
+        inside[y1:y2, x1:x2] = True
+        diff = np.abs(read_frames(result.video_path)[0][:h, :w].astype(int) - picture).mean(axis=2)
+        assert diff[~inside].mean() < 4.0  # H.264 + 4:2:0 chroma loss only (about 2.3 levels here)
+        assert diff[inside].mean() > 10.0
 
 
 def test_second_generation_reuses_models_and_seed_repeats(talker, media, tmp_path):
