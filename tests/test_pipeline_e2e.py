@@ -138,6 +138,7 @@ def tiny_checkpoints(vector, tmp_path_factory):
         tensors[base + "weight_u"] = np.ascontiguousarray(u[:, 0], dtype=np.float32)
         tensors[base + "weight_v"] = np.ascontiguousarray(vt[0], dtype=np.float32)
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(folder / ST256))
+    (folder / _ST512).hardlink_to(folder / ST256)  # the 512 file holds the same tensor names and shapes
     for name, coeff_nc, epoch in ((MAP_CROP, 70, 229), (MAP_FULL, 73, 109)):
         net = MappingNet(dataclasses.replace(TINY_MAP, coeff_nc=coeff_nc))
         state = {k[len("mapping.") :]: torch.from_numpy(v) for k, v in _filled("mapping.", net, seed).items()}
@@ -223,6 +224,13 @@ def test_each_preprocess_mode_makes_a_video(talker, media, vector, tmp_path, pre
         diff = np.abs(read_frames(result.video_path)[0][:h, :w].astype(int) - picture).mean(axis=2)
         assert diff[~inside].mean() < 4.0  # H.264 + 4:2:0 chroma loss only (about 2.3 levels here)
         assert diff[inside].mean() > 10.0
+
+
+def test_size_512(talker, media, vector, tmp_path):
+    opts = _options(media, tmp_path, size=512, driven_audio=media["cut"](1))
+    result = talker.generate(opts)
+    lx, ly, rx, ry = (int(v) for v in vector["crop_info_quad"])
+    _check_video(result, opts, 1, even_size(512, int(512 * (ry - ly) / (rx - lx))), 1 / FPS)
 
 
 def test_second_generation_reuses_models_and_seed_repeats(talker, media, tmp_path):
