@@ -313,8 +313,15 @@ class SadTalker:
         with timer.stage("inputs"):
             picture = load_rgb(options.source)
             ref_path = Path(options.ref_video) if options.ref_video else None
-            if ref_path is not None and not ref_path.is_file():
-                raise InputError(f"reference video not found: {ref_path}")
+            ref_total = 0
+            if ref_path is not None:
+                from .video.probe import count_frames
+
+                if not ref_path.is_file():
+                    raise InputError(f"reference video not found: {ref_path}")
+                ref_total = count_frames(ref_path)  # also proves the file decodes
+                if ref_total < 1:
+                    raise InputError(f"the reference video {ref_path.name} has no frames")
             all_mode = ref_path is not None and options.ref_mode == "all"
             if options.driven_audio and not all_mode:
                 features = prepare_audio(options.driven_audio, use_blink=options.use_blink, rng=rng)
@@ -349,16 +356,13 @@ class SadTalker:
         ref_coeffs = None
         soundtrack: np.ndarray | None = None
         if ref_path is not None:
-            from .video.probe import count_frames, iter_frames
+            from .video.probe import iter_frames
 
             check_cancel("before the reference video")
             with timer.stage("reference"):
-                total = count_frames(ref_path)
-                if total < 1:
-                    raise InputError(f"the reference video {ref_path.name} has no frames")
 
                 def ref_progress(done: int, _total: int | None) -> None:
-                    report("reference", done, total)
+                    report("reference", done, ref_total)
                     check_cancel("while reading the reference video")
 
                 ref = extract_video(
@@ -369,7 +373,7 @@ class SadTalker:
                     self.device,
                     self.dtype,
                     progress=ref_progress,
-                    total=total,
+                    total=ref_total,
                 )
                 ref_coeffs = ref.coeff_3dmm
             if all_mode:
