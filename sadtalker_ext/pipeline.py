@@ -311,6 +311,9 @@ class SadTalker:
         # 1. inputs, before any model
         report("inputs", 0, 1)
         with timer.stage("inputs"):
+            output = Path(options.output) if options.output else default_output(options, self.result_dir)
+            if output.suffix.lower() != ".mp4":
+                raise InputError(f"output must be an .mp4 file, got {output}")
             picture = load_rgb(options.source)
             ref_path = Path(options.ref_video) if options.ref_video else None
             ref_total = 0
@@ -419,7 +422,6 @@ class SadTalker:
         image = source_image_tensor(source.crop_picture, options.size)
         paste = self._paster(options, picture, source)
 
-        output = Path(options.output) if options.output else default_output(options, self.result_dir)
         meta = {
             "generator": "sadtalker_ext",
             "version": __version__,

@@ -328,6 +328,8 @@ def test_inputs_checked_before_weights(media, tmp_path):
         empty.generate(_options(media, tmp_path, driven_audio=str(bad_audio)))
     with pytest.raises(InputError):
         empty.generate(_options(media, tmp_path, source=str(tmp_path / "missing.png")))
+    with pytest.raises(InputError, match=r"\.mp4"):
+        empty.generate(_options(media, tmp_path, "clip.avi"))
     with pytest.raises(InputError):  # an undecodable reference video
         empty.generate(_options(media, tmp_path, ref_video=str(bad_audio), ref_mode="pose"))
     with pytest.raises(CheckpointError) as err:

@@ -141,6 +141,9 @@ def test_bad_frames_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(InputError):
         VideoWriter(tmp_path / "x.avi")
+    (tmp_path / "afile").write_bytes(b"")
+    with pytest.raises(InputError, match="cannot create the output folder"):
+        VideoWriter(tmp_path / "afile" / "sub" / "x.mp4")
 
 
 def test_cancel_keeps_playable_partial(tmp_path):

@@ -164,7 +164,12 @@ class VideoWriter:
         self._log: IO[bytes] | None = None
         self._tag = uuid.uuid4().hex[:10]
         self._closed = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(
+                f"cannot create the output folder {self.path.parent}: {exc.strerror or exc}"
+            ) from exc
 
     # ------------------------------------------------------------------ names
     def _temp(self, suffix: str) -> Path:
