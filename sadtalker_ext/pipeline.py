@@ -67,6 +67,33 @@ class Result:
     height: int = 0
 
 
+@dataclass
+class Prepared:
+    """Everything decided before the first frame is rendered (see :meth:`SadTalker.prepare`).
+
+    ``source``: the preprocess ``SourceRecord``; ``motion``: the ``MotionResult`` ((T, 70) rows);
+    ``plan``: the renderer's ``RenderPlan`` ((T, 70|73) rows, free-view angles); ``audio``: (T * 640,)
+    float32 16 kHz samples to mux; ``picture``: (H, W, 3) uint8 RGB source picture.
+    """
+
+    options: GenerationOptions
+    seed: int
+    output: Path
+    picture: np.ndarray
+    source: Any
+    motion: Any
+    plan: Any
+    audio: np.ndarray
+    renderer_nets: Any
+    timer: _Timer
+    report: Callable[[str, int, int], None]
+    stopped: Callable[[], bool]
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.plan.frame_count)
+
+
 def as_dtype(dtype: torch.dtype | str) -> torch.dtype:
     """``torch.float32`` or one of ``float32``, ``float16``, ``bfloat16``."""
     if isinstance(dtype, torch.dtype):
@@ -289,6 +316,14 @@ class SadTalker:
     ) -> Result:
         """Make one video. Raises InputError / CheckpointError / CancelledError (nothing left at the
         output path on any failure; on cancel a ``.partial.mp4`` when ``keep_partial``)."""
+        prep = self.prepare(options, progress, cancel)
+        return self.write_video(prep)
+
+    def prepare(
+        self, options: GenerationOptions, progress: ProgressFn | None = None, cancel: CancelLike = None
+    ) -> Prepared:
+        """Steps 1-4: check inputs and weights, load models, preprocess, audio features, motion,
+        render plan. Nothing is written."""
         from .audio.features import idle_audio_features, prepare_audio
         from .images import load_rgb
 
@@ -400,12 +435,11 @@ class SadTalker:
                 ref_mode=options.ref_mode if ref_coeffs is not None else None,
             )
         report("motion", 1, 1)
-        num_frames = motion.num_frames
         audio_track = soundtrack if soundtrack is not None else features.wav16k
         check_cancel("before rendering")
 
-        # 5. + 6. render -> resize -> (paste) -> encode, streamed
-        from .render.animate import Renderer, plan_render, resize_to_crop_aspect, source_image_tensor
+        # render plan (steps 5 and 6 run in write_video / iter_video_frames)
+        from .render.animate import plan_render
 
         plan = plan_render(
             source.first_coeff,
@@ -418,31 +452,69 @@ class SadTalker:
             pitch=options.input_pitch,
             roll=options.input_roll,
         )
-        renderer = Renderer(renderer_nets, self.device, self.dtype)
-        image = source_image_tensor(source.crop_picture, options.size)
-        paste = self._paster(options, picture, source)
+        return Prepared(
+            options=options,
+            seed=seed,
+            output=output,
+            picture=picture,
+            source=source,
+            motion=motion,
+            plan=plan,
+            audio=audio_track,
+            renderer_nets=renderer_nets,
+            timer=timer,
+            report=report,
+            stopped=stopped,
+        )
 
+    def iter_video_frames(self, prep: Prepared) -> Iterator[np.ndarray]:
+        """Step 5: the video's frames in order, ``(n, H, W, 3)`` uint8 RGB chunks of up to ``batch_size``:
+        rendered, resized to the crop's aspect ratio (width = size) and, in full modes, pasted back.
+        Checks ``cancel`` before every batch (raises CancelledError); reports ``render`` progress."""
+        from .render.animate import Renderer, resize_to_crop_aspect, source_image_tensor
+
+        options, timer = prep.options, prep.timer
+        renderer = Renderer(prep.renderer_nets, self.device, self.dtype)
+        image = source_image_tensor(prep.source.crop_picture, options.size)
+        paste = self._paster(options, prep.picture, prep.source)
+        size_wh = prep.source.crop_info.size_wh
+
+        def render_progress(done: int, total: int) -> None:
+            prep.report("render", done, total)
+
+        prep.report("render", 0, prep.num_frames)
+        t_render = time.perf_counter()
+        for chunk in renderer.iter_uint8(image, prep.plan, progress=render_progress, cancel=prep.stopped):
+            t_post = time.perf_counter()
+            timer.times["render"] = timer.times.get("render", 0.0) + t_post - t_render
+            frames = [resize_to_crop_aspect(f, size_wh, options.size) for f in chunk]
+            if paste is not None:
+                frames = [paste(f) for f in frames]
+            batch = np.stack(frames)
+            timer.times["resize+paste"] = timer.times.get("resize+paste", 0.0) + time.perf_counter() - t_post
+            yield batch
+            t_render = time.perf_counter()
+
+    def write_video(self, prep: Prepared) -> Result:
+        """Step 6: stream :meth:`iter_video_frames` into the mp4 (audio, metadata, sidecar)."""
+        from .video.writer import VideoWriter, sidecar_path
+
+        options, timer = prep.options, prep.timer
         meta = {
             "generator": "sadtalker_ext",
             "version": __version__,
-            "seed": seed,
-            "options": options.replace(seed=seed, output=str(output)).to_dict(),
+            "seed": prep.seed,
+            "options": options.replace(seed=prep.seed, output=str(prep.output)).to_dict(),
             "fps": FPS,
-            "num_frames": num_frames,
+            "num_frames": prep.num_frames,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
         }
-        from .video.writer import VideoWriter, sidecar_path
-
-        def render_progress(done: int, total: int) -> None:
-            report("render", done, total)
-
-        size_wh = source.crop_info.size_wh
         frame_w = frame_h = 0
         writer = VideoWriter(
-            output,
-            num_frames=num_frames,
-            audio=audio_track,
+            prep.output,
+            num_frames=prep.num_frames,
+            audio=prep.audio,
             sample_rate=SAMPLE_RATE,
             fps=FPS,
             metadata=meta,
@@ -450,31 +522,23 @@ class SadTalker:
         )
         try:
             with writer:
-                report("render", 0, num_frames)
-                t_render = time.perf_counter()
-                for chunk in renderer.iter_uint8(image, plan, progress=render_progress, cancel=stopped):
-                    t_post = time.perf_counter()
-                    timer.times["render"] = timer.times.get("render", 0.0) + t_post - t_render
-                    frames = [resize_to_crop_aspect(f, size_wh, options.size) for f in chunk]
-                    if paste is not None:
-                        frames = [paste(f) for f in frames]
-                    batch = np.stack(frames)
+                for batch in self.iter_video_frames(prep):
+                    t0 = time.perf_counter()
                     frame_h, frame_w = batch.shape[1:3]
                     writer.write(batch)
-                    t_render = time.perf_counter()
-                    timer.times["post+encode"] = timer.times.get("post+encode", 0.0) + t_render - t_post
-                report("encode", 0, 1)
+                    timer.times["encode"] = timer.times.get("encode", 0.0) + time.perf_counter() - t0
+                prep.report("encode", 0, 1)
                 with timer.stage("mux"):
                     writer.finish()
-                report("encode", 1, 1)
+                prep.report("encode", 1, 1)
         finally:
             writer.abort()  # no-op after finish(); frees the encoder on any other way out
-        side = sidecar_path(output)
+        side = sidecar_path(prep.output)
         return Result(
-            video_path=output,
+            video_path=prep.output,
             sidecar=side if side.exists() else None,
-            seed=seed,
-            num_frames=num_frames,
+            seed=prep.seed,
+            num_frames=prep.num_frames,
             timings=timer.total(),
             width=frame_w,
             height=frame_h,
