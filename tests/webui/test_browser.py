@@ -88,9 +88,11 @@ def _host_page(webui, picture: Path):
 
 def _inject_assets(monkeypatch):
     """The host's reload_javascript(): scripts into <head>, style.css before </body>."""
+    import gradio as gr
     import gradio.routes
 
-    js = "".join(
+    gradio4 = "true" if int(gr.__version__.split(".")[0]) >= 4 else "false"
+    js = f"<script>window.SADTALKER_TEST_GRADIO4 = {gradio4};</script>" + "".join(
         f"<script type='text/javascript'>{p.read_text()}</script>"
         for p in (STUB, REPO / "javascript" / "sadtalker.js")
     )
@@ -108,14 +110,18 @@ def _inject_assets(monkeypatch):
     monkeypatch.setattr(gradio.routes.templates, "TemplateResponse", template_response)
 
 
-def _wait(predicate, timeout=30.0, what="condition"):
+def _wait(predicate, timeout=30.0, what="condition", driver=None):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = predicate()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    detail = ""
+    if driver is not None:  # what the page looked like, for CI logs
+        logs = [e.get("message", "")[:300] for e in driver.get_log("browser")][-8:]
+        detail = f"\nbrowser console: {logs}\npage: {driver.page_source[:1500]}"
+    raise AssertionError(f"timed out waiting for {what}{detail}")
 
 
 @pytest.mark.slow
@@ -133,17 +139,18 @@ def test_send_to_sadtalker_in_chromium(driver, make_extension, webui, monkeypatc
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         driver.get(f"http://127.0.0.1:{port}/")
-        button = _wait(lambda: driver.find_elements(By.ID, "txt2img_send_to_sadtalker"), what="send button")[
-            0
-        ]
+        find = driver.find_elements
+        button = _wait(lambda: find(By.ID, "txt2img_send_to_sadtalker"), what="send button", driver=driver)[0]
         assert button.find_elements(By.XPATH, "ancestor::*[@id='image_buttons_txt2img']")  # in the host's row
         _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#txt2img_gallery img"), what="gallery image")
         selected = driver.find_element(By.CSS_SELECTOR, "#tabs > .tab-nav > button.selected")
         assert selected.text.strip() == "txt2img"
         button.click()
-        img = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#sadtalker_picture img"), what="picture")[
-            0
-        ]
+        img = _wait(
+            lambda: driver.find_elements(By.CSS_SELECTOR, "#sadtalker_picture img"),
+            what="picture",
+            driver=driver,
+        )[0]
         _wait(lambda: driver.find_element(By.CSS_SELECTOR, "#tabs > .tab-nav > button.selected").text.strip()
               == "SadTalker", what="tab switch")  # fmt: skip
         assert driver.find_element(By.ID, "tab_sadtalker").is_displayed()
@@ -156,6 +163,8 @@ def test_send_to_sadtalker_in_chromium(driver, make_extension, webui, monkeypatc
 
             data = urllib.request.urlopen(src, timeout=10).read()
         got = Image.open(io.BytesIO(data)).convert("RGB")
-        assert got.size == (40, 30) and got.getpixel((5, 5)) == (10, 200, 30)
+        assert got.size == (40, 30)
+        # plain gradio 4 re-encodes outputs as lossy webp (Forge and gradio 3 keep PNG): allow +-3
+        assert max(abs(a - b) for a, b in zip(got.getpixel((5, 5)), (10, 200, 30), strict=True)) <= 3
     finally:
         demo.close()

@@ -11,9 +11,14 @@ import pytest
 from tests.webui.conftest import FakeRestorer, form_values, sample_png, sample_wav
 
 
+def _fns(blocks):
+    """Event functions of a Blocks (a list in gradio 3.41, a dict by id in gradio 4)."""
+    return list(blocks.fns.values()) if isinstance(blocks.fns, dict) else list(blocks.fns)
+
+
 def _dependency_fn(blocks, output_component):
-    """The function the tab wired to produce ``output_component`` (gradio 3.41 ``blocks.fns``)."""
-    for fn in blocks.fns:
+    """The function the tab wired to produce ``output_component``."""
+    for fn in _fns(blocks):
         if output_component in fn.outputs and fn.fn is not None:
             return fn
     raise AssertionError("no dependency produces that component")
@@ -135,7 +140,7 @@ def test_interrupt_button_sets_host_flag(make_extension, webui):
     blocks = ext.ui_tabs()[0][0]
     button = blocks.sadtalker_components["generate"]
     del button
-    interrupt = next(fn for fn in blocks.fns if fn.fn is not None and not fn.inputs and not fn.outputs)
+    interrupt = next(fn for fn in _fns(blocks) if fn.fn is not None and not fn.inputs and not fn.outputs)
     interrupt.fn()
     assert webui.shared.state.interrupted is True
 
@@ -208,7 +213,7 @@ def test_batch_all_pairs_with_skip(make_extension, webui, tmp_path):
 
     ext, talkers = make_extension(frames=2, on_render=on_render)
     blocks = ext.ui_tabs()[0][0]
-    fn = next(f for f in blocks.fns if f.fn is not None and len(f.inputs) == 25)
+    fn = next(f for f in _fns(blocks) if f.fn is not None and len(f.inputs) == 25)
     pics = [str(sample_png(tmp_path / f"p{i}.png")) for i in range(2)]
     auds = [str(sample_wav(tmp_path / f"a{i}.wav")) for i in range(2)]
     files, infos, html_log = fn.fn("task(b)", pics, auds, *form_values())

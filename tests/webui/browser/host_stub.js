@@ -16,18 +16,17 @@ function selected_gallery_index() {
     return Array.from(buttons).findIndex(elem => elem.classList.contains('selected'));
 }
 
+// A1111 (gradio 3) returns [item]; Forge (gradio 4) returns [[item]] (one input whose value is a gallery).
 function extract_image_from_gallery(gallery) {
+    var gradio4 = window.SADTALKER_TEST_GRADIO4 === true;
     if (gallery.length == 0) {
         return [null];
     }
-    if (gallery.length == 1) {
-        return [gallery[0]];
-    }
-    var index = selected_gallery_index();
+    var index = gallery.length == 1 ? 0 : selected_gallery_index();
     if (index < 0 || index >= gallery.length) {
         index = 0;
     }
-    return [gallery[index]];
+    return gradio4 ? [[gallery[index]]] : [gallery[index]];
 }
 
 function randomId() {

@@ -65,6 +65,13 @@ def image_from_url_text(filedata):
     return None
 
 
+def _js(name):
+    """A1111 passes ``_js``; Forge (gradio 4) rewrites it into ``js``, which plain gradio 4 needs."""
+    if name is None:
+        return {}
+    return {"js": name} if int(gr.__version__.split(".")[0]) >= 4 else {"_js": name}
+
+
 def connect_paste_params_buttons():
     """Wire each registered binding (called by ui.create_ui() inside the main Blocks, after all tabs)."""
     for binding in registered_param_bindings:
@@ -76,7 +83,7 @@ def connect_paste_params_buttons():
             else:
                 func = lambda x: x  # noqa: E731
                 jsfunc = None
-            binding.paste_button.click(fn=func, _js=jsfunc, inputs=[binding.source_image_component],
-                                       outputs=[destination_image_component], show_progress=False)  # fmt: skip
-        binding.paste_button.click(fn=None, _js=f"switch_to_{binding.tabname}", inputs=None, outputs=None,
-                                   show_progress=False)  # fmt: skip
+            binding.paste_button.click(fn=func, inputs=[binding.source_image_component],
+                                       outputs=[destination_image_component], show_progress=False, **_js(jsfunc))  # fmt: skip
+        binding.paste_button.click(fn=None, inputs=None, outputs=None, show_progress=False,
+                                   **_js(f"switch_to_{binding.tabname}"))  # fmt: skip

@@ -1,33 +1,18 @@
-"""``modules.ui_components``: ToolButton and form containers (plain gradio subclasses)."""
+"""``modules.ui_components``: ToolButton and form containers.
+
+Stand-in note: the host's ToolButton is a ``gr.Button`` subclass. Here it is a factory returning a styled
+``gr.Button``, because plain gradio 4 writes a ``.pyi`` file next to every component subclass (Forge
+patches that away); callers only ever construct it, so the difference does not matter to the extension.
+"""
 
 import gradio as gr
 
 
-class FormComponent:
-    def get_expected_parent(self):
-        return gr.components.Form
+def ToolButton(value="", *args, elem_classes=None, tooltip=None, **kwargs):
+    """A small emoji button; ``tooltip`` is accepted and dropped (A1111 patches it in, Forge drops it)."""
+    return gr.Button(value, *args, elem_classes=["tool", *(elem_classes or [])], **kwargs)
 
 
-class ToolButton(FormComponent, gr.Button):
-    def __init__(self, *args, **kwargs):
-        classes = kwargs.pop("elem_classes", [])
-        kwargs.pop("tooltip", None)
-        super().__init__(*args, elem_classes=["tool", *classes], **kwargs)
-
-    def get_block_name(self):
-        return "button"
-
-
-class FormRow(FormComponent, gr.Row):
-    def get_block_name(self):
-        return "row"
-
-
-class FormColumn(FormComponent, gr.Column):
-    def get_block_name(self):
-        return "column"
-
-
-class FormGroup(FormComponent, gr.Group):
-    def get_block_name(self):
-        return "group"
+FormRow = gr.Row
+FormColumn = gr.Column
+FormGroup = gr.Group
