@@ -36,7 +36,7 @@ from sadtalker_ext.video import (
     sidecar_path,
 )
 from tests import standin
-from tests.conftest import seed_of, vector_files
+from tests.conftest import seed_of, vector_files, vector_params
 
 ST256, _ST512, MAP_CROP, MAP_FULL = standin.FILES
 SR, FPS = 16000, 25
@@ -370,3 +370,78 @@ def test_official_width_renderer(standins, vector, media, tmp_path):
     _check_video(result, opts, 1, _expected_size(vector, "crop"), 1 / FPS)
     frame = read_frames(result.video_path)[0].astype(float)
     assert 20 < frame.mean() < 235 and frame.std() > 5  # a picture, not a flat or saturated field
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", vector_params("e2e_*_seed*.npz"))
+def test_matches_the_official_run(standins, path, tmp_path, monkeypatch):
+    """The composed pipeline against an official end-to-end run (official-width stand-in weights).
+
+    The vector's landmarks are fed in (the detector has its own tests), so the crop, the first-frame
+    coefficients, the renderer rows and the first output frame (resized, or pasted in full modes) are
+    compared with the official values at the tolerances of the vector's .md file.
+    """
+    import soundfile as sf
+
+    from sadtalker_ext.checkpoints import mapping_name, safetensors_name
+
+    with np.load(path, allow_pickle=False) as npz:
+        v = {k: npz[k] for k in npz.files if not k.startswith("override")}
+    preprocess, size = str(v["preprocess"]), int(v["size"])
+    still, use_blink = bool(v["still_mode"]), bool(v["use_blink"])
+    picture = v["input_image_rgb"]
+    Image.fromarray(picture).save(tmp_path / "picture.png")
+    sf.write(tmp_path / "audio.wav", v["wav_fed"], int(v["wav_fed_sr"]), subtype="FLOAT")
+
+    folder = standins.for_vector(path, names=(safetensors_name(size), mapping_name(preprocess)))
+    talker = SadTalker(checkpoint_dir=folder, gfpgan_dir=tmp_path / "gf")
+
+    def landmarks(rgb: np.ndarray) -> np.ndarray:
+        return v["lm68_orig"] if rgb.shape[:2] == picture.shape[:2] else v["lm68_pic256"]
+
+    monkeypatch.setattr(talker, "_landmarks_fn", lambda detector, face_index: landmarks)
+    options = GenerationOptions(
+        source=str(tmp_path / "picture.png"),
+        driven_audio=str(tmp_path / "audio.wav"),
+        preprocess=preprocess,
+        still=still,
+        use_blink=use_blink,
+        pose_style=int(v["pose_style"]),
+        size=size,
+        batch_size=1,
+        seed=int(v["seed"]),
+        face_detector="dlib",
+        output=str(tmp_path / "out.mp4"),
+    )
+    try:
+        prep = talker.prepare(options)
+        assert prep.num_frames == int(v["num_frames"]) == int(v["frame_num"])
+        np.testing.assert_array_equal(prep.source.crop_picture, v["pic256_rgb"])
+        first = prep.source.coeff_3dmm
+        np.testing.assert_allclose(first[:, :70], v["first_coeff_3dmm_73"][:, :70], atol=1e-4)
+        np.testing.assert_allclose(first[:, 70:], v["first_coeff_3dmm_73"][:, 70:], rtol=1e-6)
+        np.testing.assert_allclose(prep.audio, v["wav_cropped"], atol=1e-5)
+        np.testing.assert_allclose(prep.plan.source_row[0], v["render_source_semantics"][:, 0], atol=1e-4)
+        if use_blink:
+            return  # the official blink schedule comes from python's random module: not comparable
+        np.testing.assert_allclose(prep.motion.exp_pred, v["exp_pred"], atol=1e-4)
+        seq = v["render_coeff_sequence"]
+        cols = slice(None) if still else slice(0, 64)  # pose columns depend on the PoseVAE noise
+        np.testing.assert_allclose(prep.plan.sequence[:, cols], seq[:, cols], atol=1e-4)
+        if not still:
+            return
+        frames = talker.iter_video_frames(prep)
+        got = next(frames)[0]
+        frames.close()
+    finally:
+        talker.unload()
+    if "full" in preprocess:
+        where = list(np.asarray(v["paste_out_index"]).reshape(-1)).index(0)
+        expected = v["paste_out_bgr"][where][..., ::-1]
+    else:
+        expected = v["frames_resized_uint8"][0]
+    assert got.shape == expected.shape
+    diff = np.abs(got.astype(int) - expected.astype(int))
+    assert diff.max() <= 2, diff.max()
+    assert (diff == 0).mean() >= 0.97, (diff == 0).mean()
+    assert not (tmp_path / "out.mp4").exists()
