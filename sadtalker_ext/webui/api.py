@@ -29,7 +29,7 @@ from typing import Any
 from .. import __version__
 from ..errors import CancelledError, CheckpointError, InputError, SadTalkerError
 from ..options import GenerationOptions
-from . import jobs
+from . import jobs, models_panel
 from .settings import NO_RESTORER, WebUISettings, result_root
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def models(session: jobs.Session) -> dict[str, Any]:
         "checkpoints_source": dirs.checkpoints_source,
         "gfpgan": str(dirs.gfpgan),
         "gfpgan_source": dirs.gfpgan_source,
-        "files": jobs.status_rows(session),
+        "files": models_panel.status_rows(session),
         "loaded": session.loaded(),
     }
 

@@ -126,10 +126,13 @@ class HostProgress:
         total = max(int(total), 1)
         state.sampling_steps = total
         state.sampling_step = max(0, min(int(done), total))
-        prefix = f"[{self.item + 1}/{self.count}] " if self.count > 1 else ""
-        what = STAGE_LABELS.get(stage, stage)
-        count = f" {done}/{total}" if total > 1 else ""
-        state.textinfo = f"SadTalker {prefix}{self.label}: {what}{count}".replace(" : ", ": ")
+        head = ["SadTalker"]
+        if self.count > 1:
+            head.append(f"[{self.item + 1}/{self.count}]")
+        if self.label:
+            head.append(self.label)
+        what = STAGE_LABELS.get(stage, stage) + (f" {done}/{total}" if total > 1 else "")
+        state.textinfo = f"{' '.join(head)}: {what}"
 
 
 def cancel_requested(state: Any) -> Callable[[], bool]:
@@ -384,14 +387,14 @@ def infotext(
 # ----------------------------------------------------------------------------------------------- handlers
 
 
-def _message(text: str, css: str = "") -> str:
+def message_html(text: str, css: str = "") -> str:
     cls = f" class='{css}'" if css else ""
     return f"<div{cls}><p>{html.escape(text).replace(chr(10), '<br>')}</p></div>"
 
 
 def _saved_html(paths: Sequence[Path], extra: str = "") -> str:
     if not paths:
-        return _message(extra or "No video was made.")
+        return message_html(extra or "No video was made.")
     folders = sorted({str(Path(p).parent) for p in paths})
     items = "".join(f"<li><code>{html.escape(str(p))}</code></li>" for p in paths)
     where = ", ".join(f"<code>{html.escape(f)}</code>" for f in folders)
@@ -407,7 +410,7 @@ def generate_single(session: Session, id_task: str, *values: Any) -> list[Any]:
     try:
         options, restorer = options_from_form(dict(zip(FORM_FIELDS, values, strict=True)))
     except SadTalkerError as exc:
-        return [None, "", _message(str(exc), "error")]
+        return [None, "", message_html(str(exc), "error")]
     HostProgress.start(state, 1)
     progress = HostProgress(state, 0, 1, Path(options.source).name)
     try:
@@ -415,9 +418,9 @@ def generate_single(session: Session, id_task: str, *values: Any) -> list[Any]:
             options, restorer=restorer, progress=progress, cancel=cancel_requested(state), settings=settings
         )
     except CancelledError:
-        return [None, "", _message("Interrupted: no video was written.")]
+        return [None, "", message_html("Interrupted: no video was written.")]
     except SadTalkerError as exc:
-        return [None, "", _message(str(exc), "error")]
+        return [None, "", message_html(str(exc), "error")]
     finally:
         session.finish(settings)
     return [str(outcome.video_path), outcome.infotext, _saved_html([outcome.video_path])]
@@ -436,9 +439,9 @@ def generate_batch(session: Session, id_task: str, pictures: Any, recordings: An
     pics = [p for p in (file_value(x) for x in (pictures or [])) if p]
     auds = [a for a in (file_value(x) for x in (recordings or [])) if a]
     if not pics:
-        return [None, "", _message("Batch: add at least one picture.", "error")]
+        return [None, "", message_html("Batch: add at least one picture.", "error")]
     if not auds and not form.get("idle_mode"):
-        return [None, "", _message("Batch: add recordings, or tick idle mode.", "error")]
+        return [None, "", message_html("Batch: add recordings, or tick idle mode.", "error")]
     pairs = list(itertools.product(pics, auds or [None]))
     HostProgress.start(state, len(pairs))
     made: list[Path] = []
@@ -479,78 +482,3 @@ def generate_batch(session: Session, id_task: str, pictures: Any, recordings: An
     if problems:
         summary += "\n" + "\n".join(problems)
     return [[str(p) for p in made] or None, "\n".join(infos), _saved_html(made, summary)]
-
-
-def download_weights(
-    session: Session, id_task: str, sizes: Sequence[Any], full: bool, detector: bool
-) -> list[Any]:
-    """The Download button: fetch the selected weight files with the host progress bar; ``[status html, log]``."""
-    from ..download import download
-    from ..weights import Selection
-
-    state = session.host.state
-    chosen = tuple(sorted({int(s) for s in (sizes or [256])}))
-    selection = Selection(sizes=chosen, full=bool(full), detector=bool(detector), crop=True)
-    state.job_count = 1
-    state.textinfo = "SadTalker: checking weight files"
-
-    def on_progress(p: Any) -> None:
-        state.job_no = 0
-        state.sampling_steps = max(int(p.total), 1)
-        state.sampling_step = min(int(p.done), state.sampling_steps)
-        mb = f" {p.done / 1e6:.0f}/{p.total / 1e6:.0f} MB" if p.total else ""
-        state.textinfo = f"SadTalker download [{p.index}/{p.count}] {p.name}: {p.phase}{mb}"
-
-    try:
-        report = download(
-            selection, session.model_dirs(), progress=on_progress, cancel=cancel_requested(state)
-        )
-    except CancelledError:
-        return [status_html(session), _message("Download interrupted; partial files are resumed next time.")]
-    text = report.summary() or "nothing selected"
-    verdict = "All selected files are present." if report.ok else "Some files could not be fetched:"
-    return [status_html(session), f"<div><p>{html.escape(verdict)}</p><pre>{html.escape(text)}</pre></div>"]
-
-
-def status_rows(session: Session) -> list[dict[str, Any]]:
-    """Weight files: name, state (present/missing/corrupt), size in bytes, path, what needs them."""
-    from ..weights import model_status
-
-    rows = model_status(session.model_dirs(), check_structure=False)
-    return [
-        {
-            "name": r.name,
-            "state": r.state,
-            "size": r.size,
-            "path": str(r.path),
-            "needed_for": list(r.needed_for),
-            "detail": r.detail,
-        }
-        for r in rows
-    ]
-
-
-def status_html(session: Session) -> str:
-    """The model status panel: folders, one table row per weight file, models in memory."""
-    try:
-        dirs = session.model_dirs()
-        rows = status_rows(session)
-    except SadTalkerError as exc:
-        return _message(f"Model status unavailable: {exc}", "error")
-    body = "".join(
-        f"<tr class='sadtalker-{html.escape(r['state'])}'><td>{html.escape(r['name'])}</td>"
-        f"<td>{html.escape(r['state'])}</td><td>{r['size'] / 1e6:.1f} MB</td>"
-        f"<td>{html.escape(', '.join(r['needed_for']))}</td></tr>"
-        for r in rows
-    )
-    missing = sum(r["state"] != "present" for r in rows)
-    loaded = session.loaded()
-    return (
-        "<div class='sadtalker-status'>"
-        f"<p>Checkpoints: <code>{html.escape(str(dirs.checkpoints))}</code> ({html.escape(dirs.checkpoints_source)})<br>"
-        f"Face models: <code>{html.escape(str(dirs.gfpgan))}</code> ({html.escape(dirs.gfpgan_source)})</p>"
-        "<table><thead><tr><th>file</th><th>state</th><th>size</th><th>needed for</th></tr></thead>"
-        f"<tbody>{body}</tbody></table>"
-        f"<p>{len(rows) - missing} of {len(rows)} files present. Models in memory: "
-        f"{html.escape(', '.join(loaded)) if loaded else 'none'}</p></div>"
-    )

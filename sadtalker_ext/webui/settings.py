@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,25 +95,32 @@ class WebUISettings:
 
     @classmethod
     def read(cls, host: Host) -> WebUISettings:
+        """Current values; a value edited into config.json by hand that is not valid falls back to the default."""
+
         def get(key: str) -> Any:
             return host.opt(key, SPEC_BY_KEY[key].default)
 
-        dtype = str(get("sadtalker_dtype"))
-        preprocess = str(get("sadtalker_default_preprocess"))
-        detector = str(get("sadtalker_default_face_detector"))
+        def choice(key: str, allowed: Any) -> Any:
+            value = get(key)
+            with contextlib.suppress(TypeError, ValueError):
+                value = type(SPEC_BY_KEY[key].default)(value)
+            return value if value in allowed else SPEC_BY_KEY[key].default
+
+        try:
+            batch = max(1, min(16, int(get("sadtalker_default_batch_size"))))
+        except (TypeError, ValueError):
+            batch = SPEC_BY_KEY["sadtalker_default_batch_size"].default
         return cls(
             result_dir=str(get("sadtalker_result_dir") or ""),
             date_subfolder=bool(get("sadtalker_date_subfolder")),
             keep_models_loaded=bool(get("sadtalker_keep_models_loaded")),
-            dtype=dtype if dtype in DTYPE_CHOICES else "float32",
-            default_size=int(get("sadtalker_default_size"))
-            if int(get("sadtalker_default_size")) in (256, 512)
-            else 256,
-            default_preprocess=preprocess if preprocess in PREPROCESS_MODES else "crop",
-            default_face_detector=detector if detector in FACE_DETECTORS else "retinaface",
+            dtype=choice("sadtalker_dtype", DTYPE_CHOICES),
+            default_size=choice("sadtalker_default_size", (256, 512)),
+            default_preprocess=choice("sadtalker_default_preprocess", PREPROCESS_MODES),
+            default_face_detector=choice("sadtalker_default_face_detector", FACE_DETECTORS),
             default_restorer=str(get("sadtalker_default_restorer") or NO_RESTORER),
             default_still=bool(get("sadtalker_default_still")),
-            default_batch_size=max(1, min(16, int(get("sadtalker_default_batch_size")))),
+            default_batch_size=batch,
             live_preview=bool(get("sadtalker_live_preview")),
             api_allowed_dirs=split_dirs(str(get("sadtalker_api_allowed_dirs") or "")),
         )

@@ -10,7 +10,7 @@ import functools
 from typing import Any
 
 from ..options import BACKGROUND_ENHANCERS, ENHANCERS, FACE_DETECTORS, PREPROCESS_MODES, REF_MODES
-from . import jobs
+from . import jobs, models_panel
 from .host import Host, gradio_major
 from .settings import NO_RESTORER, WebUISettings
 
@@ -165,7 +165,7 @@ def _models_section(session: jobs.Session) -> dict[str, Any]:
 
     c: dict[str, Any] = {}
     with gr.Accordion("Models", open=False, elem_id="sadtalker_models"):
-        c["status"] = gr.HTML(value=jobs.status_html(session), elem_id="sadtalker_model_status")
+        c["status"] = gr.HTML(value=models_panel.status_html(session), elem_id="sadtalker_model_status")
         with gr.Row():
             c["refresh"] = gr.Button("Refresh", elem_id="sadtalker_models_refresh")
             c["unload"] = gr.Button("Unload models", elem_id="sadtalker_models_unload")
@@ -204,12 +204,12 @@ def _wire(session: jobs.Session, c: dict[str, Any], inputs: list[Any]) -> None:
         outputs=[c["batch_videos"], c["batch_infotext"], c["batch_html_log"]],
         **_js("sadtalker_submit_batch"),
     )
-    c["refresh"].click(fn=lambda: jobs.status_html(session), inputs=[], outputs=[c["status"]])
+    c["refresh"].click(fn=lambda: models_panel.status_html(session), inputs=[], outputs=[c["status"]])
     c["unload"].click(
-        fn=lambda: (session.unload(), jobs.status_html(session))[1], inputs=[], outputs=[c["status"]]
+        fn=lambda: (session.unload(), models_panel.status_html(session))[1], inputs=[], outputs=[c["status"]]
     )
     c["download"].click(
-        fn=gpu(functools.partial(jobs.download_weights, session), extra_outputs=[gr.update()]),
+        fn=gpu(functools.partial(models_panel.download_weights, session), extra_outputs=[gr.update()]),
         inputs=[c["dl_id_task"], c["dl_sizes"], c["dl_full"], c["dl_detector"]],
         outputs=[c["status"], c["download_log"]],
         **_js("sadtalker_submit_download"),

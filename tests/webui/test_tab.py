@@ -48,6 +48,11 @@ def test_settings_section_and_defaults(make_extension, webui):
     webui.shared.opts.data["sadtalker_api_allowed_dirs"] = "/a;/b\n/c"
     s = WebUISettings.read(ext.host)
     assert s.default_size == 512 and s.api_allowed_dirs == ("/a", "/b", "/c")
+    webui.shared.opts.data.update(
+        sadtalker_default_size="512", sadtalker_dtype="float8", sadtalker_default_batch_size="x"
+    )
+    s = WebUISettings.read(ext.host)  # hand-edited config.json values: parsed, or the default
+    assert (s.default_size, s.dtype, s.default_batch_size) == (512, "float32", 2)
 
 
 def test_tab_builds_with_defaults_from_settings(make_extension, webui):
@@ -225,7 +230,7 @@ def test_batch_all_pairs_with_skip(make_extension, webui, tmp_path):
 def test_download_button_uses_downloader_with_progress(make_extension, webui, monkeypatch):
     import sadtalker_ext.download as dl
     from sadtalker_ext.download import DownloadReport, Progress
-    from sadtalker_ext.webui.jobs import download_weights
+    from sadtalker_ext.webui.models_panel import download_weights
 
     got = {}
 
