@@ -46,6 +46,8 @@ ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages in order: inputs (picture + audio), models, preprocess,
 reference (frames of a reference video), motion, render (frames), encode."""
 CancelLike = Callable[[], bool] | threading.Event | None
+FrameHook = Callable[[np.ndarray], np.ndarray]
+"""``frames (n, H, W, 3) uint8 RGB -> frames`` of the same shape, applied before encoding."""
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -312,12 +314,20 @@ class SadTalker:
 
     # ------------------------------------------------------------------ generation
     def generate(
-        self, options: GenerationOptions, progress: ProgressFn | None = None, cancel: CancelLike = None
+        self,
+        options: GenerationOptions,
+        progress: ProgressFn | None = None,
+        cancel: CancelLike = None,
+        frame_hook: FrameHook | None = None,
     ) -> Result:
         """Make one video. Raises InputError / CheckpointError / CancelledError (nothing left at the
-        output path on any failure; on cancel a ``.partial.mp4`` when ``keep_partial``)."""
+        output path on any failure; on cancel a ``.partial.mp4`` when ``keep_partial``).
+
+        ``frame_hook(frames)``: called on every chunk of final frames ``(n, H, W, 3)`` uint8 RGB just
+        before encoding; returns frames of the same shape and dtype (face restoration, live preview).
+        """
         prep = self.prepare(options, progress, cancel)
-        return self.write_video(prep)
+        return self.write_video(prep, frame_hook=frame_hook)
 
     def prepare(
         self, options: GenerationOptions, progress: ProgressFn | None = None, cancel: CancelLike = None
@@ -495,8 +505,9 @@ class SadTalker:
             yield batch
             t_render = time.perf_counter()
 
-    def write_video(self, prep: Prepared) -> Result:
-        """Step 6: stream :meth:`iter_video_frames` into the mp4 (audio, metadata, sidecar)."""
+    def write_video(self, prep: Prepared, frame_hook: FrameHook | None = None) -> Result:
+        """Step 6: stream :meth:`iter_video_frames` (through ``frame_hook``, if given) into the mp4
+        (audio, metadata, sidecar)."""
         from .video.writer import VideoWriter, sidecar_path
 
         options, timer = prep.options, prep.timer
@@ -523,6 +534,18 @@ class SadTalker:
         try:
             with writer:
                 for batch in self.iter_video_frames(prep):
+                    if frame_hook is not None:
+                        t0 = time.perf_counter()
+                        hooked = np.asarray(frame_hook(batch))
+                        if hooked.shape != batch.shape or hooked.dtype != np.uint8:
+                            raise SadTalkerError(
+                                f"frame_hook returned {hooked.dtype} {hooked.shape}; "
+                                f"expected uint8 {batch.shape}"
+                            )
+                        batch = hooked
+                        timer.times["frame_hook"] = (
+                            timer.times.get("frame_hook", 0.0) + time.perf_counter() - t0
+                        )
                     t0 = time.perf_counter()
                     frame_h, frame_w = batch.shape[1:3]
                     writer.write(batch)

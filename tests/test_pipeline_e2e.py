@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from safetensors.numpy import save_file
 
-from sadtalker_ext.errors import CancelledError, CheckpointError, InputError
+from sadtalker_ext.errors import CancelledError, CheckpointError, InputError, SadTalkerError
 from sadtalker_ext.nets.dense_motion import DenseMotionConfig
 from sadtalker_ext.nets.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
 from sadtalker_ext.nets.kp_detector import KPDetector, KPDetectorConfig
@@ -241,6 +241,23 @@ def test_second_generation_reuses_models_and_seed_repeats(talker, media, tmp_pat
     assert all(talker._models[k] is v for k, v in held.items())
     assert second.timings["models"] < 1.0
     np.testing.assert_array_equal(read_frames(first.video_path), read_frames(second.video_path))
+
+
+def test_frame_hook_sees_and_changes_final_frames(talker, media, vector, tmp_path):
+    seen = []
+
+    def flat(frames: np.ndarray) -> np.ndarray:
+        seen.append(frames.copy())
+        return np.full_like(frames, 200)
+
+    hooked = talker.generate(_options(media, tmp_path, "hooked.mp4"), frame_hook=flat)
+    got = np.concatenate(seen)
+    assert got.shape == (FRAMES, vector["frames_resized_uint8"].shape[1], 256, 3) and got.std() > 5
+    decoded = read_frames(hooked.video_path).astype(float)
+    assert abs(decoded.mean() - 200) < 1.5 and decoded.std() < 1.5  # the hook's frames were encoded
+    with pytest.raises(SadTalkerError, match="frame_hook"):
+        talker.generate(_options(media, tmp_path, "bad.mp4"), frame_hook=lambda f: f[:, ::2])
+    assert not (tmp_path / "bad.mp4").exists()
 
 
 def test_still_mode(talker, media, vector, tmp_path):
