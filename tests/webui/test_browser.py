@@ -166,5 +166,15 @@ def test_send_to_sadtalker_in_chromium(driver, make_extension, webui, monkeypatc
         assert got.size == (40, 30)
         # plain gradio 4 re-encodes outputs as lossy webp (Forge and gradio 3 keep PNG): allow +-3
         assert max(abs(a - b) for a, b in zip(got.getpixel((5, 5)), (10, 200, 30), strict=True)) <= 3
+
+        # Generate with the sent picture but no recording: our sadtalker_submit() makes the task id, starts
+        # the host progress request, and the queue-wrapped handler answers with the form error
+        driver.find_element(By.ID, "sadtalker_generate").click()
+        log = _wait(lambda: "speech recording" in driver.find_element(By.ID, "sadtalker_html_log").text,
+                    what="form error", driver=driver)  # fmt: skip
+        assert log
+        requests = driver.execute_script("return window.sadtalkerProgressRequests")
+        assert len(requests) == 1 and requests[0].startswith("task(")
+        assert requests[0] in webui.progress.finished_tasks  # wrap_gradio_gpu_call saw the same id
     finally:
         demo.close()
