@@ -26,11 +26,13 @@ class Spec:
     component: str
     args: dict[str, Any] | None = None
     info: str = ""
+    restrict_api: bool = False
+    """Not settable through ``/sdapi/v1/options`` (folders: an API client must not widen what it may read)."""
 
 
 SPECS: tuple[Spec, ...] = (
     Spec("sadtalker_result_dir", "", "Output folder for SadTalker videos", "Textbox",
-         info="empty: <outputs>/SadTalker; relative paths start at the WebUI folder"),
+         info="empty: <outputs>/SadTalker; relative paths start at the WebUI folder", restrict_api=True),
     Spec("sadtalker_date_subfolder", True, "Save videos into a dated subfolder (YYYY-MM-DD)", "Checkbox"),
     Spec("sadtalker_keep_models_loaded", True, "Keep SadTalker models in memory between generations", "Checkbox",
          info="off: models are unloaded after every generation (frees VRAM, next run loads again)"),
@@ -49,7 +51,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("sadtalker_live_preview", True, "Show the latest rendered frame as live preview", "Checkbox",
          info="also needs the WebUI's 'Show live previews' setting"),
     Spec("sadtalker_api_allowed_dirs", "", "Folders the SadTalker API may read input files from", "Textbox",
-         info="besides the WebUI outputs folder; one per line or separated by ';'"),
+         info="besides the WebUI outputs folder; one per line or separated by ';'", restrict_api=True),
 )  # fmt: skip
 SPEC_BY_KEY = {s.key: s for s in SPECS}
 
@@ -70,7 +72,9 @@ def on_ui_settings(host: Host) -> None:
             args = {"interactive": True, **(spec.args or {})}
         else:
             args = spec.args
-        info = host.option_info(spec.default, spec.label, component, args, section=SECTION)
+        info = host.option_info(
+            spec.default, spec.label, component, args, section=SECTION, restrict_api=spec.restrict_api
+        )
         if spec.info and hasattr(info, "info"):
             info = info.info(spec.info)
         host.add_option(spec.key, info)

@@ -42,6 +42,9 @@ def test_settings_section_and_defaults(make_extension, webui):
         assert spec.key in labels
         assert labels[spec.key].section == ("sadtalker", "SadTalker")
         assert webui.shared.opts.data[spec.key] == spec.default
+    restricted = {k for k, v in labels.items() if v.restrict_api and k.startswith("sadtalker")}
+    assert restricted == {"sadtalker_result_dir", "sadtalker_api_allowed_dirs"}
+    assert webui.shared.opts.set("sadtalker_api_allowed_dirs", "/", is_api=True) is False
     args = labels["sadtalker_default_restorer"].component_args
     assert callable(args) and args()["choices"] == ["None", "CodeFormer", "GFPGAN"]
     webui.shared.opts.data["sadtalker_default_size"] = 512

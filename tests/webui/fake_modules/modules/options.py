@@ -78,6 +78,8 @@ class Options:
     def set(self, key, value, is_api=False, run_callbacks=True):
         if key not in self.data_labels:
             return False
+        if is_api and self.data_labels[key].restrict_api:
+            return False  # /sdapi/v1/options cannot change it
         self.data[key] = value
         return True
 
