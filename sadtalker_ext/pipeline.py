@@ -191,6 +191,11 @@ class SadTalker:
         self.dirs = model_dirs or resolve_model_dirs(checkpoint_dir, gfpgan_dir)
         self.device = as_device(device)
         self.dtype = as_dtype(dtype)
+        if self.device.type == "cpu" and self.dtype != torch.float32:
+            # torch has no CPU half / bfloat16 kernels for the renderer's 3-D pooling
+            raise InputError(
+                f"dtype {str(self.dtype).removeprefix('torch.')} needs a GPU; on the CPU use float32"
+            )
         self.result_dir = Path(result_dir)
         self.keep_partial = keep_partial
         self._models: dict[tuple, Any] = {}

@@ -120,6 +120,7 @@ def test_module_entry_point_runs():
         (["--input_yaw", "200"], "input_yaw"),
         (["--seed", "-1"], "seed"),
         (["--enhancer", "magic"], "enhancer"),
+        (["--cpu", "--dtype", "float16"], "float32"),
         (["--output", "a.mp4", "--driven_audio", str(AUDIO), str(AUDIO)], "--output"),
     ],
 )
