@@ -198,3 +198,19 @@ def test_encoder_dying_midway_leaves_nothing(tmp_path):
         vw.finish()
     vw.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_iter_frames_and_count(tmp_path):
+    from sadtalker_ext.video import count_frames, iter_frames
+
+    out = tmp_path / "it.mp4"
+    frames = _frames(6, 40, 30)
+    with VideoWriter(out, num_frames=6, sidecar=False) as vw:
+        vw.write(frames)
+        vw.finish()
+    got = list(iter_frames(out))
+    assert len(got) == 6 == count_frames(out)
+    assert all(f.shape == (40, 30, 3) and f.dtype == np.uint8 for f in got)
+    assert np.abs(np.stack(got).astype(int) - frames.astype(int)).mean() < 6
+    with pytest.raises(InputError):
+        list(iter_frames(tmp_path / "missing.mp4"))
