@@ -53,3 +53,83 @@ function sadtalker_submit_download() {
     res[0] = sadtalker_start_progress('sadtalker_download_panel', null);
     return res;
 }
+
+// Fallback for hosts where the Python send-to binding did not create our button (a different image-button
+// row, a failed paste-fields registration): add a 🎤 button to each gallery's button row that uploads the
+// shown image into the SadTalker picture input through its file <input> and switches to the tab.
+var SADTALKER_SEND_SOURCES = ['txt2img', 'img2img', 'extras'];
+
+function sadtalker_add_fallback_buttons() {
+    var app = gradioApp();
+    SADTALKER_SEND_SOURCES.forEach(function(tab) {
+        if (app.getElementById(tab + '_send_to_sadtalker') || app.getElementById(tab + '_send_to_sadtalker_js')) {
+            return; // the Python-wired button exists
+        }
+        var row = app.getElementById('image_buttons_' + tab);
+        if (!row || !app.getElementById(tab + '_gallery')) {
+            return;
+        }
+        var sample = row.querySelector('button');
+        var button = document.createElement('button');
+        button.id = tab + '_send_to_sadtalker_js';
+        button.className = sample ? sample.className : 'lg secondary gradio-button tool';
+        button.textContent = '\uD83C\uDFA4';
+        button.title = 'Send image to SadTalker';
+        button.addEventListener('click', function() {
+            sadtalker_send_from_gallery(tab);
+        });
+        row.appendChild(button);
+    });
+}
+
+function sadtalker_gallery_image(tab) {
+    var gallery = gradioApp().getElementById(tab + '_gallery');
+    if (!gallery) {
+        return null;
+    }
+    return gallery.querySelector('.thumbnail-item.selected img') ||
+        gallery.querySelector('.preview img') ||
+        gallery.querySelector('img');
+}
+
+async function sadtalker_file_input() {
+    var picture = gradioApp().getElementById('sadtalker_picture');
+    if (!picture) {
+        return null;
+    }
+    var input = picture.querySelector('input[type=file]');
+    if (!input) { // an image is already there: clear it so that the upload input comes back
+        var clear = picture.querySelector('button[aria-label="Clear"], button[title="Clear"]');
+        if (clear) {
+            clear.click();
+            await new Promise(function(resolve) {
+                setTimeout(resolve, 200);
+            });
+            input = picture.querySelector('input[type=file]');
+        }
+    }
+    return input;
+}
+
+async function sadtalker_send_from_gallery(tab) {
+    var img = sadtalker_gallery_image(tab);
+    if (!img || !img.src) {
+        return false;
+    }
+    var blob = await (await fetch(img.src)).blob();
+    var file = new File([blob], 'sent-from-' + tab + '.png', {type: blob.type || 'image/png'});
+    switch_to_sadtalker();
+    var input = await sadtalker_file_input();
+    if (!input) {
+        return false;
+    }
+    var transfer = new DataTransfer();
+    transfer.items.add(file);
+    input.files = transfer.files;
+    input.dispatchEvent(new Event('change', {bubbles: true}));
+    return true;
+}
+
+if (typeof onUiLoaded === 'function') {
+    onUiLoaded(sadtalker_add_fallback_buttons);
+}

@@ -14,6 +14,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,9 +64,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _host_page(webui, picture: Path):
+def _host_page(webui, picture: Path, python_binding: bool = True):
     """What ui.create_ui() does, reduced: txt2img first (on_after_component fires for its components),
-    then the on_ui_tabs tabs, all inside ``#tabs``, then connect_paste_params_buttons()."""
+    then the on_ui_tabs tabs, all inside ``#tabs``, then connect_paste_params_buttons().
+    ``python_binding=False``: a host whose button row never reaches our on_after_component hook."""
     import gradio as gr
 
     cb, pc = webui.callbacks, webui.paste
@@ -75,7 +77,8 @@ def _host_page(webui, picture: Path):
         with gr.Row(elem_id="image_buttons_txt2img"):
             for target in ("img2img", "inpaint", "extras"):
                 button = gr.Button(target, elem_id=f"txt2img_send_to_{target}")
-                cb.after_component_callback(button, elem_id=f"txt2img_send_to_{target}")
+                if python_binding:
+                    cb.after_component_callback(button, elem_id=f"txt2img_send_to_{target}")
     interfaces = [(txt2img, "txt2img", "txt2img"), *cb.ui_tabs_callback()]
     with gr.Blocks(analytics_enabled=False) as demo:
         with gr.Tabs(elem_id="tabs"):
@@ -124,9 +127,27 @@ def _wait(predicate, timeout=30.0, what="condition", driver=None):
     raise AssertionError(f"timed out waiting for {what}{detail}")
 
 
+def _image_of(img) -> Any:
+    """The PIL image an ``<img>`` element shows (data URL or served file)."""
+    from PIL import Image
+
+    src = img.get_attribute("src")
+    if src.startswith("data:"):
+        data = base64.b64decode(src.split(",", 1)[1])
+    else:  # served file URL
+        import urllib.request
+
+        data = urllib.request.urlopen(src, timeout=10).read()
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def _close_to(pixel, expected, tol=3) -> bool:
+    """Plain gradio 4 re-encodes outputs as lossy webp (Forge and gradio 3 keep PNG)."""
+    return max(abs(a - b) for a, b in zip(pixel, expected, strict=True)) <= tol
+
+
 @pytest.mark.slow
 def test_send_to_sadtalker_in_chromium(driver, make_extension, webui, monkeypatch, tmp_path):
-    from PIL import Image
     from selenium.webdriver.common.by import By
 
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
@@ -155,17 +176,9 @@ def test_send_to_sadtalker_in_chromium(driver, make_extension, webui, monkeypatc
               == "SadTalker", what="tab switch")  # fmt: skip
         assert driver.find_element(By.ID, "tab_sadtalker").is_displayed()
         assert not driver.find_element(By.ID, "tab_txt2img").is_displayed()
-        src = img.get_attribute("src")
-        if src.startswith("data:"):
-            data = base64.b64decode(src.split(",", 1)[1])
-        else:  # served file URL
-            import urllib.request
-
-            data = urllib.request.urlopen(src, timeout=10).read()
-        got = Image.open(io.BytesIO(data)).convert("RGB")
+        got = _image_of(img)
         assert got.size == (40, 30)
-        # plain gradio 4 re-encodes outputs as lossy webp (Forge and gradio 3 keep PNG): allow +-3
-        assert max(abs(a - b) for a, b in zip(got.getpixel((5, 5)), (10, 200, 30), strict=True)) <= 3
+        assert _close_to(got.getpixel((5, 5)), (10, 200, 30))
 
         # Generate with the sent picture but no recording: our sadtalker_submit() makes the task id, starts
         # the host progress request, and the queue-wrapped handler answers with the form error
@@ -176,5 +189,43 @@ def test_send_to_sadtalker_in_chromium(driver, make_extension, webui, monkeypatc
         requests = driver.execute_script("return window.sadtalkerProgressRequests")
         assert len(requests) == 1 and requests[0].startswith("task(")
         assert requests[0] in webui.progress.finished_tasks  # wrap_gradio_gpu_call saw the same id
+        assert not driver.find_elements(
+            By.ID, "txt2img_send_to_sadtalker_js"
+        )  # no JS duplicate of our button
+    finally:
+        demo.close()
+
+
+@pytest.mark.slow
+def test_js_fallback_button_without_python_binding(driver, make_extension, webui, monkeypatch, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    make_extension()
+    picture = sample_png(tmp_path / "gallery" / "00002-5.png", size=(36, 28), color=(220, 40, 90))
+    _inject_assets(monkeypatch)
+    demo = _host_page(webui, picture, python_binding=False)
+    port = _free_port()
+    demo.queue()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")
+        find = driver.find_elements
+        button = _wait(
+            lambda: find(By.ID, "txt2img_send_to_sadtalker_js"), what="fallback button", driver=driver
+        )[0]
+        assert not find(By.ID, "txt2img_send_to_sadtalker")  # no Python-wired button on this host
+        assert button.find_elements(By.XPATH, "ancestor::*[@id='image_buttons_txt2img']")
+        _wait(lambda: find(By.CSS_SELECTOR, "#txt2img_gallery img"), what="gallery image")
+        button.click()
+        _wait(lambda: driver.find_element(By.CSS_SELECTOR, "#tabs > .tab-nav > button.selected").text.strip()
+              == "SadTalker", what="tab switch", driver=driver)  # fmt: skip
+        img = _wait(lambda: find(By.CSS_SELECTOR, "#sadtalker_picture img"), what="picture", driver=driver)[0]
+        got = _image_of(img)
+        assert got.size == (36, 28) and _close_to(got.getpixel((4, 4)), (220, 40, 90))
+        # the upload reached the component's value: Generate gets past the picture check to the audio one
+        driver.find_element(By.ID, "sadtalker_generate").click()
+        _wait(lambda: "speech recording" in driver.find_element(By.ID, "sadtalker_html_log").text,
+              what="form error", driver=driver)  # fmt: skip
     finally:
         demo.close()

@@ -37,3 +37,18 @@ window.sadtalkerProgressRequests = [];
 function requestProgress(id_task, progressbarContainer, gallery, atEnd) {
     window.sadtalkerProgressRequests.push(id_task);
 }
+
+// ui.js: callbacks run once the UI exists (the host uses a MutationObserver on gradio-app).
+var uiLoadedCallbacks = [];
+function onUiLoaded(callback) {
+    uiLoadedCallbacks.push(callback);
+}
+(function waitForUi() {
+    if (document.readyState !== 'loading' && gradioApp().querySelector('#tabs')) {
+        uiLoadedCallbacks.forEach(function(cb) {
+            cb();
+        });
+        return;
+    }
+    setTimeout(waitForUi, 100);
+})();
