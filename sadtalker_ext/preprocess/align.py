@@ -137,7 +137,8 @@ def align_picture(
     resized = Image.fromarray(picture).resize((new_w, new_h), resample=Image.Resampling.BICUBIC)
     cut = np.asarray(resized.crop((left, top, left + target_size, top + target_size)))
 
-    lm = np.asarray(landmarks)
+    # float64 here, as numpy 2 promotes float32 landmarks against the float64 fit (numpy 1 would stay float32)
+    lm = np.asarray(landmarks, dtype=np.float64)
     moved = np.stack([lm[:, 0] - t[0] + width0 / 2, lm[:, 1] - t[1] + height0 / 2], axis=1) * scale
     moved = moved - np.array([[new_w / 2 - half, new_h / 2 - half]])
     params = np.array([width0, height0, scale, t[0], t[1]], dtype=np.float64)
