@@ -182,12 +182,14 @@ def build_app(talker: Any = None, **talker_kw: Any):
                     )
                     face_index = gr.Number(label="Face index (several faces)", value=0, precision=0)
                     enhancer = gr.Dropdown(
-                        list(ENHANCERS), value="none", label="Face enhancer (not available yet)"
+                        [e for e in ENHANCERS if e != "RestoreFormer"],  # not implemented here
+                        value="none",
+                        label="Face enhancer (gfpgan: GFPGAN v1.4 on the face crops)",
                     )
                     background_enhancer = gr.Dropdown(
                         list(BACKGROUND_ENHANCERS),
                         value="none",
-                        label="Background enhancer (not available yet)",
+                        label="Background enhancer (realesrgan: Real-ESRGAN x2, video 2x larger)",
                     )
             with gr.Column():
                 video = gr.Video(label="Result")

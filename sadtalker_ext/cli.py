@@ -160,14 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
         "enhancer",
         choices=(*ENHANCERS, "None"),
         default="none",
-        help="face enhancer (gfpgan / RestoreFormer: not available yet)",
+        help="face enhancer: gfpgan restores the rendered face crops with GFPGAN v1.4 "
+        "(gfpgan/weights/GFPGANv1.4.pth; RestoreFormer is not implemented)",
     )
     _add(
         rd,
         "background_enhancer",
         choices=(*BACKGROUND_ENHANCERS, "None"),
         default="none",
-        help="background enhancer (realesrgan: not available yet)",
+        help="background enhancer: realesrgan makes the video 2x larger with Real-ESRGAN x2plus "
+        "(gfpgan/weights/RealESRGAN_x2plus.pth; full modes upscale the picture once)",
     )
     _add(
         rd,

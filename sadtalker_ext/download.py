@@ -539,10 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", choices=["256", "512", "all"], default="256", help="renderer size(s) (default 256)"
     )
     ap.add_argument("--full", action="store_true", help="also the MappingNet for the full/extfull modes")
-    ap.add_argument("--enhancer", action="store_true", help="also GFPGAN v1.4 + face detection/parsing")
+    ap.add_argument("--enhancer", action="store_true", help="also GFPGAN v1.4 (face enhancer)")
     ap.add_argument(
         "--detector", action="store_true", help="also RetinaFace + AWing FAN (official face detector)"
     )
+    ap.add_argument("--background", action="store_true", help="also Real-ESRGAN x2plus (background enhancer)")
     ap.add_argument("--all", action="store_true", help="every file of the manifest")
     ap.add_argument("--checkpoint_dir", "--checkpoint-dir", default=None, help="SadTalker checkpoint folder")
     ap.add_argument("--gfpgan_dir", "--gfpgan-dir", default=None, help="face model folder (gfpgan/weights)")
@@ -564,7 +565,13 @@ def selection_from_args(args: argparse.Namespace) -> Selection | None:
     if args.all:
         return None
     sizes = (256, 512) if args.size == "all" else (int(args.size),)
-    return Selection(sizes=sizes, full=args.full, enhancer=args.enhancer, detector=args.detector)
+    return Selection(
+        sizes=sizes,
+        full=args.full,
+        enhancer=args.enhancer,
+        detector=args.detector,
+        background=args.background,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,10 +10,28 @@ Order (as the official ``inference.py`` / ``src/gradio_demo.py``):
    ``ref_mode='all'``: the reference video's frame count);
 4. motion: ExpNet + PoseVAE -> ``(T, 70)`` coefficients (:mod:`.motion`);
 5. render: MappingNet + face-vid2vid renderer, ``batch_size`` frames at a time (:mod:`.render`);
-   every frame is resized to the crop's aspect ratio (width = size), and in ``full``/``extfull``
-   pasted back into the full picture;
+   with ``enhancer='gfpgan'`` each batch of rendered face crops is restored by GFPGAN v1.4 at its own
+   resolution (:class:`.enhance.FaceEnhancer`); every frame is then resized to the crop's aspect ratio
+   (width = size), and in ``full``/``extfull`` pasted back into the full picture;
+   ``background_enhancer='realesrgan'`` makes the video twice as large (see below);
 6. video: frames stream into the encoder as they come (memory stays flat in the audio length);
    the audio is trimmed/padded to ``T`` frames (:mod:`.video.writer`).
+
+Enhancers (both optional, weights in the ``gfpgan/weights`` folder):
+
+* ``enhancer='gfpgan'`` (``GFPGANv1.4.pth`` only): runs on the renderer's ``(n, S, S, 3)`` face crops
+  BEFORE the aspect resize and paste-back, ``batch_size`` crops per network call; the crops keep their
+  size, so the video size does not change. Unlike the official enhancer there is no face detection or
+  parsing (the crops are already aligned faces). The noise maps are fixed (seed 0), so a generation
+  repeats exactly. With ``dtype='float16'`` GFPGAN runs in float32 (it is unreliable in half precision).
+  ``'RestoreFormer'`` is refused (:class:`InputError`): it is not implemented in this extension.
+* ``background_enhancer='realesrgan'`` (``RealESRGAN_x2plus.pth``): the output video is twice the size
+  it would otherwise have (as the official, whose enhancer outputs 2x frames). ``full``/``extfull``: the
+  background is static, so the ORIGINAL picture is upscaled once (Real-ESRGAN x2, tiles of 400 px) and
+  every (enhanced) face frame is pasted into it at 2x scale (paste box doubled; the face itself is
+  enlarged with the same cv2 resize as the paste). ``crop``/``resize``/``extcrop``: there is no
+  background apart from the face crop, so each final frame is upscaled x2 (batched). :class:`Result`
+  ``width``/``height`` report the doubled size.
 
 Models are built on first use and kept by the :class:`SadTalker` object (a second generation pays
 no model load); :meth:`SadTalker.unload` drops them.
@@ -90,6 +108,10 @@ class Prepared:
     timer: _Timer
     report: Callable[[str, int, int], None]
     stopped: Callable[[], bool]
+    face_net: Any = None
+    """GFPGAN network (``enhancer='gfpgan'``) or None."""
+    upscaler: Any = None
+    """:class:`.enhance.BackgroundUpscaler` (``background_enhancer='realesrgan'``) or None."""
 
     @property
     def num_frames(self) -> int:
@@ -263,13 +285,41 @@ class SadTalker:
 
         return self._model(("landmarks", detector, face_index), lambda: landmarks)
 
+    def _enhancer_dtype(self) -> torch.dtype:
+        """GFPGAN is unreliable in float16: run it in float32 then (bfloat16 / float32 as asked)."""
+        return torch.float32 if self.dtype == torch.float16 else self.dtype
+
+    def _face_net(self):
+        """The GFPGAN v1.4 network of ``<gfpgan>/GFPGANv1.4.pth`` (kept like the other models)."""
+        from .enhance import GFPGAN_FILE, load_gfpgan
+
+        dtype = self._enhancer_dtype()
+        return self._model(
+            ("gfpgan", GFPGAN_FILE, str(dtype).removeprefix("torch.")),
+            lambda: load_gfpgan(self.dirs.gfpgan / GFPGAN_FILE, self.device, dtype),
+        )
+
+    def _background_upscaler(self, batch_size: int):
+        """A :class:`.enhance.BackgroundUpscaler` around the kept ``RealESRGAN_x2plus.pth`` network."""
+        from .enhance import REALESRGAN_FILE, BackgroundUpscaler, load_realesrgan
+
+        net = self._model(
+            ("realesrgan", REALESRGAN_FILE),
+            lambda: load_realesrgan(self.dirs.gfpgan / REALESRGAN_FILE, self.device, self.dtype),
+        )
+        return BackgroundUpscaler(net, self.device, self.dtype, tile=400, tile_pad=10, batch_size=batch_size)
+
     # ------------------------------------------------------------------ checks
     def required_weights(self, options: GenerationOptions):
         """The :class:`weights.Selection` this generation needs."""
         from .weights import required_files
 
         return required_files(
-            options.size, options.preprocess, detector=options.face_detector == "retinaface"
+            options.size,
+            options.preprocess,
+            enhancer=options.enhancer == "gfpgan",
+            detector=options.face_detector == "retinaface",
+            background=options.background_enhancer == "realesrgan",
         )
 
     def check_weights(self, options: GenerationOptions) -> None:
@@ -305,16 +355,15 @@ class SadTalker:
         return model_status(self.dirs, check_structure=False)
 
     def _check_options(self, options: GenerationOptions) -> None:
-        if options.enhancer != "none":
+        if options.enhancer not in ("none", "gfpgan"):
             raise InputError(
-                f"enhancer {options.enhancer!r} is not available in this version: the face enhancer "
-                "(GFPGAN / RestoreFormer) needs its network implementation and weights (GFPGANv1.4.pth), "
-                "which are not included yet. Use enhancer 'none'."
+                f"enhancer {options.enhancer!r} is not implemented in this extension; "
+                "use enhancer 'gfpgan' (GFPGAN v1.4) or 'none'."
             )
-        if options.background_enhancer != "none":
+        if options.background_enhancer not in ("none", "realesrgan"):
             raise InputError(
-                f"background_enhancer {options.background_enhancer!r} is not available in this version "
-                "(Real-ESRGAN is not included). Use 'none'."
+                f"background_enhancer {options.background_enhancer!r} is not implemented in this extension; "
+                "use 'realesrgan' or 'none'."
             )
 
     # ------------------------------------------------------------------ generation
@@ -393,6 +442,12 @@ class SadTalker:
             recon = self._recon_net(options.size)
             motion_nets = self._motion_nets(options.size)
             renderer_nets = self._renderer_nets(options.size, options.preprocess)
+            face_net = self._face_net() if options.enhancer == "gfpgan" else None
+            upscaler = (
+                self._background_upscaler(options.batch_size)
+                if options.background_enhancer == "realesrgan"
+                else None
+            )
         report("models", 1, 1)
         check_cancel("after loading the models")
 
@@ -480,18 +535,40 @@ class SadTalker:
             timer=timer,
             report=report,
             stopped=stopped,
+            face_net=face_net,
+            upscaler=upscaler,
         )
 
     def iter_video_frames(self, prep: Prepared) -> Iterator[np.ndarray]:
         """Step 5: the video's frames in order, ``(n, H, W, 3)`` uint8 RGB chunks of up to ``batch_size``:
-        rendered, resized to the crop's aspect ratio (width = size) and, in full modes, pasted back.
-        Checks ``cancel`` before every batch (raises CancelledError); reports ``render`` progress."""
+        rendered, face-enhanced (``enhancer='gfpgan'``), resized to the crop's aspect ratio (width = size)
+        and, in full modes, pasted back; ``background_enhancer='realesrgan'`` doubles ``H`` and ``W``
+        (module docstring). Checks ``cancel`` before every batch (raises CancelledError); reports
+        ``render`` progress."""
         from .render.animate import Renderer, resize_to_crop_aspect, source_image_tensor
 
         options, timer = prep.options, prep.timer
         renderer = Renderer(prep.renderer_nets, self.device, self.dtype)
         image = source_image_tensor(prep.source.crop_picture, options.size)
-        paste = self._paster(options, prep.picture, prep.source)
+        enhance = None
+        if prep.face_net is not None:
+            from .enhance import FaceEnhancer
+
+            enhance = FaceEnhancer(
+                prep.face_net,
+                self.device,
+                self._enhancer_dtype(),
+                batch_size=options.batch_size,
+                noise_seed=0,
+            )
+        full = "full" in options.preprocess
+        upscale_frames = prep.upscaler if prep.upscaler is not None and not full else None
+        if full and prep.upscaler is not None:
+            with timer.stage("background"):
+                background = prep.upscaler(prep.picture[None])[0]
+            paste = self._paster(options, background, prep.source, scale=prep.upscaler.scale)
+        else:
+            paste = self._paster(options, prep.picture, prep.source)
         size_wh = prep.source.crop_info.size_wh
 
         def render_progress(done: int, total: int) -> None:
@@ -502,11 +579,19 @@ class SadTalker:
         for chunk in renderer.iter_uint8(image, prep.plan, progress=render_progress, cancel=prep.stopped):
             t_post = time.perf_counter()
             timer.times["render"] = timer.times.get("render", 0.0) + t_post - t_render
+            if enhance is not None:
+                chunk = enhance(np.ascontiguousarray(chunk))
+                t_enhanced = time.perf_counter()
+                timer.times["enhance"] = timer.times.get("enhance", 0.0) + t_enhanced - t_post
+                t_post = t_enhanced
             frames = [resize_to_crop_aspect(f, size_wh, options.size) for f in chunk]
             if paste is not None:
                 frames = [paste(f) for f in frames]
             batch = np.stack(frames)
             timer.times["resize+paste"] = timer.times.get("resize+paste", 0.0) + time.perf_counter() - t_post
+            if upscale_frames is not None:
+                with timer.stage("background"):
+                    batch = upscale_frames(batch)
             yield batch
             t_render = time.perf_counter()
 
@@ -574,14 +659,26 @@ class SadTalker:
 
     # ------------------------------------------------------------------ helpers
     def _paster(
-        self, options: GenerationOptions, picture: np.ndarray, source
+        self, options: GenerationOptions, picture: np.ndarray, source, scale: int = 1
     ) -> Callable[[np.ndarray], np.ndarray] | None:
-        """Full modes: a function blending one aspect-resized RGB frame into the full picture; else None."""
+        """Full modes: a function blending one aspect-resized RGB frame into the full picture; else None.
+
+        ``scale > 1``: ``picture`` is the original upscaled ``scale`` times; the paste box (whole pixels
+        of the original) is multiplied by ``scale`` exactly."""
         if "full" not in options.preprocess:
             return None
+        from .preprocess.crop import CropInfo
         from .preprocess.paste import PasteBack
 
-        return PasteBack(picture, source.crop_info, options.preprocess, options.size).paste_resized
+        info = source.crop_info
+        if scale != 1:
+            lx, ly, rx, ry = info.quad_box_int()
+            info = CropInfo(
+                info.size_wh,
+                tuple(int(v) * scale for v in info.crop_box),
+                (float(lx * scale), float(ly * scale), float(rx * scale), float(ry * scale)),
+            )
+        return PasteBack(picture, info, options.preprocess, options.size).paste_resized
 
     def _all_mode_audio(self, options: GenerationOptions, ref_path: Path, num_frames: int):
         """``ref_mode='all'``: motion comes from the reference video (T = its frame count); the soundtrack

@@ -33,7 +33,7 @@ MANIFEST_PATH = EXTENSION_ROOT / "models" / "weights.json"
 
 DEST_CHECKPOINTS = "checkpoints"
 DEST_GFPGAN = "gfpgan/weights"
-FEATURES = ("256", "512", "crop", "full", "enhancer", "detector")
+FEATURES = ("256", "512", "crop", "full", "enhancer", "detector", "background")
 
 PRESENT = "present"
 MISSING = "missing"
@@ -310,6 +310,7 @@ class Selection:
     enhancer: bool = False
     detector: bool = False
     crop: bool = True
+    background: bool = False
 
     @property
     def features(self) -> set[str]:
@@ -322,6 +323,8 @@ class Selection:
             out.add("enhancer")
         if self.detector:
             out.add("detector")
+        if self.background:
+            out.add("background")
         return out
 
     def names(self, manifest: Manifest) -> list[str]:
@@ -343,14 +346,22 @@ def resolve_selection(selection: Selection | Iterable[str] | None, manifest: Man
 
 
 def required_files(
-    size: int, preprocess: str = "crop", *, enhancer: bool = False, detector: bool = False
+    size: int,
+    preprocess: str = "crop",
+    *,
+    enhancer: bool = False,
+    detector: bool = False,
+    background: bool = False,
 ) -> Selection:
     """The :class:`Selection` a run needs: size 256/512 and one MappingNet (``'full' in preprocess`` -> 00109,
-    else 00229, as :func:`sadtalker_ext.checkpoints.mapping_name`)."""
+    else 00229, as :func:`sadtalker_ext.checkpoints.mapping_name`); ``enhancer``: GFPGAN v1.4,
+    ``detector``: RetinaFace + AWing FAN, ``background``: Real-ESRGAN x2plus."""
     if size not in (256, 512):
         raise CheckpointError(f"size must be 256 or 512, got {size}")
     full = "full" in preprocess
-    return Selection(sizes=(size,), full=full, enhancer=enhancer, detector=detector, crop=not full)
+    return Selection(
+        sizes=(size,), full=full, enhancer=enhancer, detector=detector, crop=not full, background=background
+    )
 
 
 def download_command(selection: Selection, dirs: ModelDirs | None = None) -> str:
@@ -364,6 +375,8 @@ def download_command(selection: Selection, dirs: ModelDirs | None = None) -> str
         parts.append("--enhancer")
     if selection.detector:
         parts.append("--detector")
+    if selection.background:
+        parts.append("--background")
     if dirs is not None:
         default = resolve_model_dirs()
         if dirs.checkpoints != default.checkpoints:

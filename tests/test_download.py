@@ -598,7 +598,7 @@ def test_packaged_manifest_is_complete_and_well_formed():
     assert set(man.names) == {
         "SadTalker_V0.0.2_256.safetensors", "SadTalker_V0.0.2_512.safetensors", "mapping_00109-model.pth.tar",
         "mapping_00229-model.pth.tar", "GFPGANv1.4.pth", "detection_Resnet50_Final.pth",
-        "alignment_WFLW_4HG.pth", "parsing_parsenet.pth",
+        "alignment_WFLW_4HG.pth", "parsing_parsenet.pth", "RealESRGAN_x2plus.pth",
     }  # fmt: skip
     for wf in man.files:
         assert wf.dest in (w.DEST_CHECKPOINTS, w.DEST_GFPGAN)
@@ -619,10 +619,10 @@ def test_selection_and_missing_message(tmp_path):
     man = w.load_manifest()
     assert w.Selection().names(man) == [ST256, MAP229]
     full = w.required_files(512, "extfull", enhancer=True)
-    assert set(full.names(man)) == {
-        "SadTalker_V0.0.2_512.safetensors", "mapping_00109-model.pth.tar", GFP,
-        "detection_Resnet50_Final.pth", "parsing_parsenet.pth",
-    }  # fmt: skip
+    assert set(full.names(man)) == {"SadTalker_V0.0.2_512.safetensors", "mapping_00109-model.pth.tar", GFP}
+    assert w.required_files(256, "full", background=True).names(man) == [
+        "SadTalker_V0.0.2_256.safetensors", "mapping_00109-model.pth.tar", "RealESRGAN_x2plus.pth",
+    ]  # fmt: skip
     assert set(w.Selection(sizes=(), detector=True).names(man)) == {
         MAP229, "detection_Resnet50_Final.pth", "alignment_WFLW_4HG.pth"
     }  # fmt: skip
@@ -632,5 +632,6 @@ def test_selection_and_missing_message(tmp_path):
     for name in full.names(man):
         assert name in msg
     assert "python -m sadtalker_ext.download --size 512 --full --enhancer --checkpoint_dir" in msg
+    assert "--background" in w.download_command(w.required_files(256, background=True))
     assert ST256 not in msg and MAP229 not in msg
     assert w.required_files(256, "extcrop").names(man) == [ST256, MAP229]

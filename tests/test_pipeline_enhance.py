@@ -1,0 +1,221 @@
+# ruff: noqa: F401, F811  (the e2e fixtures are imported and used by name)
+"""The pipeline with its optional enhancers: GFPGAN on the rendered face crops, Real-ESRGAN x2 background.
+
+Reuses the tiny-width renderer stand-ins of :mod:`tests.test_pipeline_e2e` (picture, audio and geometry
+from the e2e vector file) and writes reduced GFPGAN / RRDBNet networks in the official file layout
+(``{'params_ema': state}``) under the official names into a temporary ``gfpgan/weights`` folder; the
+loaders infer the reduced widths from the tensor shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from sadtalker_ext import download as dl
+from sadtalker_ext.enhance import (
+    GFPGAN_FILE,
+    REALESRGAN_FILE,
+    BackgroundUpscaler,
+    FaceEnhancer,
+    load_gfpgan,
+    load_realesrgan,
+)
+from sadtalker_ext.errors import CheckpointError, InputError
+from sadtalker_ext.nets.gfpgan import GFPGANConfig, GFPGANv1Clean
+from sadtalker_ext.nets.rrdbnet import RRDBNet, RRDBNetConfig
+from sadtalker_ext.pipeline import SadTalker
+from sadtalker_ext.render.animate import Renderer, resize_to_crop_aspect, source_image_tensor
+from sadtalker_ext.video import even_size, read_frames
+from tests.test_pipeline_e2e import (
+    FPS,
+    FRAMES,
+    _check_video,
+    _expected_size,
+    _options,
+    media,
+    tiny_checkpoints,
+    vector,
+)
+
+SMALL_GFPGAN = GFPGANConfig(out_size=64, num_style_feat=32, narrow=1 / 16)
+SMALL_RRDB = RRDBNetConfig(num_feat=16, num_block=2, num_grow_ch=8)
+
+
+@pytest.fixture(scope="module")
+def face_dir(tmp_path_factory):
+    """A gfpgan/weights folder with a reduced GFPGAN and a reduced RRDBNet under the official names."""
+    folder = tmp_path_factory.mktemp("gfpgan_weights")
+    torch.manual_seed(11)
+    gfpgan = GFPGANv1Clean(SMALL_GFPGAN).eval()
+    rrdb = RRDBNet(SMALL_RRDB).eval()
+    with torch.no_grad():
+        for p in gfpgan.parameters():  # every tensor matters, the zero-initialised noise strengths too
+            p.add_(torch.randn_like(p) * 0.05)
+        for p in rrdb.parameters():  # outputs mostly inside (0, 1), with contrast
+            p.mul_(2.0)
+        rrdb.conv_last.bias.fill_(0.5)
+    torch.save({"params_ema": gfpgan.state_dict()}, str(folder / GFPGAN_FILE))
+    torch.save({"params_ema": rrdb.state_dict()}, str(folder / REALESRGAN_FILE))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def talker(tiny_checkpoints, face_dir, tmp_path_factory):
+    t = SadTalker(
+        checkpoint_dir=tiny_checkpoints,
+        gfpgan_dir=face_dir,
+        device="cpu",
+        result_dir=tmp_path_factory.mktemp("results"),
+    )
+    yield t
+    t.unload()
+
+
+def _upscaler(face_dir) -> BackgroundUpscaler:
+    """The upscaler the pipeline documents: tiles of 400 px with 10 px of context."""
+    net = load_realesrgan(face_dir / REALESRGAN_FILE, "cpu", torch.float32)
+    return BackgroundUpscaler(net, "cpu", torch.float32, tile=400, tile_pad=10)
+
+
+def _frames(talker, prep, **changes) -> np.ndarray:
+    """The final frames of a prepared generation (not encoded); ``changes`` replace fields of ``prep``
+    (``face_net=None`` / ``upscaler=None``: the same generation without that enhancer)."""
+    return np.concatenate(list(talker.iter_video_frames(dataclasses.replace(prep, **changes))))
+
+
+def _paste_region(vector, preprocess: str, scale: int = 1) -> np.ndarray:
+    """(H*scale, W*scale) bool mask of the paste box of the e2e picture."""
+    h, w = vector["input_image_rgb"].shape[:2]
+    clx, cly, crx, cry = (int(v) for v in vector["crop_info_crop"])
+    lx, ly, rx, ry = (int(v) for v in vector["crop_info_quad"])
+    x1, y1, x2, y2 = (
+        (clx, cly, crx, cry) if preprocess == "extfull" else (clx + lx, cly + ly, clx + rx, cly + ry)
+    )
+    inside = np.zeros((h * scale, w * scale), bool)
+    inside[y1 * scale : y2 * scale, x1 * scale : x2 * scale] = True
+    return inside
+
+
+# ----------------------------------------------------------------------------------------- face enhancer
+def test_gfpgan_runs_on_the_crops_before_the_resize(talker, face_dir, media, vector, tmp_path):
+    opts = _options(media, tmp_path, enhancer="gfpgan")
+    prep = talker.prepare(opts)
+    assert prep.face_net is not None and prep.upscaler is None
+    result = talker.write_video(prep)
+    _check_video(result, opts, FRAMES, _expected_size(vector, "crop"), FRAMES / FPS)
+    assert (result.width, result.height) == (256, vector["frames_resized_uint8"].shape[1])
+    assert result.timings["enhance"] > 0
+
+    # the same frames by hand: render the crops, enhance them at render size, then resize to the aspect
+    got = _frames(talker, prep)
+    renderer = Renderer(prep.renderer_nets, talker.device, talker.dtype)
+    image = source_image_tensor(prep.source.crop_picture, opts.size)
+    crops = np.concatenate(list(renderer.iter_uint8(image, prep.plan)))
+    assert crops.shape == (FRAMES, 256, 256, 3)
+    enhancer = FaceEnhancer(load_gfpgan(face_dir / GFPGAN_FILE, "cpu", torch.float32), "cpu", torch.float32)
+    size_wh = prep.source.crop_info.size_wh
+    expected = np.stack([resize_to_crop_aspect(f, size_wh, 256) for f in enhancer(crops)])
+    np.testing.assert_array_equal(got, expected)
+    plain = _frames(talker, prep, face_net=None)
+    assert plain.shape == got.shape and np.abs(plain.astype(int) - got.astype(int)).mean() > 2.0
+
+
+def test_gfpgan_in_full_mode_keeps_the_picture_size(talker, media, vector, tmp_path):
+    opts = _options(media, tmp_path, preprocess="full", enhancer="gfpgan")
+    prep = talker.prepare(opts)
+    result = talker.write_video(prep)
+    _check_video(result, opts, FRAMES, _expected_size(vector, "full"), FRAMES / FPS)
+    h, w = vector["input_image_rgb"].shape[:2]
+    assert (result.width, result.height) == (w, h)
+    decoded = read_frames(result.video_path)[:, :h, :w].astype(int)
+    plain = _frames(talker, prep, face_net=None).astype(int)
+    inside = _paste_region(vector, "full")
+    diff = np.abs(decoded - plain).mean(axis=(0, 3))
+    assert diff[~inside].mean() < 4.0  # the background is the untouched picture (codec loss only)
+    assert diff[inside].mean() > 4.0  # the enhanced face differs from the plain one
+
+
+def test_enhancer_models_are_kept_and_unloaded(tiny_checkpoints, face_dir, media, tmp_path):
+    t = SadTalker(checkpoint_dir=tiny_checkpoints, gfpgan_dir=face_dir, result_dir=tmp_path / "res")
+    opts = _options(media, tmp_path, driven_audio=media["cut"](1), enhancer="gfpgan")
+    t.generate(opts.replace(output=str(tmp_path / "a.mp4"), background_enhancer="realesrgan"))
+    held = {k: v for k, v in t._models.items() if k[0] in ("gfpgan", "realesrgan")}
+    assert len(held) == 2
+    second = t.generate(opts.replace(output=str(tmp_path / "b.mp4"), background_enhancer="realesrgan"))
+    assert all(t._models[k] is v for k, v in held.items())
+    assert second.timings["models"] < 1.0
+    t.unload()
+    assert t.loaded == []
+
+
+# ----------------------------------------------------------------------------------------- background
+def test_realesrgan_full_upscales_the_picture_once(talker, face_dir, media, vector, tmp_path):
+    opts = _options(media, tmp_path, preprocess="full", background_enhancer="realesrgan")
+    result = talker.generate(opts)
+    h, w = vector["input_image_rgb"].shape[:2]
+    _check_video(result, opts, FRAMES, even_size(2 * w, 2 * h), FRAMES / FPS)
+    assert (result.width, result.height) == (2 * w, 2 * h)
+    decoded = read_frames(result.video_path)[:, : 2 * h, : 2 * w].astype(int)
+    background = _upscaler(face_dir)(vector["input_image_rgb"][None])[0].astype(int)
+    inside = _paste_region(vector, "full", scale=2)
+    outside = np.abs(decoded - background).mean(axis=(0, 3))[~inside].mean()
+    resized = cv2.resize(vector["input_image_rgb"], (2 * w, 2 * h)).astype(int)
+    other = np.abs(decoded - resized).mean(axis=(0, 3))[~inside].mean()
+    # outside the doubled paste box: the Real-ESRGAN picture, up to codec loss (the stand-in network's
+    # busy texture costs H.264 more than a photo: about 4.6 levels), far from a plain resize
+    assert outside < 8.0 and other > 5 * outside
+    # the face frames land in the doubled box: it differs from the static background
+    assert np.abs(decoded - background).mean(axis=(0, 3))[inside].mean() > 10.0
+
+
+def test_realesrgan_crop_upscales_every_frame(talker, face_dir, media, vector, tmp_path):
+    opts = _options(media, tmp_path, background_enhancer="realesrgan", enhancer="gfpgan")
+    prep = talker.prepare(opts)
+    result = talker.write_video(prep)
+    w0, h0 = 256, vector["frames_resized_uint8"].shape[1]
+    _check_video(result, opts, FRAMES, even_size(2 * w0, 2 * h0), FRAMES / FPS)
+    assert (result.width, result.height) == (2 * w0, 2 * h0)
+    got = _frames(talker, prep)
+    base = _frames(talker, prep, upscaler=None)  # face-enhanced, not upscaled
+    assert base.shape == (FRAMES, h0, w0, 3)
+    expected = _upscaler(face_dir)(base)
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # batched vs single: rare flips
+    decoded = read_frames(result.video_path)[:, : 2 * h0, : 2 * w0].astype(int)
+    assert np.abs(decoded - got.astype(int)).mean() < 4.0
+
+
+# ----------------------------------------------------------------------------------------- refusals
+def test_missing_enhancer_weights_are_named(tiny_checkpoints, media, tmp_path):
+    t = SadTalker(checkpoint_dir=tiny_checkpoints, gfpgan_dir=tmp_path / "empty")
+    with pytest.raises(CheckpointError) as err:
+        t.generate(_options(media, tmp_path, enhancer="gfpgan"))
+    msg = str(err.value)
+    assert GFPGAN_FILE in msg and str(tmp_path / "empty") in msg
+    assert "python -m sadtalker_ext.download" in msg and "--enhancer" in msg
+    assert REALESRGAN_FILE not in msg and "detection_Resnet50_Final.pth" not in msg
+    with pytest.raises(CheckpointError) as err:
+        t.generate(_options(media, tmp_path, background_enhancer="realesrgan"))
+    msg = str(err.value)
+    assert REALESRGAN_FILE in msg and "--background" in msg and GFPGAN_FILE not in msg
+    assert not t.loaded
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_restoreformer_is_refused_clearly(talker, media, tmp_path):
+    with pytest.raises(InputError, match="not implemented") as err:
+        talker.generate(_options(media, tmp_path, enhancer="RestoreFormer"))
+    assert "gfpgan" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_downloader_background_choice():
+    args = dl.build_parser().parse_args(["--background"])
+    selection = dl.selection_from_args(args)
+    assert selection.background and not selection.enhancer
+    assert "background" in selection.features
+    assert not dl.selection_from_args(dl.build_parser().parse_args([])).background
