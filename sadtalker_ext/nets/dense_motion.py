@@ -94,17 +94,35 @@ class DenseMotionNetwork(nn.Module):
         else:
             self.occlusion = None
 
+    def compress_feature(self, feature: torch.Tensor) -> torch.Tensor:
+        """``(B, feature_channel, D, H, W)`` -> ``(B, compress, D, H, W)`` (1x1x1 conv, BN, ReLU).
+
+        Depends on the source only: compute it once per source and pass it to :meth:`forward`.
+        """
+        return F.relu(self.norm(self.compress(feature)))
+
     def forward(
-        self, feature: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor
+        self,
+        feature: torch.Tensor | None,
+        kp_driving: torch.Tensor,
+        kp_source: torch.Tensor,
+        *,
+        compressed: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        small = F.relu(self.norm(self.compress(feature)))
-        b, c, d, h, w = small.shape
-        k = self.cfg.num_kp
+        """See the class docstring. ``compressed``: :meth:`compress_feature` of ``feature`` computed
+        beforehand (``feature`` is then not used and may be ``None``). ``compressed`` and ``kp_source``
+        may have batch 1 for a driving batch ``B`` (one source for every frame)."""
+        small = self.compress_feature(feature) if compressed is None else compressed
+        b, k = kp_driving.shape[0], self.cfg.num_kp
+        _, c, d, h, w = small.shape
+        if small.shape[0] == 1 and b > 1:
+            small = small.expand(b, c, d, h, w)
         grid = coordinate_grid_3d(d, h, w, dtype=small.dtype, device=small.device)
 
         # Per keypoint: where in the source each driving-space voxel comes from (index 0 = no motion).
         ident = grid.view(1, 1, d, h, w, 3)
-        moved = ident - kp_driving.view(b, k, 1, 1, 1, 3) + kp_source.view(b, k, 1, 1, 1, 3)
+        src = kp_source.view(kp_source.shape[0], k, 1, 1, 1, 3)
+        moved = ident - kp_driving.view(b, k, 1, 1, 1, 3) + src
         motions = torch.cat((ident.expand(b, 1, d, h, w, 3), moved), dim=1)  # (B, K+1, D, H, W, 3)
 
         stacked = small.unsqueeze(1).expand(b, k + 1, c, d, h, w).reshape(b * (k + 1), c, d, h, w)

@@ -78,6 +78,18 @@ class GeneratorConfig:
         )
 
 
+@dataclass(frozen=True)
+class EncodedSource:
+    """Everything :meth:`OcclusionAwareSPADEGenerator.decode` needs from the source picture, computed once.
+
+    ``volume``: :meth:`~OcclusionAwareSPADEGenerator.encode_source` output ``(B, C, D, H/4, W/4)``;
+    ``compressed``: the dense-motion network's compressed copy ``(B, compress, D, H/4, W/4)``.
+    """
+
+    volume: torch.Tensor
+    compressed: torch.Tensor
+
+
 class OcclusionAwareSPADEGenerator(nn.Module):
     """Renders the source face moved from ``kp_source`` to ``kp_driving``.
 
@@ -117,15 +129,29 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         b, _, hh, ww = h.shape
         return self.resblocks_3d(h.view(b, self.cfg.reshape_channel, self.cfg.reshape_depth, hh, ww))
 
+    def prepare_source(self, source_image: torch.Tensor) -> EncodedSource:
+        """``encode_source`` plus the source-only part of the dense-motion network, for :meth:`decode`."""
+        volume = self.encode_source(source_image)
+        return EncodedSource(volume, self.dense_motion_network.compress_feature(volume))
+
     def decode(
-        self, feature: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor
+        self, feature: torch.Tensor | EncodedSource, kp_source: torch.Tensor, kp_driving: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """Warp the encoded source to the driving keypoints and decode a frame (see class docstring)."""
-        if feature.shape[0] == 1 and kp_driving.shape[0] > 1:
-            feature = feature.expand(kp_driving.shape[0], *feature.shape[1:])
-        if kp_source.shape[0] == 1 and kp_driving.shape[0] > 1:
-            kp_source = kp_source.expand(kp_driving.shape[0], *kp_source.shape[1:])
-        motion = self.dense_motion_network(feature, kp_driving=kp_driving, kp_source=kp_source)
+        """Warp the encoded source to the driving keypoints and decode a frame (see class docstring).
+
+        ``feature``: the ``encode_source`` volume or a :class:`EncodedSource` from :meth:`prepare_source`
+        (then the source-only dense-motion work is not repeated). A feature or ``kp_source`` of batch 1 is
+        used for every row of ``kp_driving``.
+        """
+        compressed = None
+        if isinstance(feature, EncodedSource):
+            feature, compressed = feature.volume, feature.compressed
+        n = kp_driving.shape[0]
+        if feature.shape[0] == 1 and n > 1:
+            feature = feature.expand(n, *feature.shape[1:])
+        if kp_source.shape[0] not in (1, n):
+            raise ValueError(f"kp_source batch {kp_source.shape[0]} does not fit kp_driving batch {n}")
+        motion = self.dense_motion_network(feature, kp_driving, kp_source, compressed=compressed)
         grid = motion["deformation"]
         if grid.shape[1:4] != feature.shape[2:]:
             grid = F.interpolate(grid.permute(0, 4, 1, 2, 3), size=feature.shape[2:], mode="trilinear")

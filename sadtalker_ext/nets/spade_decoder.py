@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import SpadeResidual
+from .blocks import SpadeResidual, conv3x3_on_upsampled
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,30 @@ class SpadeDecoder(nn.Module):
         self.conv_img = nn.Conv2d(cfg.output_nc, cfg.image_channel, kernel_size=3, padding=1)
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
-        """Pre-sigmoid logits."""
+        """Pre-sigmoid logits.
+
+        Same math as running every block with ``block(x, label)``, arranged for speed: the label convs
+        (``mlp_shared``) of all norms that see the same label map run as one stacked conv; at the
+        upsampled levels they run on the low-resolution feature (:func:`conv3x3_on_upsampled`) instead
+        of on its nearest-upsampled copy.
+        """
+        x = self.fc(feature)
+        middle = [getattr(self, f"G_middle_{i}") for i in range(self.cfg.num_middle_blocks)]
+        shared = self._label_features(feature, middle, 1)
+        for block, maps in zip(middle, shared, strict=True):
+            x = block.forward_shared(x, maps)
+        for block in (self.up_0, self.up_1):
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            factor = x.shape[2] // feature.shape[2]
+            if x.shape[2:] == (feature.shape[2] * factor, feature.shape[3] * factor):
+                (maps,) = self._label_features(feature, [block], factor)
+                x = block.forward_shared(x, maps)
+            else:  # not an integer multiple: the direct form
+                x = block(x, F.interpolate(feature, size=x.shape[2:], mode="nearest"))
+        return self.conv_img(F.leaky_relu(x, 0.2))
+
+    def forward_reference(self, feature: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid logits computed block by block in the direct (official) arrangement."""
 
         def label_at(x: torch.Tensor) -> torch.Tensor:
             if x.shape[2:] == feature.shape[2:]:
@@ -77,3 +100,16 @@ class SpadeDecoder(nn.Module):
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         x = self.up_1(x, label_at(x))
         return self.conv_img(F.leaky_relu(x, 0.2))
+
+    @staticmethod
+    def _label_features(
+        feature: torch.Tensor, blocks: list[SpadeResidual], factor: int
+    ) -> list[list[torch.Tensor]]:
+        """``relu(mlp_shared(label))`` of every norm of ``blocks`` (one stacked conv), label = ``feature``
+        nearest-upsampled ``factor`` times; returned per block, per norm."""
+        convs = [norm.label_conv for block in blocks for norm in block.norms()]
+        weight = torch.cat([c.weight for c in convs])
+        bias = torch.cat([c.bias for c in convs])
+        maps = F.relu(conv3x3_on_upsampled(feature, weight, bias, factor))
+        chunks = iter(maps.split([c.out_channels for c in convs], dim=1))
+        return [[next(chunks) for _ in block.norms()] for block in blocks]

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import CancelledError, InputError
+from ..nets.generator import EncodedSource
 from ..options import GenerationOptions
 from . import motion
 
@@ -142,7 +143,8 @@ class SourceState:
     head: dict[str, torch.Tensor]
     """MappingNet output for the source window."""
     feature: Any
-    """``generator.encode_source(image)`` (tensor or nested tuple/dict of tensors)."""
+    """``generator.prepare_source(image)`` (an ``EncodedSource``: source volume + the dense-motion
+    network's compressed copy), or ``generator.encode_source(image)`` for a generator without it."""
 
 
 def _repeat_batch(obj: Any, n: int) -> Any:
@@ -202,7 +204,9 @@ class Renderer:
         kp_canonical = self.nets.kp_detector(image).float()
         head = self._head(motion.source_window(row))
         src_motion = motion.transform_keypoints(kp_canonical, head)
-        feature = self.nets.generator.encode_source(image)
+        generator = self.nets.generator
+        prepare = getattr(generator, "prepare_source", None)
+        feature = prepare(image) if prepare is not None else generator.encode_source(image)
         return SourceState(image, kp_canonical, src_motion, head, feature)
 
     @torch.inference_mode()
@@ -227,10 +231,14 @@ class Renderer:
         """One generator call for the given frame positions (``>= T``: the last frame); returns the generator's output dict
         (``prediction`` ``(n, 3, S, S)`` in ``[0, 1]``, ...) plus ``kp_driving`` ``(n, K, 3)``."""
         drive, _ = self.driving_motion(source, plan, positions)
-        n = len(positions)
-        kp_source = _repeat_batch(source.kp_motion.value.to(self.dtype), n)
+        kp_source = source.kp_motion.value.to(self.dtype)
         kp_driving = drive.value.to(self.dtype)
-        out = dict(self.nets.generator.decode(_repeat_batch(source.feature, n), kp_source, kp_driving))
+        feature = source.feature
+        if not isinstance(feature, EncodedSource):  # any other generator gets batch-n inputs
+            n = len(positions)
+            feature, kp_source = _repeat_batch(feature, n), _repeat_batch(kp_source, n)
+        # (an EncodedSource of batch 1 and the batch-1 kp_source are broadcast inside decode)
+        out = dict(self.nets.generator.decode(feature, kp_source, kp_driving))
         out["kp_driving"] = drive.value
         return out
 
