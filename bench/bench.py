@@ -1,0 +1,636 @@
+"""Benchmark of every generation stage, the renderer against the official per-step structure, and memory.
+
+Run from the repository root::
+
+    python bench/bench.py --quick --out bench/results            # CPU, stand-in weights
+    python bench/bench.py --checkpoint_dir /models/SadTalker --device cuda --dtype float16
+
+Sections (all written to ``<out>/bench.json`` and ``<out>/bench.md``):
+
+* **load**: renderer networks, cold (first ``load_renderer_nets`` in this process: file read + build)
+  and warm (second call: process cache).
+* **render**: renderer frames/s per size and batch size (``Renderer``: source work once, frames in
+  batches), plus the per-generation ``prepare_source`` time. Each configuration renders only
+  ``--frames`` frames; per-frame figures and frames/s are extrapolated from them (labelled so).
+* **ratio**: ours against :func:`bench.baseline.iter_official_structure` (source re-encoded every step,
+  direct SPADE arrangement) at batch 2, same frames, alternated ``--repeats`` times in one run.
+* **stages**: one short generation through ``sadtalker_ext.pipeline.SadTalker`` (``full`` preprocess, so
+  paste-back runs) with the reduced-width renderer; seconds per stage as the pipeline reports them.
+* **memory**: peak RSS (and peak CUDA memory) of a child process per audio length, each one full
+  generation through the pipeline with the reduced-width renderer (``crop`` preprocess).
+
+Weights: ``--checkpoint_dir`` (official files), else stand-in files built with ``tests/standin.py``
+(fill.py values, official widths). The *reduced-width* renderer (3 keypoints, a few channels per layer,
+official key names; motion and reconstruction tensors copied from the main checkpoint) is written next to
+them; it drives the stage and memory runs, and its render times are not the official renderer's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # a script run as `python bench/bench.py`
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench.baseline import iter_official_structure  # noqa: E402
+from sadtalker_ext import checkpoints  # noqa: E402
+from sadtalker_ext.nets.dense_motion import DenseMotionConfig  # noqa: E402
+from sadtalker_ext.nets.generator import GeneratorConfig, OcclusionAwareSPADEGenerator  # noqa: E402
+from sadtalker_ext.nets.kp_detector import KPDetector, KPDetectorConfig  # noqa: E402
+from sadtalker_ext.nets.mapping import MappingConfig, MappingNet  # noqa: E402
+from sadtalker_ext.nets.spade_decoder import SpadeDecoderConfig  # noqa: E402
+from sadtalker_ext.render.animate import Renderer, plan_render  # noqa: E402
+from sadtalker_ext.render.loading import load_renderer_nets  # noqa: E402
+
+ST256, ST512, MAP_CROP, MAP_FULL = (
+    "SadTalker_V0.0.2_256.safetensors",
+    "SadTalker_V0.0.2_512.safetensors",
+    "mapping_00229-model.pth.tar",
+    "mapping_00109-model.pth.tar",
+)
+MEDIA = REPO.parent / "shared" / "media"
+SR, FPS = 16000, 25
+
+# The reduced-width renderer (3 keypoints, a few channels per layer; official key names, same code path).
+# Official widths / 8 still cost seconds per frame on a CPU (the 7x7x7 mask conv keeps its 80 skip channels).
+TINY_KP = KPDetectorConfig(
+    num_kp=3, block_expansion=2, max_features=8, num_blocks=2, reshape_channel=16, reshape_depth=2
+)
+TINY_GEN = GeneratorConfig(
+    block_expansion=4,
+    max_features=16,
+    reshape_channel=4,
+    reshape_depth=4,
+    num_resblocks=1,
+    dense_motion=DenseMotionConfig(
+        num_kp=3,
+        feature_channel=4,
+        block_expansion=2,
+        max_features=8,
+        num_blocks=2,
+        reshape_depth=4,
+        compress=2,
+    ),
+    decoder=SpadeDecoderConfig(input_nc=16, hidden_nc=4, output_nc=4, num_middle_blocks=1),
+)
+TINY_MAP = MappingConfig(coeff_nc=70, descriptor_nc=8, layer=3, num_kp=3, num_bins=66)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def load_average() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def timed(out: dict, key: str, device: torch.device):
+    sync(device)
+    t0 = time.perf_counter()
+    yield
+    sync(device)
+    out[key] = time.perf_counter() - t0
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (MiB; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ weights
+def build_standins(folder: Path) -> Path:
+    """Official-width stand-in files (fill.py seed 0) in the official formats."""
+    from tests import standin
+
+    log(f"building stand-in checkpoints in {folder} (official widths, fill.py seed 0)")
+    standin.build_checkpoints(folder, 0)
+    return folder
+
+
+def _filled(prefix: str, module: torch.nn.Module, seed: int = 0) -> dict[str, np.ndarray]:
+    from tests import standin
+
+    fill = standin.fill_module()
+    out = {}
+    for key, value in module.state_dict().items():
+        dtype = "int64" if value.dtype == torch.int64 else "float32"
+        out[prefix + key] = np.ascontiguousarray(
+            fill.fill_tensor(prefix + key, tuple(value.shape), dtype, seed)
+        )
+    return out
+
+
+def build_reduced(main_dir: Path, folder: Path) -> Path:
+    """Reduced-width renderer (TINY_*) + the main checkpoint's motion/reconstruction tensors."""
+    from safetensors.numpy import save_file
+
+    if (folder / ST256).is_file() and (folder / MAP_FULL).is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    log(f"building the reduced-width renderer checkpoint in {folder}")
+    tensors: dict[str, np.ndarray] = {}
+    for prefix in ("audio2exp", "audio2pose", "face_3drecon"):
+        part = checkpoints.read_safetensors_prefix(main_dir / ST256, prefix)
+        tensors.update({f"{prefix}.{k}": v.numpy() for k, v in part.items()})
+    tensors.update(_filled("kp_extractor.", KPDetector(TINY_KP)))
+    tensors.update(_filled("generator.", OcclusionAwareSPADEGenerator(TINY_GEN)))
+    for key in [k for k in tensors if k.endswith(".weight_orig")]:  # unit spectral norm: a stable decoder
+        base = key[: -len("weight_orig")]
+        u, _, vt = np.linalg.svd(tensors[key].reshape(tensors[key].shape[0], -1).astype(np.float64))
+        tensors[base + "weight_u"] = np.ascontiguousarray(u[:, 0], dtype=np.float32)
+        tensors[base + "weight_v"] = np.ascontiguousarray(vt[0], dtype=np.float32)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(folder / ST256))
+    os.link(folder / ST256, folder / ST512)
+    for name, coeff_nc, epoch in ((MAP_CROP, 70, 229), (MAP_FULL, 73, 109)):
+        net = MappingNet(dataclasses.replace(TINY_MAP, coeff_nc=coeff_nc))
+        state = {k[len("mapping.") :]: torch.from_numpy(v) for k, v in _filled("mapping.", net).items()}
+        torch.save({"mapping": state, "epoch": epoch}, str(folder / name))
+    return folder
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def synthetic_plan(frames: int, batch_size: int, seed: int = 0):
+    """A render plan from fixed pseudo-random coefficients (expression ~0.3, small head angles)."""
+    rng = np.random.default_rng(seed)
+    src = np.zeros((1, 73), np.float32)
+    src[0, :64] = rng.normal(0, 0.3, 64)
+    src[0, 70:] = [1.0, 0.0, 0.0]
+    tgt = np.zeros((frames, 70), np.float32)
+    tgt[:, :64] = rng.normal(0, 0.3, (frames, 64))
+    tgt[:, 64:67] = rng.normal(0, 0.1, (frames, 3))
+    return plan_render(src, tgt, batch_size=batch_size)
+
+
+def source_image(size: int, device, dtype) -> torch.Tensor:
+    from PIL import Image
+
+    from sadtalker_ext.render.animate import source_image_tensor
+
+    rgb = np.asarray(Image.open(MEDIA / "people_0.png").convert("RGB"))
+    side = min(rgb.shape[:2])
+    return source_image_tensor(rgb[:side, :side], size).to(device=device, dtype=dtype)
+
+
+def wav_of(seconds: float, folder: Path) -> Path:
+    """A wav of the given length: the shared speech sample repeated."""
+    import soundfile as sf
+
+    path = folder / f"speech_{seconds:g}s.wav"
+    if not path.exists():
+        wav, sr = sf.read(MEDIA / "RD_Radio31_000.wav", dtype="float32")
+        assert sr == SR
+        n = int(seconds * SR)
+        sf.write(path, np.resize(wav, n), SR, subtype="PCM_16")
+    return path
+
+
+# ------------------------------------------------------------------------------------------ sections
+def bench_load(ckpt: Path, sizes, device, dtype) -> list[dict]:
+    rows = []
+    for size in sizes:
+        checkpoints.clear_cache()
+        t: dict[str, float] = {}
+        with timed(t, "cold", device):
+            load_renderer_nets(ckpt, size, "crop", device, dtype)
+        with timed(t, "warm", device):
+            load_renderer_nets(ckpt, size, "crop", device, dtype)
+        rows.append({"size": size, "cold_s": t["cold"], "warm_s": t["warm"]})
+        log(f"load {size}: cold {t['cold']:.2f} s, warm {t['warm'] * 1e3:.2f} ms")
+    checkpoints.clear_cache()
+    return rows
+
+
+def run_ours(nets, image, plan, device, dtype) -> dict[str, float]:
+    renderer = Renderer(nets, device, dtype)
+    t: dict[str, float] = {}
+    with timed(t, "prepare", device):
+        source = renderer.prepare_source(image, plan.source_row)
+    with timed(t, "frames", device):
+        for positions in plan.batches():
+            renderer.render_frames(source, plan, positions)["prediction"].cpu()
+    return t
+
+
+def run_baseline(nets, image, plan, device, dtype) -> dict[str, float]:
+    t: dict[str, float] = {}
+    with timed(t, "frames", device):
+        for _, frames in iter_official_structure(nets, image, plan, device, dtype):
+            frames.cpu()
+    t["prepare"] = 0.0
+    return t
+
+
+def bench_render(ckpt, args, device, dtype) -> list[dict]:
+    """Official widths; ``--quick``: one generator call per configuration, size 512 at batch 1 only."""
+    rows = []
+    for size in args.sizes:
+        nets = load_renderer_nets(ckpt, size, "crop", device, dtype)
+        image = source_image(size, device, dtype)
+        for bs in args.batch_sizes:
+            if args.quick and size != 256 and bs != 1:
+                continue
+            frames = -(-max(args.frames, bs) // bs) * bs
+            plan = synthetic_plan(frames, bs)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            t = run_ours(nets, image, plan, device, dtype)
+            row = {
+                "size": size,
+                "batch_size": bs,
+                "frames_rendered": frames,
+                "prepare_s": t["prepare"],
+                "s_per_frame": t["frames"] / frames,
+                "frames_per_s": frames / t["frames"],
+                "load_avg": load_average(),
+            }
+            if device.type == "cuda":
+                row["peak_vram_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+            rows.append(row)
+            log(f"render {size} bs{bs}: {row['frames_per_s']:.3f} frames/s ({frames} frames)")
+        checkpoints.clear_cache()
+    return rows
+
+
+def bench_ratio(ckpt, args, device, dtype) -> dict:
+    """Ours vs the official structure, alternated in one run, batch 2, size 256, official widths."""
+    nets = load_renderer_nets(ckpt, 256, "crop", device, dtype)
+    image = source_image(256, device, dtype)
+    plan = synthetic_plan(args.ratio_frames, 2)
+    ours, base = [], []
+    for r in range(args.repeats):
+        for name, fn, sink in (("ours", run_ours, ours), ("baseline", run_baseline, base)):
+            t = fn(nets, image, plan, device, dtype)
+            sink.append(t)
+            log(f"ratio repeat {r}: {name} {t['prepare'] + t['frames']:.2f} s, load {load_average()}")
+    n = plan.frame_count
+    ours_total = [t["prepare"] + t["frames"] for t in ours]
+    base_total = [t["frames"] for t in base]
+    ratios = [b / o for b, o in zip(base_total, ours_total, strict=True)]
+    steady = [b["frames"] / o["frames"] for b, o in zip(base, ours, strict=True)]
+    out = {
+        "size": 256,
+        "batch_size": 2,
+        "frames": n,
+        "repeats": args.repeats,
+        "ours_s_per_frame_incl_prepare": [v / n for v in ours_total],
+        "ours_prepare_s": [t["prepare"] for t in ours],
+        "baseline_s_per_frame": [v / n for v in base_total],
+        "ratio_incl_prepare": ratios,
+        "ratio_steady_state": steady,
+        "ratio_incl_prepare_median": statistics.median(ratios),
+        "ratio_steady_state_median": statistics.median(steady),
+        "load_avg": load_average(),
+    }
+    checkpoints.clear_cache()
+    return out
+
+
+def bench_decoder(ckpt, args, device, dtype) -> dict:
+    """SPADE decoder alone at 256: direct arrangement vs ours, alternated."""
+    nets = load_renderer_nets(ckpt, 256, "crop", device, dtype)
+    dec = nets.generator.decoder
+    x = torch.randn(1, dec.cfg.input_nc, 64, 64, device=device, dtype=dtype) * 5
+    direct, fused = [], []
+    with torch.inference_mode():
+        for _ in range(args.repeats):
+            t: dict[str, float] = {}
+            with timed(t, "direct", device):
+                a = dec.forward_reference(x)
+            with timed(t, "fused", device):
+                b = dec(x)
+            direct.append(t["direct"])
+            fused.append(t["fused"])
+        rel = float((a - b).abs().max() / a.abs().max())
+    checkpoints.clear_cache()
+    return {"direct_s": direct, "fused_s": fused, "max_rel_diff": rel, "load_avg": load_average()}
+
+
+def bench_stages(reduced: Path, args, device, dtype, work: Path) -> dict:
+    from sadtalker_ext.options import GenerationOptions
+    from sadtalker_ext.pipeline import SadTalker
+
+    talker = SadTalker(
+        checkpoint_dir=reduced, gfpgan_dir=work / "no_gfpgan", device=device, dtype=dtype, result_dir=work
+    )
+    results = []
+    for i in range(2):
+        opts = GenerationOptions(
+            source=str(MEDIA / "full3.png"),
+            driven_audio=str(wav_of(args.stage_seconds, work)),
+            preprocess="full",
+            size=256,
+            batch_size=2,
+            seed=0,
+            face_detector="dlib",
+            output=str(work / f"stages_{i}.mp4"),
+        )
+        res = talker.generate(opts)
+        results.append({"frames": res.num_frames, "timings": res.timings, "load_avg": load_average()})
+        log(f"stages run {i}: {res.num_frames} frames, {res.timings}")
+    talker.unload()
+    return {"seconds_of_audio": args.stage_seconds, "runs": results}
+
+
+def memory_child(args) -> None:
+    """One generation (crop, reduced renderer) of ``--_memory_child`` seconds; prints a JSON line."""
+    from sadtalker_ext.options import GenerationOptions
+    from sadtalker_ext.pipeline import SadTalker
+
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    work = Path(args._work)
+    talker = SadTalker(
+        checkpoint_dir=args._ckpt, gfpgan_dir=work / "no_gfpgan", device=device, dtype=dtype, result_dir=work
+    )
+    rss_before = peak_rss_mb()
+    opts = GenerationOptions(
+        source=str(MEDIA / "people_0.png"),
+        driven_audio=str(wav_of(args._memory_child, work)),
+        preprocess="crop",
+        size=256,
+        batch_size=args._memory_batch,
+        seed=0,
+        face_detector="dlib",
+        output=str(work / f"memory_{args._memory_child:g}s.mp4"),
+    )
+    res = talker.generate(opts)
+    out = {
+        "seconds": args._memory_child,
+        "frames": res.num_frames,
+        "timings": res.timings,
+        "peak_rss_before_generate_mb": rss_before,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if device.type == "cuda":
+        out["peak_vram_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    print("MEMORY_RESULT " + json.dumps(out), flush=True)
+
+
+def bench_memory(reduced: Path, args, work: Path) -> list[dict]:
+    rows = []
+    for seconds in args.memory_seconds:
+        wav_of(seconds, work)
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--device",
+            args.device,
+            "--dtype",
+            args.dtype,
+            "--_memory_child",
+            str(seconds),
+            "--_memory_batch",
+            str(args.memory_batch),
+            "--_ckpt",
+            str(reduced),
+            "--_work",
+            str(work),
+        ]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=str(REPO))
+        stdout, _ = proc.communicate()
+        wall = time.perf_counter() - t0
+        line = [ln for ln in stdout.decode().splitlines() if ln.startswith("MEMORY_RESULT ")]
+        if proc.returncode != 0 or not line:
+            rows.append({"seconds": seconds, "error": f"child exited {proc.returncode}"})
+            continue
+        row = json.loads(line[-1][len("MEMORY_RESULT ") :])
+        row["wall_s"] = wall
+        row["load_avg"] = load_average()
+        rows.append(row)
+        log(f"memory {seconds:g} s: {row['frames']} frames, peak RSS {row['peak_rss_mb']:.0f} MiB")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ report
+def markdown(report: dict) -> str:
+    env = report["environment"]
+    lines = [
+        "# sadtalker_ext benchmark",
+        "",
+        f"{env['date']} · {env['device']} {env['dtype']} · torch {env['torch']} · {env['cpu_count']} CPUs · "
+        f"torch threads {env['threads']} · load average at start {env['load_avg_start']}, "
+        f"at end {report.get('load_avg_end')}",
+        f"Weights: {env['weights']}.",
+        "",
+    ]
+    if report.get("load"):
+        lines += ["## Model load (renderer networks)", "", "| size | cold (s) | warm (ms) |", "|---|---|---|"]
+        lines += [f"| {r['size']} | {r['cold_s']:.2f} | {r['warm_s'] * 1e3:.3f} |" for r in report["load"]]
+        lines += [
+            "",
+            "cold: first load_renderer_nets in the process (OS file cache may be warm); "
+            "warm: second call (process cache, no file read).",
+            "",
+        ]
+    if report.get("ratio"):
+        r = report["ratio"]
+        lines += [
+            "## Renderer vs the official per-step structure (256, batch 2, official widths, same run)",
+            "",
+            f"{r['frames']} frames, {r['repeats']} alternated repeats; load average {r['load_avg']}.",
+            "",
+            "| repeat | ours s/frame (incl. prepare_source) | baseline s/frame | ratio | steady-state ratio |",
+            "|---|---|---|---|---|",
+        ]
+        for i in range(r["repeats"]):
+            lines.append(
+                f"| {i} | {r['ours_s_per_frame_incl_prepare'][i]:.2f} | {r['baseline_s_per_frame'][i]:.2f} | "
+                f"{r['ratio_incl_prepare'][i]:.2f}x | {r['ratio_steady_state'][i]:.2f}x |"
+            )
+        lines += [
+            "",
+            f"**Median ratio {r['ratio_incl_prepare_median']:.2f}x** (ours including the one-off "
+            f"prepare_source over {r['frames']} frames); steady state (frames only) "
+            f"{r['ratio_steady_state_median']:.2f}x.",
+            "",
+        ]
+    if report.get("decoder"):
+        d = report["decoder"]
+        lines += [
+            "## SPADE decoder alone (256)",
+            "",
+            f"direct arrangement {', '.join(f'{v:.2f}' for v in d['direct_s'])} s; ours "
+            f"{', '.join(f'{v:.2f}' for v in d['fused_s'])} s; max relative difference {d['max_rel_diff']:.1e}.",
+            "",
+        ]
+    if report.get("render"):
+        lines += [
+            "## Renderer throughput",
+            "",
+            "Official widths. Extrapolated from the frames rendered per configuration (column `frames`).",
+            "",
+            "| size | batch | frames | prepare_source (s) | s/frame | frames/s | peak VRAM (MiB) | load avg |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in report["render"]:
+            lines.append(
+                f"| {r['size']} | {r['batch_size']} | {r['frames_rendered']} | "
+                f"{r['prepare_s']:.2f} | {r['s_per_frame']:.3f} | {r['frames_per_s']:.3f} | "
+                f"{r.get('peak_vram_mb', float('nan')):.0f} | {r['load_avg'][0] if r['load_avg'] else ''} |"
+            )
+        lines.append("")
+    if report.get("stages"):
+        s = report["stages"]
+        lines += [
+            f"## Stages through the pipeline ({s['seconds_of_audio']:g} s of audio, preprocess full, "
+            "reduced-width renderer)",
+            "",
+            "Seconds per stage as `SadTalker.generate` reports them (`inputs` = picture + audio decode + "
+            "audio features; `models` = load; `motion` = coefficients; `render` = renderer at REDUCED "
+            "widths, see the throughput table for the official widths; `resize+paste` = paste-back; "
+            "`encode` + `mux` = video encoding). Run 2 reuses the loaded models.",
+            "",
+        ]
+        keys = sorted({k for run in s["runs"] for k in run["timings"]})
+        lines += ["| run | frames | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+        for i, run in enumerate(s["runs"]):
+            vals = " | ".join(f"{run['timings'].get(k, 0.0):.2f}" for k in keys)
+            lines.append(f"| {i + 1} | {run['frames']} | {vals} |")
+        lines.append("")
+    if report.get("memory"):
+        lines += [
+            "## Memory against audio length (pipeline, preprocess crop, REDUCED-width renderer)",
+            "",
+            "Peak RSS of a child process making one whole video (all stages, frames streamed to the encoder).",
+            "",
+            "| audio (s) | frames | peak RSS (MiB) | vs shortest | peak VRAM (MiB) | wall (s) |",
+            "|---|---|---|---|---|---|",
+        ]
+        ok = [r for r in report["memory"] if "error" not in r]
+        base = ok[0]["peak_rss_mb"] if ok else None
+        for r in report["memory"]:
+            if "error" in r:
+                lines.append(f"| {r['seconds']:g} | error: {r['error']} | | | | |")
+                continue
+            lines.append(
+                f"| {r['seconds']:g} | {r['frames']} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / base:.3f}x | "
+                f"{r.get('peak_vram_mb', float('nan')):.0f} | {r['wall_s']:.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--checkpoint_dir", type=Path, help="official weight folder (default: stand-ins)")
+    p.add_argument(
+        "--standin_dir", type=Path, help="where to build/reuse stand-in files (default: a temp dir)"
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument(
+        "--frames", type=int, default=8, help="frames rendered per configuration (official widths)"
+    )
+    p.add_argument("--ratio_frames", type=int, default=8, help="frames per ours/baseline repeat")
+    p.add_argument("--repeats", type=int, default=3, help="alternated ours/baseline repeats")
+    p.add_argument("--stage_seconds", type=float, default=2.0, help="audio length of the stage run")
+    p.add_argument("--memory_seconds", type=float, nargs="+", default=[10, 30, 120])
+    p.add_argument("--memory_batch", type=int, default=2)
+    p.add_argument(
+        "--sections",
+        nargs="+",
+        default=["load", "ratio", "decoder", "render", "stages", "memory"],
+        choices=["load", "ratio", "decoder", "render", "stages", "memory"],
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="CPU-friendly: one call per config (512: batch 1 only), 4 ratio frames, 2 repeats",
+    )
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    p.add_argument("--_memory_child", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--_memory_batch", type=int, default=2, help=argparse.SUPPRESS)
+    p.add_argument("--_ckpt", help=argparse.SUPPRESS)
+    p.add_argument("--_work", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.frames, args.ratio_frames, args.repeats = 1, 4, 2
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args._memory_child is not None:
+        memory_child(args)
+        return 0
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    tmp = tempfile.TemporaryDirectory(prefix="sadtalker_bench_")
+    work = Path(tmp.name)
+    (work / "no_gfpgan").mkdir()
+    if args.checkpoint_dir is not None:
+        ckpt, weights = args.checkpoint_dir, f"official files from {args.checkpoint_dir}"
+    else:
+        ckpt = build_standins(args.standin_dir or work / "standin")
+        weights = "stand-in files (tests/standin.py, fill.py seed 0, official widths)"
+    reduced = build_reduced(ckpt, (args.standin_dir or work) / "reduced")
+    report: dict = {
+        "environment": {
+            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "device": str(device),
+            "dtype": args.dtype,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "load_avg_start": load_average(),
+            "weights": weights,
+            "quick": args.quick,
+        }
+    }
+    sections = args.sections
+    if "load" in sections:
+        report["load"] = bench_load(ckpt, args.sizes, device, dtype)
+    if "ratio" in sections:
+        report["ratio"] = bench_ratio(ckpt, args, device, dtype)
+    if "decoder" in sections:
+        report["decoder"] = bench_decoder(ckpt, args, device, dtype)
+    if "render" in sections:
+        report["render"] = bench_render(ckpt, args, device, dtype)
+    if "stages" in sections:
+        report["stages"] = bench_stages(reduced, args, device, dtype, work)
+    if "memory" in sections:
+        report["memory"] = bench_memory(reduced, args, work)
+    report["load_avg_end"] = load_average()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(report, indent=1))
+    md = markdown(report)
+    (args.out / "bench.md").write_text(md)
+    print(md)
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
