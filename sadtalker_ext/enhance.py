@@ -284,7 +284,8 @@ def load_realesrgan(path: str | Path, device: torch.device | str, dtype: torch.d
     """Load (or reuse from the process cache) the Real-ESRGAN RRDBNet of ``path``; like :func:`load_gfpgan`."""
     path = Path(path)
     if not path.is_file():
-        raise _missing(path, BG_COMPONENT, f"download it from {REALESRGAN_URL}")
+        how = f"run `python -m sadtalker_ext.download --background` to fetch it (from {REALESRGAN_URL})"
+        raise _missing(path, BG_COMPONENT, how)
     dev = torch.device(device)
     return checkpoints.cached(
         ("realesrgan", checkpoints.file_identity(path), str(dev), str(dtype)),

@@ -28,10 +28,13 @@ Enhancers (both optional, weights in the ``gfpgan/weights`` folder):
 * ``background_enhancer='realesrgan'`` (``RealESRGAN_x2plus.pth``): the output video is twice the size
   it would otherwise have (as the official, whose enhancer outputs 2x frames). ``full``/``extfull``: the
   background is static, so the ORIGINAL picture is upscaled once (Real-ESRGAN x2, tiles of 400 px) and
-  every (enhanced) face frame is pasted into it at 2x scale (paste box doubled; the face itself is
-  enlarged with the same cv2 resize as the paste). ``crop``/``resize``/``extcrop``: there is no
-  background apart from the face crop, so each final frame is upscaled x2 (batched). :class:`Result`
-  ``width``/``height`` report the doubled size.
+  every face frame is pasted into it at 2x scale (paste box doubled exactly). The face is not run
+  through Real-ESRGAN: the aspect resize goes to width ``2 * size`` (cv2 bilinear), and with
+  ``enhancer='gfpgan'`` the crops are first enlarged to ``2 * S`` (cv2 bilinear) and restored at that
+  size, so GFPGAN's detail is kept instead of being shrunk to ``S`` and enlarged again.
+  ``crop``/``resize``/``extcrop``: the frame is the face crop (no separate background), so each final
+  (face-enhanced) frame is upscaled x2 by Real-ESRGAN (batched). :class:`Result` ``width``/``height``
+  report the doubled size.
 
 Models are built on first use and kept by the :class:`SadTalker` object (a second generation pays
 no model load); :meth:`SadTalker.unload` drops them.
@@ -545,6 +548,8 @@ class SadTalker:
         and, in full modes, pasted back; ``background_enhancer='realesrgan'`` doubles ``H`` and ``W``
         (module docstring). Checks ``cancel`` before every batch (raises CancelledError); reports
         ``render`` progress."""
+        import cv2
+
         from .render.animate import Renderer, resize_to_crop_aspect, source_image_tensor
 
         options, timer = prep.options, prep.timer
@@ -563,13 +568,16 @@ class SadTalker:
             )
         full = "full" in options.preprocess
         upscale_frames = prep.upscaler if prep.upscaler is not None and not full else None
+        face_scale = 1  # full modes with the background enhancer: faces made and pasted at 2x
         if full and prep.upscaler is not None:
+            face_scale = prep.upscaler.scale
             with timer.stage("background"):
                 background = prep.upscaler(prep.picture[None])[0]
-            paste = self._paster(options, background, prep.source, scale=prep.upscaler.scale)
+            paste = self._paster(options, background, prep.source, scale=face_scale)
         else:
             paste = self._paster(options, prep.picture, prep.source)
         size_wh = prep.source.crop_info.size_wh
+        width = options.size * face_scale
 
         def render_progress(done: int, total: int) -> None:
             prep.report("render", done, total)
@@ -580,11 +588,16 @@ class SadTalker:
             t_post = time.perf_counter()
             timer.times["render"] = timer.times.get("render", 0.0) + t_post - t_render
             if enhance is not None:
+                if face_scale != 1:
+                    side = chunk.shape[1] * face_scale
+                    chunk = np.stack(
+                        [cv2.resize(f, (side, side), interpolation=cv2.INTER_LINEAR) for f in chunk]
+                    )
                 chunk = enhance(np.ascontiguousarray(chunk))
                 t_enhanced = time.perf_counter()
                 timer.times["enhance"] = timer.times.get("enhance", 0.0) + t_enhanced - t_post
                 t_post = t_enhanced
-            frames = [resize_to_crop_aspect(f, size_wh, options.size) for f in chunk]
+            frames = [resize_to_crop_aspect(f, size_wh, width) for f in chunk]
             if paste is not None:
                 frames = [paste(f) for f in frames]
             batch = np.stack(frames)
