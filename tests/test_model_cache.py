@@ -8,78 +8,26 @@ and official-width stand-in motion / reconstruction tensors, like the end-to-end
 from __future__ import annotations
 
 import collections
-import dataclasses
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from safetensors.numpy import save_file
 
 from sadtalker_ext import checkpoints
-from sadtalker_ext.nets.dense_motion import DenseMotionConfig
-from sadtalker_ext.nets.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
-from sadtalker_ext.nets.kp_detector import KPDetector, KPDetectorConfig
-from sadtalker_ext.nets.mapping import MappingConfig, MappingNet
-from sadtalker_ext.nets.spade_decoder import SpadeDecoderConfig
+from sadtalker_ext.nets.generator import OcclusionAwareSPADEGenerator
+from sadtalker_ext.nets.kp_detector import KPDetector
 from sadtalker_ext.render.loading import load_renderer_nets
 from tests import standin
 
 ST256, ST512, MAP_CROP, MAP_FULL = standin.FILES
-
-TINY_KP = KPDetectorConfig(
-    num_kp=3, block_expansion=2, max_features=8, num_blocks=2, reshape_channel=16, reshape_depth=2
-)
-TINY_GEN = GeneratorConfig(
-    block_expansion=4,
-    max_features=16,
-    reshape_channel=4,
-    reshape_depth=4,
-    num_resblocks=1,
-    dense_motion=DenseMotionConfig(
-        num_kp=3,
-        feature_channel=4,
-        block_expansion=2,
-        max_features=8,
-        num_blocks=2,
-        reshape_depth=4,
-        compress=2,
-    ),
-    decoder=SpadeDecoderConfig(input_nc=16, hidden_nc=4, output_nc=4, num_middle_blocks=1),
-)
-TINY_MAP = MappingConfig(coeff_nc=70, descriptor_nc=8, layer=3, num_kp=3, num_bins=66)
-
-
-def _filled(prefix: str, module: torch.nn.Module) -> dict[str, np.ndarray]:
-    fill = standin.fill_module()
-    out = {}
-    for key, value in module.state_dict().items():
-        dtype = "int64" if value.dtype == torch.int64 else "float32"
-        out[prefix + key] = np.ascontiguousarray(fill.fill_tensor(prefix + key, tuple(value.shape), dtype, 0))
-    return out
+TINY_KP, TINY_GEN = standin.TINY_KP, standin.TINY_GEN
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cache_ckpt")
-    keys = {
-        k for k in standin.manifest(ST256) if k.split(".")[0] in ("audio2exp", "audio2pose", "face_3drecon")
-    }
-    tensors = standin.standin_tensors(ST256, 0, keys=keys)
-    tensors.update(_filled("kp_extractor.", KPDetector(TINY_KP)))
-    tensors.update(_filled("generator.", OcclusionAwareSPADEGenerator(TINY_GEN)))
-    for key in [k for k in tensors if k.endswith(".weight_orig")]:  # unit spectral norm
-        base = key[: -len("weight_orig")]
-        u, _, vt = np.linalg.svd(tensors[key].reshape(tensors[key].shape[0], -1).astype(np.float64))
-        tensors[base + "weight_u"] = np.ascontiguousarray(u[:, 0], dtype=np.float32)
-        tensors[base + "weight_v"] = np.ascontiguousarray(vt[0], dtype=np.float32)
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(out / ST256))
-    (out / ST512).hardlink_to(out / ST256)
-    for name, coeff_nc in ((MAP_CROP, 70), (MAP_FULL, 73)):
-        net = MappingNet(dataclasses.replace(TINY_MAP, coeff_nc=coeff_nc))
-        state = {k[len("mapping.") :]: torch.from_numpy(v) for k, v in _filled("mapping.", net).items()}
-        torch.save({"mapping": state, "epoch": 0}, str(out / name))
-    return out
+    return standin.write_reduced_checkpoints(
+        tmp_path_factory.mktemp("cache_ckpt"), motion=standin.motion_tensors(0)
+    )
 
 
 class _Reads:

@@ -8,22 +8,14 @@ from the files) to keep a frame at a few seconds on this CPU; one test renders a
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from safetensors.numpy import save_file
 
 from sadtalker_ext.errors import CancelledError, CheckpointError, InputError, SadTalkerError
-from sadtalker_ext.nets.dense_motion import DenseMotionConfig
-from sadtalker_ext.nets.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
-from sadtalker_ext.nets.kp_detector import KPDetector, KPDetectorConfig
-from sadtalker_ext.nets.mapping import MappingConfig, MappingNet
-from sadtalker_ext.nets.spade_decoder import SpadeDecoderConfig
 from sadtalker_ext.options import GenerationOptions
 from sadtalker_ext.pipeline import SadTalker
 from sadtalker_ext.video import (
@@ -41,29 +33,6 @@ from tests.conftest import seed_of, vector_files, vector_params
 ST256, _ST512, MAP_CROP, MAP_FULL = standin.FILES
 SR, FPS = 16000, 25
 FRAMES = 2  # frames per tiny-width test video (one generator call at batch_size 2)
-
-TINY_KP = KPDetectorConfig(
-    num_kp=3, block_expansion=2, max_features=8, num_blocks=2, reshape_channel=16, reshape_depth=2
-)
-TINY_GEN = GeneratorConfig(
-    block_expansion=4,
-    max_features=16,
-    num_down_blocks=2,
-    reshape_channel=4,
-    reshape_depth=4,
-    num_resblocks=1,
-    dense_motion=DenseMotionConfig(
-        num_kp=3,
-        feature_channel=4,
-        block_expansion=2,
-        max_features=8,
-        num_blocks=2,
-        reshape_depth=4,
-        compress=2,
-    ),
-    decoder=SpadeDecoderConfig(input_nc=16, hidden_nc=4, output_nc=4, num_middle_blocks=1),
-)
-TINY_MAP = MappingConfig(coeff_nc=70, descriptor_nc=8, layer=3, num_kp=3, num_bins=66)
 
 
 # ----------------------------------------------------------------------------------------- fixtures
@@ -110,40 +79,15 @@ def media(vector, tmp_path_factory):
     return {"picture": str(picture), "cut": cut, "root": root}
 
 
-def _filled(prefix: str, module: torch.nn.Module, seed: int) -> dict[str, np.ndarray]:
-    fill = standin.fill_module()
-    out = {}
-    for key, value in module.state_dict().items():
-        dtype = "int64" if value.dtype == torch.int64 else "float32"
-        out[prefix + key] = np.ascontiguousarray(
-            fill.fill_tensor(prefix + key, tuple(value.shape), dtype, seed)
-        )
-    return out
-
-
 @pytest.fixture(scope="module")
 def tiny_checkpoints(vector, tmp_path_factory):
     """Official-width motion + reconstruction tensors (vector seed and overrides), tiny renderer tensors."""
-    folder = tmp_path_factory.mktemp("tiny_ckpt")
     seed = vector["seed"]
-    keys = {
-        k for k in standin.manifest(ST256) if k.split(".")[0] in ("audio2exp", "audio2pose", "face_3drecon")
-    }
-    tensors = standin.standin_tensors(ST256, seed, vector["overrides"], keys=keys)
-    tensors.update(_filled("kp_extractor.", KPDetector(TINY_KP), seed))
-    tensors.update(_filled("generator.", OcclusionAwareSPADEGenerator(TINY_GEN), seed))
-    for key in [k for k in tensors if k.endswith(".weight_orig")]:  # unit spectral norm: stable decoder
-        base = key[: -len("weight_orig")]
-        u, _, vt = np.linalg.svd(tensors[key].reshape(tensors[key].shape[0], -1).astype(np.float64))
-        tensors[base + "weight_u"] = np.ascontiguousarray(u[:, 0], dtype=np.float32)
-        tensors[base + "weight_v"] = np.ascontiguousarray(vt[0], dtype=np.float32)
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(folder / ST256))
-    (folder / _ST512).hardlink_to(folder / ST256)  # the 512 file holds the same tensor names and shapes
-    for name, coeff_nc, epoch in ((MAP_CROP, 70, 229), (MAP_FULL, 73, 109)):
-        net = MappingNet(dataclasses.replace(TINY_MAP, coeff_nc=coeff_nc))
-        state = {k[len("mapping.") :]: torch.from_numpy(v) for k, v in _filled("mapping.", net, seed).items()}
-        torch.save({"mapping": state, "epoch": epoch}, str(folder / name))
-    return folder
+    return standin.write_reduced_checkpoints(
+        tmp_path_factory.mktemp("tiny_ckpt"),
+        seed=seed,
+        motion=standin.motion_tensors(seed, vector["overrides"]),
+    )
 
 
 @pytest.fixture(scope="module")

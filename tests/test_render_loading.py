@@ -6,7 +6,6 @@ takes well under a second, plus one reduced-width (all channels / 8) stand-in th
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -27,28 +26,7 @@ from tests import standin
 
 ST256, ST512, MAP_CROP, MAP_FULL = standin.FILES
 
-TINY_KP = KPDetectorConfig(
-    num_kp=3, block_expansion=2, max_features=8, num_blocks=2, reshape_channel=16, reshape_depth=2
-)
-TINY_GEN = GeneratorConfig(
-    block_expansion=4,
-    max_features=16,
-    num_down_blocks=2,
-    reshape_channel=4,
-    reshape_depth=4,
-    num_resblocks=1,
-    dense_motion=DenseMotionConfig(
-        num_kp=3,
-        feature_channel=4,
-        block_expansion=2,
-        max_features=8,
-        num_blocks=2,
-        reshape_depth=4,
-        compress=2,
-    ),
-    decoder=SpadeDecoderConfig(input_nc=16, hidden_nc=4, output_nc=4, num_middle_blocks=1),
-)
-TINY_MAP = MappingConfig(coeff_nc=70, descriptor_nc=8, layer=3, num_kp=3, num_bins=66)
+TINY_KP, TINY_GEN, TINY_MAP = standin.TINY_KP, standin.TINY_GEN, standin.TINY_MAP
 
 # The official widths divided by 8 (num_kp, compress, depths, kernels unchanged).
 EIGHTH_KP = KPDetectorConfig(block_expansion=4, max_features=128, reshape_channel=2048)
@@ -62,46 +40,14 @@ EIGHTH_GEN = GeneratorConfig(
 EIGHTH_MAP = MappingConfig(descriptor_nc=128)
 
 
-def _filled(prefix: str, module: torch.nn.Module, seed: int = 0) -> dict[str, np.ndarray]:
-    """fill.py values for every state-dict key of ``module``, stored under ``prefix``."""
-    fill = standin.fill_module()
-    out = {}
-    for key, value in module.state_dict().items():
-        full = prefix + key
-        dtype = "int64" if value.dtype == torch.int64 else "float32"
-        out[full] = np.ascontiguousarray(fill.fill_tensor(full, tuple(value.shape), dtype, seed))
-    return out
-
-
-def _face_tensors(kp_cfg, gen_cfg) -> dict[str, np.ndarray]:
-    """fill.py tensors, with each spectral-normed conv given its top singular vectors (sigma = top
-    singular value, so the decoder stays well-conditioned, like the render_cond stand-ins)."""
-    tensors = _filled("kp_extractor.", KPDetector(kp_cfg))
-    tensors.update(_filled("generator.", OcclusionAwareSPADEGenerator(gen_cfg)))
-    for key in [k for k in tensors if k.endswith(".weight_orig")]:
-        base = key[: -len("weight_orig")]
-        mat = tensors[key].reshape(tensors[key].shape[0], -1).astype(np.float64)
-        u, _, vt = np.linalg.svd(mat, full_matrices=False)
-        tensors[base + "weight_u"] = np.ascontiguousarray(u[:, 0], dtype=np.float32)
-        tensors[base + "weight_v"] = np.ascontiguousarray(vt[0], dtype=np.float32)
-    return tensors
-
-
-def _mapping_state(cfg: MappingConfig) -> dict[str, torch.Tensor]:
-    return {
-        k[len("mapping.") :]: torch.from_numpy(v) for k, v in _filled("mapping.", MappingNet(cfg)).items()
-    }
+_face_tensors = standin.renderer_tensors
+_mapping_state = standin.mapping_state
 
 
 def _write_folder(folder: Path, kp_cfg=TINY_KP, gen_cfg=TINY_GEN, map_cfg=TINY_MAP) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    face = _face_tensors(kp_cfg, gen_cfg)
-    save_file(face, str(folder / ST256))
-    save_file(face, str(folder / ST512))
-    torch.save({"mapping": _mapping_state(map_cfg), "epoch": 229}, str(folder / MAP_CROP))
-    still = dataclasses.replace(map_cfg, coeff_nc=73)
-    torch.save({"mapping": _mapping_state(still), "epoch": 109}, str(folder / MAP_FULL))
-    return folder
+    return standin.write_reduced_checkpoints(
+        folder, kp_cfg=kp_cfg, gen_cfg=gen_cfg, map_cfg=map_cfg, link_512=False
+    )
 
 
 def _load(folder: Path, size: int = 256, preprocess: str = "crop"):
