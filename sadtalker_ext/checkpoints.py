@@ -30,7 +30,18 @@ MAPPING_CROP = "mapping_00229-model.pth.tar"
 MAPPING_FULL = "mapping_00109-model.pth.tar"
 
 _MAX_HEADER = 100 * 1024 * 1024
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+_DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
 
 
 def safetensors_name(size: int) -> str:
@@ -74,7 +85,9 @@ def read_safetensors_header(path: Path, component: str = "checkpoint") -> dict[s
         try:
             header = json.loads(fh.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{component}: {path} has an unreadable safetensors header ({exc}).") from exc
+            raise CheckpointError(
+                f"{component}: {path} has an unreadable safetensors header ({exc})."
+            ) from exc
     if not isinstance(header, dict):
         raise CheckpointError(f"{component}: {path} has a malformed safetensors header.")
     header.pop("__metadata__", None)
@@ -99,7 +112,9 @@ def read_safetensors_header(path: Path, component: str = "checkpoint") -> dict[s
     return header
 
 
-def read_safetensors_prefix(path: str | Path, prefix: str, component: str | None = None) -> dict[str, torch.Tensor]:
+def read_safetensors_prefix(
+    path: str | Path, prefix: str, component: str | None = None
+) -> dict[str, torch.Tensor]:
     """Read the tensors whose key starts exactly with ``prefix + '.'``, prefix stripped.
 
     Returns float/int tensors on the CPU, as stored. Only the selected tensors are read.
@@ -126,26 +141,38 @@ def read_safetensors_prefix(path: str | Path, prefix: str, component: str | None
     return out
 
 
-def read_mapping_checkpoint(path: str | Path, component: str = "mapping") -> dict[str, torch.Tensor]:
-    """Read the ``mapping`` state dict of a ``mapping_*-model.pth.tar`` file, without running code.
+def read_torch_pickle(path: str | Path, component: str) -> object:
+    """Unpickle a torch ``.pth``/``.pth.tar`` file onto the CPU without running code.
 
     ``torch.load(weights_only=True)`` refuses any pickle that needs more than tensors and plain containers.
+    The caller checks that the file exists (with its own 'not found' advice). Raises :class:`CheckpointError`
+    naming ``component`` and ``path`` for a refused, damaged or truncated file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise _missing(path, component)
     try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+        return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{component}: {path} needs more than plain tensors to load and was refused "
-            f"(it could run code). Use the official file. Detail: {first}"
+            f"{component}: {path} cannot be read: it needs more than plain tensors to load and was refused "
+            f"(it could run code), or it is not a torch checkpoint. Use the official file. Detail: {first}"
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{component}: {path} is not a readable torch checkpoint or is truncated: {exc}") from exc
+        raise CheckpointError(
+            f"{component}: {path} cannot be read: it is not a readable torch checkpoint or is truncated: {exc}. "
+            "Download it again."
+        ) from exc
+
+
+def read_mapping_checkpoint(path: str | Path, component: str = "mapping") -> dict[str, torch.Tensor]:
+    """Read the ``mapping`` state dict of a ``mapping_*-model.pth.tar`` file (:func:`read_torch_pickle`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path, component)
+    ckpt = read_torch_pickle(path, component)
     if not isinstance(ckpt, Mapping) or "mapping" not in ckpt or not isinstance(ckpt["mapping"], Mapping):
-        raise CheckpointError(f"{component}: {path} has no 'mapping' state dict; is it a SadTalker mapping file?")
+        raise CheckpointError(
+            f"{component}: {path} has no 'mapping' state dict; is it a SadTalker mapping file?"
+        )
     state = dict(ckpt["mapping"])
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
@@ -153,7 +180,9 @@ def read_mapping_checkpoint(path: str | Path, component: str = "mapping") -> dic
     return state
 
 
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], *, file: str | Path, component: str) -> None:
+def load_strict(
+    module: nn.Module, state: Mapping[str, torch.Tensor], *, file: str | Path, component: str
+) -> None:
     """Copy ``state`` into ``module``; every key must match in name and shape (0-d and [1] BN counters both accepted)."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]

@@ -31,7 +31,6 @@ How this differs from the official SadTalker enhancer (``src/utils/face_enhancer
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -70,18 +69,7 @@ def read_params_checkpoint(path: str | Path, component: str = COMPONENT) -> dict
     path = Path(path)
     if not path.is_file():
         raise _missing(path, component)
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{component}: {path} needs more than plain tensors to load and was refused "
-            f"(it could run code). Use the official file. Detail: {first}"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"{component}: {path} is not a readable torch checkpoint or is truncated: {exc}. Download it again."
-        ) from exc
+    obj = checkpoints.read_torch_pickle(path, component)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{component}: {path} holds a {type(obj).__name__}, not a state dict.")
     state = obj

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..checkpoints import cached, file_identity, load_strict
+from ..checkpoints import cached, file_identity, load_strict, read_torch_pickle
 from ..errors import CheckpointError, InputError
 from ..nets.awing import AWingConfig, AWingFAN
 from ..nets.retinaface import RetinaFaceConfig, RetinaFaceR50, decode_boxes, decode_landmarks, prior_boxes
@@ -142,13 +142,7 @@ def weight_path(model_dir: Path | str | None, name: str) -> Path:
 
 
 def _read(path: Path, component: str) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"{component}: {path} cannot be read ({type(exc).__name__}: {exc}). The file is damaged or not the "
-            "official release; download it again."
-        ) from exc
+    obj = read_torch_pickle(path, component)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
