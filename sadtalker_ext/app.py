@@ -13,14 +13,14 @@ import argparse
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from .errors import InputError, SadTalkerError
+from .errors import SadTalkerError
+from .form import options_from_values
 from .options import (
     BACKGROUND_ENHANCERS,
-    ENHANCERS,
     FACE_DETECTORS,
+    IMPLEMENTED_ENHANCERS,
     PREPROCESS_MODES,
     REF_MODES,
     GenerationOptions,
@@ -41,43 +41,9 @@ FORM_FIELDS = (
 """Order of the form components passed to the generate handler."""
 
 
-def _file(value: Any) -> str | None:
-    """A gradio file value (path string, dict with ``name``/``path``, or tempfile object) -> path or None."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, str | Path):
-        return str(value)
-    if isinstance(value, Mapping):
-        return value.get("path") or value.get("name")
-    return getattr(value, "name", None) or str(value)
-
-
 def options_from_form(values: Mapping[str, Any]) -> GenerationOptions:
     """Form values (keys of :data:`FORM_FIELDS`) -> validated options. Seed < 0 or empty: random."""
-    v = dict(values)
-    idle = bool(v.pop("idle_mode", False))
-    idle_seconds = v.pop("idle_seconds", None)
-    seed = v.get("seed")
-    if seed in (None, "") or float(seed) < 0:
-        v["seed"] = None
-    else:
-        v["seed"] = int(float(seed))
-    source = _file(v.get("source"))
-    if not source:
-        raise InputError("upload a face picture first")
-    v["source"] = source
-    v["driven_audio"] = None if idle else _file(v.get("driven_audio"))
-    v["idle_seconds"] = idle_seconds if idle else None
-    v["ref_video"] = _file(v.get("ref_video"))
-    if v["ref_video"] is None:
-        v["ref_mode"] = "pose"
-    if not idle and v["driven_audio"] is None and not (v["ref_video"] and v.get("ref_mode") == "all"):
-        raise InputError("upload a speech recording, or tick idle mode")
-    for key in ("size", "pose_style", "batch_size", "face_index"):
-        if v.get(key) is not None:
-            v[key] = int(float(v[key]))
-    v["extra"] = {"front_end": "app"}
-    return GenerationOptions.from_mapping(v)
+    return options_from_values(values, {"front_end": "app"})
 
 
 def status_markdown(talker: Any) -> str:
@@ -182,7 +148,7 @@ def build_app(talker: Any = None, **talker_kw: Any):
                     )
                     face_index = gr.Number(label="Face index (several faces)", value=0, precision=0)
                     enhancer = gr.Dropdown(
-                        [e for e in ENHANCERS if e != "RestoreFormer"],  # not implemented here
+                        list(IMPLEMENTED_ENHANCERS),
                         value="none",
                         label="Face enhancer (gfpgan: GFPGAN v1.4 on the face crops)",
                     )

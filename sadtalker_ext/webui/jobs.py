@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import CancelledError, InputError, SadTalkerError
+from ..form import file_value, options_from_values
 from ..options import GenerationOptions
 from ..paths import ModelDirs, resolve_model_dirs
 from .host import Host, RestoreFn
@@ -52,17 +53,6 @@ FORM_FIELDS = (
 # ----------------------------------------------------------------------------------------------- form
 
 
-def file_value(value: Any) -> str | None:
-    """A gradio file value (path str, ``{'name'|'path': ...}``, tempfile wrapper) -> path or None."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, str | Path):
-        return str(value)
-    if isinstance(value, Mapping):
-        return value.get("path") or value.get("name")
-    return getattr(value, "name", None) or getattr(value, "path", None)
-
-
 def options_from_form(
     values: Mapping[str, Any], *, front_end: str = "webui"
 ) -> tuple[GenerationOptions, str]:
@@ -72,28 +62,8 @@ def options_from_form(
     """
     v = dict(values)
     restorer = str(v.pop("restorer", None) or NO_RESTORER)
-    idle = bool(v.pop("idle_mode", False))
-    idle_seconds = v.pop("idle_seconds", None)
-    seed = v.get("seed")
-    try:
-        v["seed"] = None if seed in (None, "") or float(seed) < 0 else int(float(seed))
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"seed: expected a whole number, got {seed!r}") from exc
-    v["source"] = file_value(v.get("source"))
-    if not v["source"]:
-        raise InputError("Upload a face picture first.")
-    v["driven_audio"] = None if idle else file_value(v.get("driven_audio"))
-    v["idle_seconds"] = idle_seconds if idle else None
-    v["ref_video"] = file_value(v.get("ref_video"))
-    if v["ref_video"] is None:
-        v["ref_mode"] = "pose"
-    if not idle and v["driven_audio"] is None and not (v["ref_video"] and v.get("ref_mode") == "all"):
-        raise InputError("Upload a speech recording, or tick idle mode and give its length.")
-    for key in ("size", "pose_style", "batch_size", "face_index"):
-        if v.get(key) not in (None, ""):
-            v[key] = int(float(v[key]))
-    v["extra"] = {"front_end": front_end, "face_restoration": restorer}
-    return GenerationOptions.from_mapping(v), restorer
+    options = options_from_values(v, {"front_end": front_end, "face_restoration": restorer})
+    return options, restorer
 
 
 # ----------------------------------------------------------------------------------------------- progress
