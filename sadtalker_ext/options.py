@@ -14,6 +14,8 @@ PREPROCESS_MODES = ("crop", "resize", "full", "extcrop", "extfull")
 REF_MODES = ("pose", "blink", "pose+blink", "all")
 FACE_DETECTORS = ("retinaface", "dlib")
 ENHANCERS = ("none", "gfpgan", "RestoreFormer")
+IMPLEMENTED_ENHANCERS = ("none", "gfpgan")
+"""The face enhancers that work; 'RestoreFormer' is a valid official setting that the pipeline refuses."""
 BACKGROUND_ENHANCERS = ("none", "realesrgan")
 SIZES = (256, 512)
 POSE_STYLES = range(46)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..options import BACKGROUND_ENHANCERS, ENHANCERS, FACE_DETECTORS, PREPROCESS_MODES, REF_MODES
+from ..options import BACKGROUND_ENHANCERS, FACE_DETECTORS, IMPLEMENTED_ENHANCERS, PREPROCESS_MODES, REF_MODES
 from . import jobs, models_panel
 from .host import Host, gradio_major
 from .settings import NO_RESTORER, WebUISettings
@@ -114,7 +114,7 @@ def _option_tabs(host: Host, settings: WebUISettings) -> dict[str, Any]:
                                     elem_id="sadtalker_face_index")  # fmt: skip
         c["batch_size"] = gr.Slider(1, 16, value=settings.default_batch_size, step=1,
                                     label="Batch size (frames rendered at once)", elem_id="sadtalker_batch_size")  # fmt: skip
-        c["enhancer"] = gr.Dropdown(list(ENHANCERS), value="none", label="SadTalker's own face enhancer",
+        c["enhancer"] = gr.Dropdown(list(IMPLEMENTED_ENHANCERS), value="none", label="SadTalker's own face enhancer",
                                     elem_id="sadtalker_enhancer")  # fmt: skip
         c["background_enhancer"] = gr.Dropdown(list(BACKGROUND_ENHANCERS), value="none",
                                                label="Background enhancer", elem_id="sadtalker_bg_enhancer")  # fmt: skip

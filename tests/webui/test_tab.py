@@ -72,6 +72,8 @@ def test_tab_builds_with_defaults_from_settings(make_extension, webui):
     comps = blocks.sadtalker_components
     assert comps["size"].value == 512 and comps["preprocess"].value == "full"
     assert comps["restorer"].value == "GFPGAN" and comps["batch_size"].value == 4
+    enhancers = [c[0] if isinstance(c, tuple | list) else c for c in comps["enhancer"].choices]
+    assert enhancers == ["none", "gfpgan"]  # RestoreFormer is refused by the pipeline: not offered
     config = blocks.get_config_file()
     js = [d.get("js") for d in config["dependencies"]]
     assert {"sadtalker_submit", "sadtalker_submit_batch", "sadtalker_submit_download"} <= set(js)
