@@ -301,6 +301,10 @@ def model_status(
     return rows
 
 
+OPTIONAL_FEATURES = ("full", "enhancer", "detector", "background")
+"""Boolean :class:`Selection` fields, each also a ``sadtalker_ext.download`` flag of that name."""
+
+
 @dataclass(frozen=True)
 class Selection:
     """Which features to fetch weights for (the CLI always includes the crop-mode MappingNet)."""
@@ -314,18 +318,7 @@ class Selection:
 
     @property
     def features(self) -> set[str]:
-        out = {str(s) for s in self.sizes}
-        if self.crop:
-            out.add("crop")
-        if self.full:
-            out.add("full")
-        if self.enhancer:
-            out.add("enhancer")
-        if self.detector:
-            out.add("detector")
-        if self.background:
-            out.add("background")
-        return out
+        return {str(s) for s in self.sizes} | {f for f in ("crop", *OPTIONAL_FEATURES) if getattr(self, f)}
 
     def names(self, manifest: Manifest) -> list[str]:
         """File names needed by this selection, in manifest order."""
@@ -369,14 +362,7 @@ def download_command(selection: Selection, dirs: ModelDirs | None = None) -> str
     parts = ["python", "-m", "sadtalker_ext.download"]
     sizes = sorted(set(selection.sizes))
     parts += ["--size", "all" if sizes == [256, 512] else str(sizes[0] if sizes else 256)]
-    if selection.full:
-        parts.append("--full")
-    if selection.enhancer:
-        parts.append("--enhancer")
-    if selection.detector:
-        parts.append("--detector")
-    if selection.background:
-        parts.append("--background")
+    parts += [f"--{feature}" for feature in OPTIONAL_FEATURES if getattr(selection, feature)]
     if dirs is not None:
         default = resolve_model_dirs()
         if dirs.checkpoints != default.checkpoints:
