@@ -23,7 +23,9 @@ cell reads its right neighbour clamped (official: IndexError).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -40,6 +42,7 @@ ALIGNMENT_FILE = "alignment_WFLW_4HG.pth"
 DOWNLOAD_BASE = "https://github.com/xinntao/facexlib/releases/download/v0.1.0/"
 CONF_THRESHOLD = 0.97
 NMS_THRESHOLD = 0.4
+_Net = TypeVar("_Net", bound=torch.nn.Module)
 
 # 68-point index -> pair of WFLW-98 indices averaged (equal indices: copied)
 _WFLW_TO_68 = np.array(
@@ -152,28 +155,48 @@ def _read(path: Path, component: str) -> dict[str, torch.Tensor]:
     return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
-def load_detector(model_dir: Path | str | None, device: str = "cpu") -> RetinaFaceR50:
-    """RetinaFace-ResNet50 with weights from ``detection_Resnet50_Final.pth`` (strict), eval mode, cached."""
-    path = weight_path(model_dir, DETECTOR_FILE)
+def _load_cached(
+    model_dir: Path | str | None,
+    name: str,
+    component: str,
+    tag: str,
+    device: str,
+    make: Callable[[], _Net],
+) -> _Net:
+    """``make()`` with the weights of ``model_dir/name`` loaded strictly, on ``device``, eval mode; cached per
+    (``tag``, file identity, device)."""
+    path = weight_path(model_dir, name)
 
-    def build() -> RetinaFaceR50:
-        net = RetinaFaceR50(RetinaFaceConfig())
-        load_strict(net, _read(path, "RetinaFace detector"), file=path, component="RetinaFace detector")
+    def build() -> _Net:
+        net = make()
+        load_strict(net, _read(path, component), file=path, component=component)
         return net.to(device).eval()
 
-    return cached(("retinaface-r50", *file_identity(path), device), build)
+    return cached((tag, *file_identity(path), device), build)
+
+
+def load_detector(model_dir: Path | str | None, device: str = "cpu") -> RetinaFaceR50:
+    """RetinaFace-ResNet50 with weights from ``detection_Resnet50_Final.pth`` (strict), eval mode, cached."""
+    return _load_cached(
+        model_dir,
+        DETECTOR_FILE,
+        "RetinaFace detector",
+        "retinaface-r50",
+        device,
+        lambda: RetinaFaceR50(RetinaFaceConfig()),
+    )
 
 
 def load_alignment(model_dir: Path | str | None, device: str = "cpu") -> AWingFAN:
     """AWing FAN (4 stacks, 98 points) with weights from ``alignment_WFLW_4HG.pth`` (strict), eval mode, cached."""
-    path = weight_path(model_dir, ALIGNMENT_FILE)
-
-    def build() -> AWingFAN:
-        net = AWingFAN(AWingConfig())
-        load_strict(net, _read(path, "AWing landmark model"), file=path, component="AWing landmark model")
-        return net.to(device).eval()
-
-    return cached(("awing-fan", *file_identity(path), device), build)
+    return _load_cached(
+        model_dir,
+        ALIGNMENT_FILE,
+        "AWing landmark model",
+        "awing-fan",
+        device,
+        lambda: AWingFAN(AWingConfig()),
+    )
 
 
 # --------------------------------------------------------------------------------------------- inference
