@@ -256,18 +256,3 @@ class SendToButtons:
             )
         )
         return button
-
-
-def error_tab(message: str) -> Any:
-    """A tab showing why the extension could not start (instead of no tab at all)."""
-    import html
-
-    import gradio as gr
-
-    with gr.Blocks(analytics_enabled=False) as tab:
-        gr.HTML(
-            "<div class='sadtalker-error'><h3>SadTalker could not start</h3>"
-            f"<pre>{html.escape(message)}</pre></div>",
-            elem_id="sadtalker_error",
-        )
-    return tab
