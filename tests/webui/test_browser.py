@@ -8,6 +8,7 @@ test (with the install lines) instead of skipping it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import shutil
@@ -113,6 +114,23 @@ def _inject_assets(monkeypatch):
     monkeypatch.setattr(gradio.routes.templates, "TemplateResponse", template_response)
 
 
+@contextlib.contextmanager
+def _served(webui, make_extension, monkeypatch, picture: Path, python_binding: bool = True):
+    """The extension registered, its assets injected and the host page with ``picture`` in the txt2img
+    gallery served on a free local port; yields the page URL, closes the server afterwards."""
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    make_extension()
+    _inject_assets(monkeypatch)
+    demo = _host_page(webui, picture, python_binding=python_binding)
+    port = _free_port()
+    demo.queue()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
 def _wait(predicate, timeout=30.0, what="condition", driver=None):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -150,16 +168,9 @@ def _close_to(pixel, expected, tol=3) -> bool:
 def test_send_to_sadtalker_in_chromium(driver, make_extension, webui, monkeypatch, tmp_path):
     from selenium.webdriver.common.by import By
 
-    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    make_extension()
     picture = sample_png(tmp_path / "gallery" / "00001-123.png", size=(40, 30), color=(10, 200, 30))
-    _inject_assets(monkeypatch)
-    demo = _host_page(webui, picture)
-    port = _free_port()
-    demo.queue()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        driver.get(f"http://127.0.0.1:{port}/")
+    with _served(webui, make_extension, monkeypatch, picture) as url:
+        driver.get(url)
         find = driver.find_elements
         button = _wait(lambda: find(By.ID, "txt2img_send_to_sadtalker"), what="send button", driver=driver)[0]
         assert button.find_elements(By.XPATH, "ancestor::*[@id='image_buttons_txt2img']")  # in the host's row
@@ -192,24 +203,15 @@ def test_send_to_sadtalker_in_chromium(driver, make_extension, webui, monkeypatc
         assert not driver.find_elements(
             By.ID, "txt2img_send_to_sadtalker_js"
         )  # no JS duplicate of our button
-    finally:
-        demo.close()
 
 
 @pytest.mark.slow
 def test_js_fallback_button_without_python_binding(driver, make_extension, webui, monkeypatch, tmp_path):
     from selenium.webdriver.common.by import By
 
-    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    make_extension()
     picture = sample_png(tmp_path / "gallery" / "00002-5.png", size=(36, 28), color=(220, 40, 90))
-    _inject_assets(monkeypatch)
-    demo = _host_page(webui, picture, python_binding=False)
-    port = _free_port()
-    demo.queue()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        driver.get(f"http://127.0.0.1:{port}/")
+    with _served(webui, make_extension, monkeypatch, picture, python_binding=False) as url:
+        driver.get(url)
         find = driver.find_elements
         button = _wait(
             lambda: find(By.ID, "txt2img_send_to_sadtalker_js"), what="fallback button", driver=driver
@@ -227,5 +229,3 @@ def test_js_fallback_button_without_python_binding(driver, make_extension, webui
         driver.find_element(By.ID, "sadtalker_generate").click()
         _wait(lambda: "speech recording" in driver.find_element(By.ID, "sadtalker_html_log").text,
               what="form error", driver=driver)  # fmt: skip
-    finally:
-        demo.close()
