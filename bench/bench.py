@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import platform
@@ -50,11 +49,6 @@ import torch  # noqa: E402
 
 from bench.baseline import iter_official_structure  # noqa: E402
 from sadtalker_ext import checkpoints  # noqa: E402
-from sadtalker_ext.nets.dense_motion import DenseMotionConfig  # noqa: E402
-from sadtalker_ext.nets.generator import GeneratorConfig, OcclusionAwareSPADEGenerator  # noqa: E402
-from sadtalker_ext.nets.kp_detector import KPDetector, KPDetectorConfig  # noqa: E402
-from sadtalker_ext.nets.mapping import MappingConfig, MappingNet  # noqa: E402
-from sadtalker_ext.nets.spade_decoder import SpadeDecoderConfig  # noqa: E402
 from sadtalker_ext.render.animate import Renderer, plan_render  # noqa: E402
 from sadtalker_ext.render.loading import load_renderer_nets  # noqa: E402
 
@@ -66,30 +60,6 @@ ST256, ST512, MAP_CROP, MAP_FULL = (
 )
 MEDIA = REPO.parent / "shared" / "media"
 SR, FPS = 16000, 25
-
-# The reduced-width renderer (3 keypoints, a few channels per layer; official key names, same code path).
-# Official widths / 8 still cost seconds per frame on a CPU (the 7x7x7 mask conv keeps its 80 skip channels).
-TINY_KP = KPDetectorConfig(
-    num_kp=3, block_expansion=2, max_features=8, num_blocks=2, reshape_channel=16, reshape_depth=2
-)
-TINY_GEN = GeneratorConfig(
-    block_expansion=4,
-    max_features=16,
-    reshape_channel=4,
-    reshape_depth=4,
-    num_resblocks=1,
-    dense_motion=DenseMotionConfig(
-        num_kp=3,
-        feature_channel=4,
-        block_expansion=2,
-        max_features=8,
-        num_blocks=2,
-        reshape_depth=4,
-        compress=2,
-    ),
-    decoder=SpadeDecoderConfig(input_nc=16, hidden_nc=4, output_nc=4, num_middle_blocks=1),
-)
-TINY_MAP = MappingConfig(coeff_nc=70, descriptor_nc=8, layer=3, num_kp=3, num_bins=66)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -137,45 +107,18 @@ def build_standins(folder: Path) -> Path:
     return folder
 
 
-def _filled(prefix: str, module: torch.nn.Module, seed: int = 0) -> dict[str, np.ndarray]:
-    from tests import standin
-
-    fill = standin.fill_module()
-    out = {}
-    for key, value in module.state_dict().items():
-        dtype = "int64" if value.dtype == torch.int64 else "float32"
-        out[prefix + key] = np.ascontiguousarray(
-            fill.fill_tensor(prefix + key, tuple(value.shape), dtype, seed)
-        )
-    return out
-
-
 def build_reduced(main_dir: Path, folder: Path) -> Path:
-    """Reduced-width renderer (TINY_*) + the main checkpoint's motion/reconstruction tensors."""
-    from safetensors.numpy import save_file
+    """Reduced-width renderer (``tests.standin.TINY_*``) + the main checkpoint's motion/reconstruction tensors."""
+    from tests import standin
 
     if (folder / ST256).is_file() and (folder / MAP_FULL).is_file():
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
     log(f"building the reduced-width renderer checkpoint in {folder}")
-    tensors: dict[str, np.ndarray] = {}
-    for prefix in ("audio2exp", "audio2pose", "face_3drecon"):
+    motion: dict[str, np.ndarray] = {}
+    for prefix in standin.MOTION_PREFIXES:
         part = checkpoints.read_safetensors_prefix(main_dir / ST256, prefix)
-        tensors.update({f"{prefix}.{k}": v.numpy() for k, v in part.items()})
-    tensors.update(_filled("kp_extractor.", KPDetector(TINY_KP)))
-    tensors.update(_filled("generator.", OcclusionAwareSPADEGenerator(TINY_GEN)))
-    for key in [k for k in tensors if k.endswith(".weight_orig")]:  # unit spectral norm: a stable decoder
-        base = key[: -len("weight_orig")]
-        u, _, vt = np.linalg.svd(tensors[key].reshape(tensors[key].shape[0], -1).astype(np.float64))
-        tensors[base + "weight_u"] = np.ascontiguousarray(u[:, 0], dtype=np.float32)
-        tensors[base + "weight_v"] = np.ascontiguousarray(vt[0], dtype=np.float32)
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(folder / ST256))
-    os.link(folder / ST256, folder / ST512)
-    for name, coeff_nc, epoch in ((MAP_CROP, 70, 229), (MAP_FULL, 73, 109)):
-        net = MappingNet(dataclasses.replace(TINY_MAP, coeff_nc=coeff_nc))
-        state = {k[len("mapping.") :]: torch.from_numpy(v) for k, v in _filled("mapping.", net).items()}
-        torch.save({"mapping": state, "epoch": epoch}, str(folder / name))
-    return folder
+        motion.update({f"{prefix}.{k}": v.numpy() for k, v in part.items()})
+    return standin.write_reduced_checkpoints(folder, motion=motion)
 
 
 # ------------------------------------------------------------------------------------------ inputs
