@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    python bench/bench.py --quick --out bench/results            # CPU, stand-in weights
-    python bench/bench.py --checkpoint_dir /models/SadTalker --device cuda --dtype float16
+    python -m bench.bench --quick --out bench/results            # CPU, stand-in weights
+    python -m bench.bench --checkpoint_dir /models/SadTalker --device cuda --dtype float16
 
 Sections (all written to ``<out>/bench.json`` and ``<out>/bench.md``):
 
@@ -40,17 +40,13 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # a script run as `python bench/bench.py`
-    sys.path.insert(0, str(REPO))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bench.baseline import iter_official_structure  # noqa: E402
-from sadtalker_ext import checkpoints  # noqa: E402
-from sadtalker_ext.render.animate import Renderer, plan_render  # noqa: E402
-from sadtalker_ext.render.loading import load_renderer_nets  # noqa: E402
+from bench.baseline import iter_official_structure
+from sadtalker_ext import checkpoints
+from sadtalker_ext.render.animate import Renderer, plan_render
+from sadtalker_ext.render.loading import load_renderer_nets
 
 ST256, ST512, MAP_CROP, MAP_FULL = (
     "SadTalker_V0.0.2_256.safetensors",
@@ -58,6 +54,7 @@ ST256, ST512, MAP_CROP, MAP_FULL = (
     "mapping_00229-model.pth.tar",
     "mapping_00109-model.pth.tar",
 )
+REPO = Path(__file__).resolve().parent.parent
 MEDIA = REPO.parent / "shared" / "media"
 SR, FPS = 16000, 25
 
@@ -374,7 +371,8 @@ def bench_memory(reduced: Path, args, work: Path) -> list[dict]:
         wav_of(seconds, work)
         cmd = [
             sys.executable,
-            str(Path(__file__).resolve()),
+            "-m",
+            "bench.bench",
             "--device",
             args.device,
             "--dtype",

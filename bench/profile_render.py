@@ -1,6 +1,6 @@
 """Where one renderer frame's time goes: torch.profiler over ``Renderer.render_frames`` (size 256).
 
-    python bench/profile_render.py [--checkpoint_dir DIR | --standin_dir DIR] [--batch_size 1] [--steps 2]
+    python -m bench.profile_render [--checkpoint_dir DIR | --standin_dir DIR] [--batch_size 1] [--steps 2]
 
 Prints (and writes with ``--out``) wall time per network region (forward hooks) and self time per
 operator category (3D / 2D convolutions by shape, grid sampling, norms, element-wise), from the last of
@@ -15,16 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # a script run as `python bench/profile_render.py`
-    sys.path.insert(0, str(REPO))
+import torch
+from torch.profiler import ProfilerActivity, profile
 
-import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
-
-from bench.bench import build_standins, load_average, source_image, synthetic_plan  # noqa: E402
-from sadtalker_ext.render.animate import Renderer  # noqa: E402
-from sadtalker_ext.render.loading import load_renderer_nets  # noqa: E402
+from bench.bench import build_standins, load_average, source_image, synthetic_plan
+from sadtalker_ext.render.animate import Renderer
+from sadtalker_ext.render.loading import load_renderer_nets
 
 REGIONS = {
     "dense motion: hourglass (3D U-Net)": "generator.dense_motion_network.hourglass",
