@@ -71,9 +71,13 @@ def main() -> int:
     if not missing:
         return 0
     if skip_install_requested():
-        print("[SadTalker] --skip-install is set: not installing; the SadTalker tab will say what is missing.")
+        print(
+            "[SadTalker] --skip-install is set: not installing; the SadTalker tab will say what is missing."
+        )
         return 0
-    print(f"[SadTalker] installing {len(missing)} package(s) in one pip call; installed packages stay as they are")
+    print(
+        f"[SadTalker] installing {len(missing)} package(s) in one pip call; installed packages stay as they are"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         constraints = Path(tmp) / "host-pins.txt"
         constraints.write_text("\n".join(installed_pins()) + "\n")

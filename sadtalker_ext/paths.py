@@ -74,7 +74,11 @@ def resolve_model_dirs(
             ("argument", opt(gfpgan_dir), False),
             ("--sadtalker-gfpgan-dir", opt(flag_gfpgan_dir), False),
             (GFPGAN_ENV, opt(env.get(GFPGAN_ENV)), False),
-            ("WebUI models/SadTalker/gfpgan", webui / "SadTalker" / "gfpgan" / "weights" if webui else None, True),
+            (
+                "WebUI models/SadTalker/gfpgan",
+                webui / "SadTalker" / "gfpgan" / "weights" if webui else None,
+                True,
+            ),
             ("extension gfpgan/weights/", EXTENSION_ROOT / "gfpgan" / "weights", False),
         ]
     )

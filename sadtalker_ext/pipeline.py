@@ -512,19 +512,9 @@ class SadTalker:
         check_cancel("before rendering")
 
         # render plan (steps 5 and 6 run in write_video / iter_video_frames)
-        from .render.animate import plan_render
+        from .render.animate import plan_from_options
 
-        plan = plan_render(
-            source.first_coeff,
-            motion.mat_coeffs,
-            preprocess=options.preprocess,
-            still=options.still,
-            expression_scale=options.expression_scale,
-            batch_size=options.batch_size,
-            yaw=options.input_yaw,
-            pitch=options.input_pitch,
-            roll=options.input_roll,
-        )
+        plan = plan_from_options(source.first_coeff, motion.mat_coeffs, options)
         return Prepared(
             options=options,
             seed=seed,

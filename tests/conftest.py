@@ -24,7 +24,9 @@ def vector_params(pattern: str):
     files = vector_files(pattern)
     if not files:
         if os.environ.get("CI"):
-            return [pytest.param(None, id="no-vectors", marks=pytest.mark.xfail(strict=True, reason="no vectors"))]
+            return [
+                pytest.param(None, id="no-vectors", marks=pytest.mark.xfail(strict=True, reason="no vectors"))
+            ]
         return [pytest.param(None, id="no-vectors", marks=pytest.mark.skip(reason=f"no {pattern} vectors"))]
     return [pytest.param(f, id=f.stem) for f in files]
 

@@ -12,18 +12,25 @@ from sadtalker_ext.paths import EXTENSION_ROOT, resolve_model_dirs
 
 
 def test_explicit_argument_wins(tmp_path):
-    dirs = resolve_model_dirs(tmp_path / "a", flag_checkpoint_dir=tmp_path / "b", environ={"SADTALKER_CHECKPOINTS": "c"})
+    dirs = resolve_model_dirs(
+        tmp_path / "a", flag_checkpoint_dir=tmp_path / "b", environ={"SADTALKER_CHECKPOINTS": "c"}
+    )
     assert dirs.checkpoints == tmp_path / "a"
     assert dirs.checkpoints_source == "argument"
 
 
 def test_flag_then_env_then_webui_then_extension(tmp_path):
     env = {"SADTALKER_CHECKPOINTS": str(tmp_path / "env")}
-    assert resolve_model_dirs(flag_checkpoint_dir=tmp_path / "flag", environ=env).checkpoints == tmp_path / "flag"
+    assert (
+        resolve_model_dirs(flag_checkpoint_dir=tmp_path / "flag", environ=env).checkpoints
+        == tmp_path / "flag"
+    )
     assert resolve_model_dirs(environ=env).checkpoints == tmp_path / "env"
     webui = tmp_path / "models"
     # the WebUI folder counts only when it exists
-    assert resolve_model_dirs(webui_models_dir=webui, environ={}).checkpoints == EXTENSION_ROOT / "checkpoints"
+    assert (
+        resolve_model_dirs(webui_models_dir=webui, environ={}).checkpoints == EXTENSION_ROOT / "checkpoints"
+    )
     (webui / "SadTalker" / "gfpgan" / "weights").mkdir(parents=True)
     dirs = resolve_model_dirs(webui_models_dir=webui, environ={})
     assert dirs.checkpoints == webui / "SadTalker"
@@ -73,9 +80,18 @@ def test_bad_values_are_refused_with_the_option_name(change, words):
 
 def test_from_mapping_coerces_and_refuses_unknown():
     opts = GenerationOptions.from_mapping(
-        {"source": "a.png", "driven_audio": "b.wav", "size": "512", "still": "true", "input_yaw": "0, 20 -10", "seed": ""}
+        {
+            "source": "a.png",
+            "driven_audio": "b.wav",
+            "size": "512",
+            "still": "true",
+            "input_yaw": "0, 20 -10",
+            "seed": "",
+        }
     )
-    assert opts.size == 512 and opts.still is True and opts.input_yaw == (0.0, 20.0, -10.0) and opts.seed is None
+    assert (
+        opts.size == 512 and opts.still is True and opts.input_yaw == (0.0, 20.0, -10.0) and opts.seed is None
+    )
     with pytest.raises(InputError, match="unknown option"):
         GenerationOptions.from_mapping({"source": "a.png", "driven_audio": "b.wav", "bogus": 1})
     with pytest.raises(InputError, match="input_pitch"):
