@@ -211,6 +211,7 @@ def bench_render(ckpt, args, device, dtype) -> list[dict]:
                 "prepare_s": t["prepare"],
                 "s_per_frame": t["frames"] / frames,
                 "frames_per_s": frames / t["frames"],
+                "peak_rss_mb": peak_rss_mb(),
                 "load_avg": load_average(),
             }
             if device.type == "cuda":
@@ -468,16 +469,17 @@ def markdown(report: dict) -> str:
         lines += [
             "## Renderer throughput",
             "",
-            "Official widths. Extrapolated from the frames rendered per configuration (column `frames`).",
+            "Official widths. Extrapolated from the frames rendered per configuration (column `frames`). "
+            "Peak RSS is the process peak so far (configurations run in order, models loaded), an upper bound.",
             "",
-            "| size | batch | frames | prepare_source (s) | s/frame | frames/s | peak VRAM (MiB) | load avg |",
-            "|---|---|---|---|---|---|---|---|",
+            "| size | batch | frames | prepare_source (s) | s/frame | frames/s | peak RSS (MiB) | peak VRAM (MiB) | load avg |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in report["render"]:
             lines.append(
                 f"| {r['size']} | {r['batch_size']} | {r['frames_rendered']} | "
                 f"{r['prepare_s']:.2f} | {r['s_per_frame']:.3f} | {r['frames_per_s']:.3f} | "
-                f"{r.get('peak_vram_mb', float('nan')):.0f} | {r['load_avg'][0] if r['load_avg'] else ''} |"
+                f"{r.get('peak_rss_mb', float('nan')):.0f} | {r.get('peak_vram_mb', float('nan')):.0f} | {r['load_avg'][0] if r['load_avg'] else ''} |"
             )
         lines.append("")
     if report.get("stages"):
