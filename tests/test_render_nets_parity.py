@@ -41,15 +41,11 @@ PLAIN_PRED_FLIP_FRACTION = 0.02
 
 
 def _params(*patterns: str, exclude: str | None = None):
-    out = []
-    for pattern in patterns:
-        for p in vector_params(pattern):
-            path = p.values[0]
-            if path is not None and exclude and exclude in path.name:
-                continue
-            out.append(p)
-    real = [p for p in out if p.values[0] is not None]
-    return real or out[:1]
+    return [
+        p
+        for p in vector_params(*patterns)
+        if p.values[0] is None or not (exclude and exclude in p.values[0].name)
+    ]
 
 
 def _is_cond(path: Path) -> bool:
