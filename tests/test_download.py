@@ -23,6 +23,7 @@ import pytest
 
 from sadtalker_ext import download as dl
 from sadtalker_ext import weights as w
+from sadtalker_ext.download import cli as dl_cli
 from sadtalker_ext.errors import CancelledError
 from sadtalker_ext.paths import ModelDirs
 from tests import standin
@@ -492,7 +493,7 @@ def test_dry_run_lists_missing_without_network(site, small, tmp_path, capsys):
     assert report.results[0].source == urls[ST256]
     assert site.requests == [] and not (dirs.checkpoints / ST256).exists()
     man_path = man.source
-    code = dl.main(["--dry-run", "--all", "--manifest", str(man_path), "--checkpoint_dir", str(dirs.checkpoints),
+    code = dl_cli.main(["--dry-run", "--all", "--manifest", str(man_path), "--checkpoint_dir", str(dirs.checkpoints),
                     "--gfpgan_dir", str(dirs.gfpgan)])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 1 and f"missing: {ST256}" in out and f"missing: {GFP}" in out and MAP229 not in out
@@ -507,12 +508,12 @@ def test_cli_downloads_through_a_mirror(site, small, tmp_path, capsys):
     dirs = _dirs(tmp_path)
     args = ["--manifest", str(man.source), "--checkpoint_dir", str(dirs.checkpoints), "--gfpgan_dir",
             str(dirs.gfpgan), "--mirror", f"{site.base}/m", "--no-tqdm", "--retries", "0"]  # fmt: skip
-    assert dl.main(args) == 0  # default selection: 256 + crop mapping, not the enhancer
+    assert dl_cli.main(args) == 0  # default selection: 256 + crop mapping, not the enhancer
     captured = capsys.readouterr()
     assert "downloaded" in captured.out and "downloaded and verified" in captured.err
     assert (dirs.checkpoints / ST256).read_bytes() == small[ST256]
     assert not (dirs.gfpgan / GFP).exists()
-    assert dl.main([*args, "--enhancer"]) == 1  # GFPGAN is on neither the mirror nor the official URL here
+    assert dl_cli.main([*args, "--enhancer"]) == 1  # GFPGAN is on neither the mirror nor the official URL here
     assert "failed" in capsys.readouterr().out
     assert sorted(_no_leftovers(dirs)) == sorted(dirs.checkpoints / n for n in (ST256, MAP229))
 
@@ -540,7 +541,7 @@ def test_cancel_stops_the_transfer_and_keeps_the_part_for_resume(site, small, tm
 def test_cli_progress_renders_with_tqdm_and_plain_lines():
     for use_tqdm in (True, False):
         stream = io.StringIO()
-        render = dl._CliProgress(stream=stream, use_tqdm=use_tqdm)
+        render = dl_cli._CliProgress(stream=stream, use_tqdm=use_tqdm)
         for done in (0, 500, 1000):
             render(dl.Progress("f.bin", 1, 2, "download", done=done, total=1000, speed=100.0, eta=5.0))
         render(dl.Progress("f.bin", 1, 2, "done", done=1000, total=1000))

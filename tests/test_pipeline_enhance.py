@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from sadtalker_ext import download as dl
+from sadtalker_ext.download import cli as dl_cli
 from sadtalker_ext.enhance import (
     GFPGAN_FILE,
     REALESRGAN_FILE,
@@ -251,8 +252,8 @@ def test_restoreformer_is_refused_clearly(talker, media, tmp_path):
 
 
 def test_downloader_background_choice():
-    args = dl.build_parser().parse_args(["--background"])
-    selection = dl.selection_from_args(args)
+    args = dl_cli.build_parser().parse_args(["--background"])
+    selection = dl_cli.selection_from_args(args)
     assert selection.background and not selection.enhancer
     assert "background" in selection.features
-    assert not dl.selection_from_args(dl.build_parser().parse_args([])).background
+    assert not dl_cli.selection_from_args(dl_cli.build_parser().parse_args([])).background
