@@ -10,6 +10,13 @@ import pytest
 
 from tests import standin
 
+# Share of uint8 values of an e2e run's rendered frames that must equal the official ones. The parity
+# README suggests 97 %; but the official float32 frames are themselves rounded by the producing CPU's
+# kernels: our renderer run in float64 (the exact value) matches only 96.9 % of e2e_full's step-0 values
+# (on an AVX-512 CPU, float32 gives 96.8 %; on an AVX2 CPU, whose kernels round like the official run's,
+# float32 passed 97 %). Every value must still be within 2 levels.
+E2E_MIN_IDENTICAL = 0.96
+
 
 def vector_files(pattern: str) -> list[Path]:
     """Vector files matching ``pattern`` in the parity directory; a missing directory is an error."""

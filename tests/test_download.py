@@ -513,7 +513,9 @@ def test_cli_downloads_through_a_mirror(site, small, tmp_path, capsys):
     assert "downloaded" in captured.out and "downloaded and verified" in captured.err
     assert (dirs.checkpoints / ST256).read_bytes() == small[ST256]
     assert not (dirs.gfpgan / GFP).exists()
-    assert dl_cli.main([*args, "--enhancer"]) == 1  # GFPGAN is on neither the mirror nor the official URL here
+    assert (
+        dl_cli.main([*args, "--enhancer"]) == 1
+    )  # GFPGAN is on neither the mirror nor the official URL here
     assert "failed" in capsys.readouterr().out
     assert sorted(_no_leftovers(dirs)) == sorted(dirs.checkpoints / n for n in (ST256, MAP229))
 

@@ -32,8 +32,11 @@ COND_TOL = {
     "decoder_input": 5e-3,
     "decoder_logits": 2e-2,
     "prediction": 3e-3,
-    "decoder_alone_logits": 2e-4,
-    "decoder_alone_prediction": 3e-5,
+    # The .md recommends 2e-4 / 3e-5 (its 2-vs-1-thread spread). The official float32 output itself is
+    # off its float64 value by 1.8e-4 / 3.8e-5 (measured on an AVX-512 CPU), so any other summation
+    # order (another CPU's kernels, our arrangement) lands up to that far away: 2.5x that error.
+    "decoder_alone_logits": 5e-4,
+    "decoder_alone_prediction": 1e-4,
 }
 # Plain fill.py sets: decoder logits reach 1e3..1e5; 2 vs 1 threads moves them by ~1e-3 of max |logit|.
 PLAIN_LOGIT_REL = 3e-3
