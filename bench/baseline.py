@@ -2,8 +2,9 @@
 
 What the official ``make_animation`` loop does per step, written out plainly:
 
-* the source picture is repeated to the batch (``batch_size`` rows) and, every step,
-  the keypoint detector, the source mapping window and the generator's source encoder run again on it;
+* the source picture is repeated to the batch (``batch_size`` rows); the keypoint detector and the
+  source mapping window run once per call (as in the official ``make_animation``), the generator's
+  source encoder runs again on every step;
 * the generator forward is the direct arrangement: dense motion from the full source volume
   (compress conv every step), grid sample, then the SPADE decoder block by block with the label map
   nearest-upsampled and every SPADE conv run separately (``SpadeDecoder.forward_reference``).
@@ -27,7 +28,7 @@ from sadtalker_ext.render.animate import RenderPlan
 def _generator_step(generator, image: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor):
     """Official generator forward: encode the source, warp, decode. ``image (n, 3, S, S)`` -> ``(n, 3, S, S)``."""
     volume = generator.encode_source(image)
-    flow = generator.dense_motion_network(volume, kp_driving, kp_source)
+    flow = generator.dense_motion_network(volume, kp_driving, kp_source, direct=True)
     grid = flow["deformation"]
     warped = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     b, c, d, h, w = warped.shape
@@ -50,14 +51,16 @@ def iter_official_structure(
         return torch.as_tensor(a).to(device=device, dtype=dtype)
 
     source_image = tensor(source_image)
-    for positions in plan.batches("official"):
-        n = len(positions)
+    steps = list(plan.batches("official"))
+    n = len(steps[0])
+    # Once per call, as the official make_animation does (on the batch-repeated source picture).
+    image = source_image.expand(n, *source_image.shape[1:]).contiguous()
+    kp_canonical = nets.kp_detector(image).float()
+    src_window = np.repeat(motion.source_window(plan.source_row), n, axis=0)
+    he_source = {k: v.float() for k, v in nets.mapping(tensor(src_window)).items()}
+    kp_source = motion.transform_keypoints(kp_canonical, he_source).value
+    for positions in steps:
         frames = np.minimum(positions, plan.frame_count - 1)
-        image = source_image.expand(n, *source_image.shape[1:]).contiguous()
-        kp_canonical = nets.kp_detector(image).float()
-        src_window = np.repeat(motion.source_window(plan.source_row), n, axis=0)
-        he_source = {k: v.float() for k, v in nets.mapping(tensor(src_window)).items()}
-        kp_source = motion.transform_keypoints(kp_canonical, he_source).value
         he_driving = {
             k: v.float()
             for k, v in nets.mapping(tensor(motion.target_windows(plan.sequence, frames))).items()

@@ -108,10 +108,12 @@ class DenseMotionNetwork(nn.Module):
         kp_source: torch.Tensor,
         *,
         compressed: torch.Tensor | None = None,
+        direct: bool = False,
     ) -> dict[str, torch.Tensor]:
         """See the class docstring. ``compressed``: :meth:`compress_feature` of ``feature`` computed
         beforehand (``feature`` is then not used and may be ``None``). ``compressed`` and ``kp_source``
-        may have batch 1 for a driving batch ``B`` (one source for every frame)."""
+        may have batch 1 for a driving batch ``B`` (one source for every frame). ``direct``: the hourglass in
+        the official arrangement (same value, more multiply-adds; for comparisons)."""
         small = self.compress_feature(feature) if compressed is None else compressed
         b, k = kp_driving.shape[0], self.cfg.num_kp
         _, c, d, h, w = small.shape
@@ -140,7 +142,7 @@ class DenseMotionNetwork(nn.Module):
         heat = torch.cat((heat.new_zeros(b, 1, d, h, w), heat), dim=1).unsqueeze(2)
         hourglass_in = torch.cat((heat, warped), dim=2).view(b, -1, d, h, w)
 
-        hidden = self.hourglass(hourglass_in)
+        hidden = self.hourglass(hourglass_in, direct=direct)
         mask = F.softmax(self.mask(hidden), dim=1)
         out = {"mask": mask}
         weights = mask.unsqueeze(2)

@@ -67,7 +67,7 @@ class SpadeDecoder(nn.Module):
         Same math as running every block with ``block(x, label)``, arranged for speed: the label convs
         (``mlp_shared``) of all norms that see the same label map run as one stacked conv; at the
         upsampled levels they run on the low-resolution feature (:func:`conv3x3_on_upsampled`) instead
-        of on its nearest-upsampled copy.
+        of on its nearest-upsampled copy; see also :meth:`SpadeResidual.forward_shared`.
         """
         x = self.fc(feature)
         middle = [getattr(self, f"G_middle_{i}") for i in range(self.cfg.num_middle_blocks)]
@@ -75,12 +75,13 @@ class SpadeDecoder(nn.Module):
         for block, maps in zip(middle, shared, strict=True):
             x = block.forward_shared(x, maps)
         for block in (self.up_0, self.up_1):
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            factor = x.shape[2] // feature.shape[2]
-            if x.shape[2:] == (feature.shape[2] * factor, feature.shape[3] * factor):
+            size = (x.shape[2] * 2, x.shape[3] * 2)
+            factor = size[0] // feature.shape[2]
+            if size == (feature.shape[2] * factor, feature.shape[3] * factor):
                 (maps,) = self._label_features(feature, [block], factor)
-                x = block.forward_shared(x, maps)
+                x = block.forward_shared(x, maps, upsample=2)
             else:  # not an integer multiple: the direct form
+                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
                 x = block(x, F.interpolate(feature, size=x.shape[2:], mode="nearest"))
         return self.conv_img(F.leaky_relu(x, 0.2))
 

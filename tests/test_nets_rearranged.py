@@ -1,0 +1,130 @@
+"""The renderer's speed arrangements compute the same values as the official arrangement, with less work.
+
+Float64 with random weights, small widths: differences are rounding only (1e-10 relative), so any
+slip in a phase kernel, a fold or an index shows up at once. Multiply-adds are counted with
+``torch.utils.flop_counter`` to prove the cheaper path is the one taken.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from sadtalker_ext.nets.blocks import DecodeStep3d, Hourglass3d, SpadeResidual, conv3x3_on_upsampled
+from sadtalker_ext.nets.dense_motion import DenseMotionConfig, DenseMotionNetwork
+from sadtalker_ext.nets.spade_decoder import SpadeDecoder, SpadeDecoderConfig
+
+
+def _randomise(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Random values in every parameter and buffer (spectral u, v and BN statistics included), float64."""
+    gen = torch.Generator().manual_seed(seed)
+    module = module.double().eval()
+    with torch.no_grad():
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            if t.dtype != torch.float64:
+                continue
+            values = torch.randn(t.shape, generator=gen, dtype=torch.float64)
+            if name.endswith("running_var"):
+                values = values.abs() + 0.5
+            elif t.dim() > 1:
+                values /= (t[0].numel()) ** 0.5
+            t.copy_(values)
+    return module
+
+
+def _flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    assert a.shape == b.shape
+    scale = float(b.abs().max())
+    assert scale > 0
+    assert float((a - b).abs().max()) <= 1e-10 * scale
+
+
+@pytest.mark.parametrize(("factor", "size"), [(1, (5, 7)), (2, (5, 7)), (3, (4, 3)), (4, (6, 5))])
+def test_conv_on_upsampled_2d_equals_direct(factor, size):
+    gen = torch.Generator().manual_seed(factor)
+    x = torch.randn(2, 3, *size, generator=gen, dtype=torch.float64)
+    w = torch.randn(4, 3, 3, 3, generator=gen, dtype=torch.float64)
+    b = torch.randn(4, generator=gen, dtype=torch.float64)
+    direct = F.conv2d(F.interpolate(x, scale_factor=float(factor), mode="nearest"), w, b, padding=1)
+    _close(conv3x3_on_upsampled(x, w, b, factor), direct)
+
+
+def test_conv_on_upsampled_3d_keeps_depth_and_equals_direct():
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3, 4, 5, 6, generator=gen, dtype=torch.float64)
+    w = torch.randn(5, 3, 3, 3, 3, generator=gen, dtype=torch.float64)
+    b = torch.randn(5, generator=gen, dtype=torch.float64)
+    direct = F.conv3d(F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest"), w, b, padding=1)
+    got = conv3x3_on_upsampled(x, w, b, 2)
+    assert got.shape == (2, 5, 4, 10, 12)
+    _close(got, direct)
+
+
+def test_decode_step_uses_the_phase_form_on_large_inputs_only(monkeypatch):
+    step = _randomise(DecodeStep3d(6, 4), 1)
+    small = torch.randn(1, 6, 2, 4, 4, dtype=torch.float64)  # 16 pixels: below the threshold
+    large = torch.randn(1, 6, 2, 8, 8, dtype=torch.float64)  # 64 pixels
+    with torch.no_grad():
+        for x in (small, large):
+            _close(step(x), step(x, direct=True))
+        assert _flops(lambda: step(small)) == _flops(lambda: step(small, direct=True))
+        assert _flops(lambda: step(large)) < 0.5 * _flops(lambda: step(large, direct=True))
+
+
+def test_hourglass_and_dense_motion_match_the_direct_arrangement():
+    cfg = DenseMotionConfig(
+        block_expansion=4, max_features=16, num_blocks=2, feature_channel=4, reshape_depth=3,
+        compress=2, num_kp=3, estimate_occlusion_map=True,
+    )  # fmt: skip
+    net = _randomise(DenseMotionNetwork(cfg), 2)
+    gen = torch.Generator().manual_seed(3)
+    feature = torch.randn(2, 4, 3, 32, 32, generator=gen, dtype=torch.float64)
+    kp_d = torch.rand(2, 3, 3, generator=gen, dtype=torch.float64) - 0.5
+    kp_s = torch.rand(2, 3, 3, generator=gen, dtype=torch.float64) - 0.5
+    with torch.no_grad():
+        fast = net(feature, kp_d, kp_s)
+        direct = net(feature, kp_d, kp_s, direct=True)
+        for key in ("mask", "deformation", "occlusion_map"):
+            _close(fast[key], direct[key])
+        hourglass = net.hourglass
+        x = torch.randn(1, hourglass.encoder.down_blocks[0].conv.in_channels, 3, 32, 32, dtype=torch.float64)
+        assert isinstance(hourglass, Hourglass3d)
+        assert _flops(lambda: hourglass(x)) < _flops(lambda: hourglass(x, direct=True))
+
+
+@pytest.mark.parametrize("upsample", [1, 2])
+def test_spade_block_shared_path_equals_forward(upsample):
+    block = _randomise(SpadeResidual(6, 6 if upsample == 1 else 4, 5, 3), 4)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 6, 6, 5, generator=gen, dtype=torch.float64)
+    seg = torch.randn(2, 5, 6 * upsample, 5 * upsample, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        shared = [F.relu(norm.label_conv(seg)) for norm in block.norms()]
+        got = block.forward_shared(x, shared, upsample=upsample)
+        want = block(F.interpolate(x, scale_factor=float(upsample), mode="nearest"), seg)
+    _close(got, want)
+
+
+def test_spade_decoder_equals_reference_with_fewer_multiply_adds():
+    cfg = SpadeDecoderConfig(input_nc=6, hidden_nc=4, output_nc=3, num_middle_blocks=2)
+    dec = _randomise(SpadeDecoder(cfg), 6)
+    feature = torch.randn(2, 6, 8, 6, dtype=torch.float64)
+    with torch.no_grad():
+        _close(dec(feature), dec.forward_reference(feature))
+        assert _flops(lambda: dec(feature)) < 0.9 * _flops(lambda: dec.forward_reference(feature))
+
+
+def test_shared_path_refuses_upsampling_without_a_learned_shortcut():
+    block = _randomise(SpadeResidual(4, 4, 3, 2), 8)
+    x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    shared = [torch.zeros(1, 2, 6, 6, dtype=torch.float64)] * 2
+    with pytest.raises(ValueError, match="learned shortcut"):
+        block.forward_shared(x, shared, upsample=2)
