@@ -149,7 +149,10 @@ def read_torch_pickle(path: str | Path, component: str) -> object:
     naming ``component`` and ``path`` for a refused, damaged or truncated file.
     """
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        # torch.serialization.load is torch.load itself; the WebUI replaces the ``torch.load`` attribute with its
+        # own pickle scanner (modules/safe.py), which refuses files written by torch >= 2.1 (their
+        # ``.format_version`` entry) and then returns None. weights_only=True is the stricter check anyway.
+        return torch.serialization.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(

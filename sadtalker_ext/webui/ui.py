@@ -247,12 +247,9 @@ class SendToButtons:
         )
         self.buttons[tab] = button
         pc = self.host.paste_module()
+        # No source_tabname: that asks the host to copy the source tab's infotext fields, which our tab has
+        # none of, and for "extras" (paste fields None) it makes the host's create_ui() raise (A1111 1.10.1).
         pc.register_paste_params_button(
-            pc.ParamBinding(
-                paste_button=button,
-                tabname=TAB_ID,
-                source_image_component=self.galleries[tab],
-                source_tabname=tab,
-            )
+            pc.ParamBinding(paste_button=button, tabname=TAB_ID, source_image_component=self.galleries[tab])
         )
         return button

@@ -50,3 +50,25 @@ def test_outputs_root_and_settings_before_registration(webui, tmp_path):
     assert host.outputs_root() == webui.root / "my-out"  # relative to the data folder, as the host does
     assert host.opt("sadtalker_not_registered", 42) == 42
     assert host.cmd_opt("sadtalker_checkpoint_dir", "dflt") == "dflt"  # preload.py never ran
+
+
+def test_mapping_file_loads_while_the_host_has_replaced_torch_load(webui, monkeypatch, tmp_path):
+    """Regression (real A1111 1.10.1): modules/safe.py sets ``torch.load`` to a scanner that refuses
+    files written by torch >= 2.1 (``.format_version`` entry), reports it and returns None. Our loader must
+    not depend on that attribute: it reads with the real loader and weights_only=True."""
+    import zipfile
+
+    from sadtalker_ext.checkpoints import read_mapping_checkpoint
+
+    path = tmp_path / "mapping_00229-model.pth.tar"
+    torch.save({"mapping": {"w": torch.arange(3.0)}, "epoch": 229}, str(path))
+    assert any(n.endswith("/.format_version") for n in zipfile.ZipFile(path).namelist())
+    refused = []
+
+    def host_like_load(filename, *args, **kwargs):  # what the host's replacement does with such a file
+        refused.append(str(filename))  # (the host reports the refusal and returns None)
+
+    monkeypatch.setattr(torch, "load", host_like_load)
+    state = read_mapping_checkpoint(path)
+    assert torch.equal(state["w"], torch.arange(3.0))
+    assert refused == []

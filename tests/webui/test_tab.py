@@ -314,3 +314,40 @@ def test_send_to_ignores_rows_without_a_gallery(make_extension, webui):
         b = gr.Button("x", elem_id="txt2img_send_to_extras")
         webui.callbacks.after_component_callback(b, elem_id="txt2img_send_to_extras")
     assert webui.paste.registered_param_bindings == []
+
+
+def test_send_to_wiring_survives_the_hosts_connect_with_extras(make_extension, webui):
+    """Regression (real A1111 1.10.1): the host registers extras with paste fields None and txt2img with
+    infotext fields; connect_paste_params_buttons() after all tabs must not raise, and each 🎤 button must
+    get exactly the image transfer plus the tab switch (no infotext copy into our field-less tab)."""
+    import gradio as gr
+
+    ext, _ = make_extension()
+    cb, pc = webui.callbacks, webui.paste
+    with gr.Blocks(analytics_enabled=False) as page:
+        prompt = gr.Textbox(elem_id="txt2img_prompt")
+        pc.add_paste_fields("txt2img", None, [(prompt, "Prompt")])
+        for tab in ("txt2img", "img2img", "extras"):
+            gallery = gr.Gallery(elem_id=f"{tab}_gallery")
+            cb.after_component_callback(gallery, elem_id=f"{tab}_gallery")
+            with gr.Row():
+                b = gr.Button("extras", elem_id=f"{tab}_send_to_extras")
+                cb.after_component_callback(b, elem_id=f"{tab}_send_to_extras")
+        pc.add_paste_fields("img2img", gr.Image(elem_id="img2img_image"), [])
+        pc.add_paste_fields("extras", gr.Image(elem_id="extras_image"), None)
+        ext.ui_tabs()
+        pc.connect_paste_params_buttons()
+    config = page.get_config_file()
+    ids = {c["id"]: c["props"].get("elem_id") for c in config["components"]}
+    for tab in ("txt2img", "img2img", "extras"):
+        button = next(i for i, e in ids.items() if e == f"{tab}_send_to_sadtalker")
+        deps = [d for d in config["dependencies"] if button in [_target_id(t) for t in d["targets"]]]
+        assert sorted(d["js"] or "" for d in deps) == ["extract_image_from_gallery", "switch_to_sadtalker"]
+        image_dep = next(d for d in deps if d["js"] == "extract_image_from_gallery")
+        assert [ids[i] for i in image_dep["inputs"]] == [f"{tab}_gallery"]
+        assert [ids[i] for i in image_dep["outputs"]] == ["sadtalker_picture"]
+
+
+def _target_id(target):
+    """A dependency target: an int on gradio 3, ``(id, event)`` on gradio 4."""
+    return target[0] if isinstance(target, list | tuple) else target

@@ -30,7 +30,9 @@ def reset():
 
 
 def add_paste_fields(tabname, init_img, fields, override_settings_component=None):
-    paste_fields[tabname] = {"init_img": init_img, "fields": fields or [],
+    """Stored as given: the real extras tab registers ``fields=None`` (1.6-1.10, Forge)."""
+    fields = [tuple(f) for f in fields] if fields else fields
+    paste_fields[tabname] = {"init_img": init_img, "fields": fields,
                              "override_settings_component": override_settings_component}  # fmt: skip
 
 
@@ -85,5 +87,15 @@ def connect_paste_params_buttons():
                 jsfunc = None
             binding.paste_button.click(fn=func, inputs=[binding.source_image_component],
                                        outputs=[destination_image_component], show_progress=False, **_js(jsfunc))  # fmt: skip
+        fields = paste_fields[binding.tabname]["fields"]
+        if binding.source_tabname is not None and fields is not None:
+            # The real host copies the source tab's named infotext fields (prompt, steps, ...) into the
+            # destination's: it iterates the SOURCE tab's field list, which is None for "extras", so a
+            # binding from extras with a source_tabname makes create_ui() raise TypeError (seen, 1.10.1).
+            names = {"Prompt", "Negative prompt", "Steps", "Face restoration", *binding.paste_field_names}
+            source_fields = [c for c, name in paste_fields[binding.source_tabname]["fields"] if name in names]
+            target_fields = [c for c, name in fields if name in names]
+            binding.paste_button.click(fn=lambda *x: x, inputs=source_fields, outputs=target_fields,
+                                       show_progress=False)  # fmt: skip
         binding.paste_button.click(fn=None, inputs=None, outputs=None, show_progress=False,
                                    **_js(f"switch_to_{binding.tabname}"))  # fmt: skip
