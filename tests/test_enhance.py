@@ -245,7 +245,11 @@ def test_pixel_path_equals_gfpganer_math(small_net):
         y = small_net((x - 0.5) / 0.5, noise).clamp(-1, 1)
     expected = ((y + 1) / 2 * 255).round().byte().permute(0, 2, 3, 1).numpy()
     got = FaceEnhancer(small_net, "cpu", torch.float32, noise_seed=11)(frames)
-    np.testing.assert_array_equal(got, expected)
+    # Same math; the batch layout may pick other conv kernels, whose rounding can move a value that
+    # sits on a .5 boundary by one level (1 of 24576 on an AVX-512 CPU).
+    diff = np.abs(got.astype(int) - expected.astype(int))
+    assert diff.max() <= 1
+    assert (diff == 0).mean() > 0.999
 
 
 def test_resizes_to_network_side_and_back(small_net):
