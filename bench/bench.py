@@ -267,6 +267,34 @@ def bench_ratio(ckpt, args, device, dtype) -> dict:
     return out
 
 
+def bench_macs(ckpt, args, device, dtype) -> dict:
+    """Multiply-adds (convolutions and matrix products, ``torch.utils.flop_counter``) per 256 frame:
+    ours (per-frame work, and the one-off source work) vs the official per-step structure, batch 2."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    nets = load_renderer_nets(ckpt, 256, "crop", device, dtype)
+    image = source_image(256, device, dtype)
+    plan = synthetic_plan(2, 2)
+
+    def gmac(fn) -> float:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops() / 2e9
+
+    renderer = Renderer(nets, device, dtype)
+    source = renderer.prepare_source(image, plan.source_row)
+    (positions,) = plan.batches()
+    out = {
+        "ours_prepare_gmac": gmac(lambda: renderer.prepare_source(image, plan.source_row)),
+        "ours_gmac_per_frame": gmac(lambda: renderer.render_frames(source, plan, positions)) / len(positions),
+        "baseline_gmac_per_frame": gmac(lambda: list(iter_official_structure(nets, image, plan, device, dtype)))
+        / plan.frame_count,
+    }
+    out["ratio"] = out["baseline_gmac_per_frame"] / out["ours_gmac_per_frame"]
+    checkpoints.clear_cache()
+    return out
+
+
 def bench_decoder(ckpt, args, device, dtype) -> dict:
     """SPADE decoder alone at 256: direct arrangement vs ours, alternated."""
     nets = load_renderer_nets(ckpt, 256, "crop", device, dtype)
@@ -427,6 +455,16 @@ def markdown(report: dict) -> str:
             "warm: second call (process cache, no file read).",
             "",
         ]
+    if report.get("macs"):
+        m = report["macs"]
+        lines += [
+            "## Multiply-adds per 256 frame (convolutions + matrix products, flop counter)",
+            "",
+            f"ours {m['ours_gmac_per_frame']:.1f} GMAC per frame (+ {m['ours_prepare_gmac']:.1f} GMAC once per "
+            f"generation), official per-step structure at batch 2 {m['baseline_gmac_per_frame']:.1f} GMAC per frame: "
+            f"{m['ratio']:.2f}x.",
+            "",
+        ]
     if report.get("ratio"):
         r = report["ratio"]
         lines += [
@@ -554,8 +592,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--sections",
         nargs="+",
-        default=["load", "ratio", "decoder", "render", "stages", "memory"],
-        choices=["load", "ratio", "decoder", "render", "stages", "memory"],
+        default=["load", "macs", "ratio", "decoder", "render", "stages", "memory"],
+        choices=["load", "macs", "ratio", "decoder", "render", "stages", "memory"],
     )
     p.add_argument(
         "--quick",
@@ -615,6 +653,7 @@ def main(argv=None) -> int:
 
     runners = {
         "load": lambda: bench_load(ckpt, args.sizes, device, dtype),
+        "macs": lambda: bench_macs(ckpt, args, device, dtype),
         "ratio": lambda: bench_ratio(ckpt, args, device, dtype),
         "decoder": lambda: bench_decoder(ckpt, args, device, dtype),
         "render": lambda: bench_render(ckpt, args, device, dtype),

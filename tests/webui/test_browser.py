@@ -145,6 +145,15 @@ def _wait(predicate, timeout=30.0, what="condition", driver=None):
     raise AssertionError(f"timed out waiting for {what}{detail}")
 
 
+def _selected_tab(driver) -> str:
+    """Label of the selected top-level tab, read in one script call (gradio re-renders the tab row while
+    switching, so a held element can go stale between finding it and reading its text)."""
+    return driver.execute_script(
+        "const b = document.querySelector('#tabs > .tab-nav > button.selected');"
+        "return b ? b.textContent.trim() : '';"
+    )
+
+
 def _image_of(img) -> Any:
     """The PIL image an ``<img>`` element shows (data URL or served file)."""
     from PIL import Image
@@ -175,16 +184,14 @@ def test_send_to_sadtalker_in_chromium(driver, make_extension, webui, monkeypatc
         button = _wait(lambda: find(By.ID, "txt2img_send_to_sadtalker"), what="send button", driver=driver)[0]
         assert button.find_elements(By.XPATH, "ancestor::*[@id='image_buttons_txt2img']")  # in the host's row
         _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#txt2img_gallery img"), what="gallery image")
-        selected = driver.find_element(By.CSS_SELECTOR, "#tabs > .tab-nav > button.selected")
-        assert selected.text.strip() == "txt2img"
+        assert _selected_tab(driver) == "txt2img"
         button.click()
         img = _wait(
             lambda: driver.find_elements(By.CSS_SELECTOR, "#sadtalker_picture img"),
             what="picture",
             driver=driver,
         )[0]
-        _wait(lambda: driver.find_element(By.CSS_SELECTOR, "#tabs > .tab-nav > button.selected").text.strip()
-              == "SadTalker", what="tab switch")  # fmt: skip
+        _wait(lambda: _selected_tab(driver) == "SadTalker", what="tab switch", driver=driver)
         assert driver.find_element(By.ID, "tab_sadtalker").is_displayed()
         assert not driver.find_element(By.ID, "tab_txt2img").is_displayed()
         got = _image_of(img)
@@ -220,8 +227,7 @@ def test_js_fallback_button_without_python_binding(driver, make_extension, webui
         assert button.find_elements(By.XPATH, "ancestor::*[@id='image_buttons_txt2img']")
         _wait(lambda: find(By.CSS_SELECTOR, "#txt2img_gallery img"), what="gallery image")
         button.click()
-        _wait(lambda: driver.find_element(By.CSS_SELECTOR, "#tabs > .tab-nav > button.selected").text.strip()
-              == "SadTalker", what="tab switch", driver=driver)  # fmt: skip
+        _wait(lambda: _selected_tab(driver) == "SadTalker", what="tab switch", driver=driver)
         img = _wait(lambda: find(By.CSS_SELECTOR, "#sadtalker_picture img"), what="picture", driver=driver)[0]
         got = _image_of(img)
         assert got.size == (36, 28) and _close_to(got.getpixel((4, 4)), (220, 40, 90))
