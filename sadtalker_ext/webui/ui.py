@@ -247,12 +247,10 @@ class SendToButtons:
         )
         self.buttons[tab] = button
         pc = self.host.paste_module()
+        # No source_tabname: it asks the host to also copy prompt fields from the source tab's paste fields,
+        # and the extras tab registers None there, so connect_paste_params_buttons() would fail on it and
+        # take the whole UI down (seen in Forge main); the tab has no infotext fields to receive anyway.
         pc.register_paste_params_button(
-            pc.ParamBinding(
-                paste_button=button,
-                tabname=TAB_ID,
-                source_image_component=self.galleries[tab],
-                source_tabname=tab,
-            )
+            pc.ParamBinding(paste_button=button, tabname=TAB_ID, source_image_component=self.galleries[tab])
         )
         return button

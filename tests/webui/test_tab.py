@@ -306,6 +306,30 @@ def test_send_to_buttons_for_txt2img_img2img_extras(make_extension, webui):
     assert webui.paste.paste_fields["sadtalker"]["init_img"].elem_id == "sadtalker_picture"
 
 
+def test_send_to_buttons_connect_beside_the_host_paste_fields(make_extension, webui):
+    """ui.create_ui() order: host tabs register their paste fields (extras with None), our tab and buttons,
+    then connect_paste_params_buttons() wires every binding; it must not fail on ours (a failure there
+    takes the whole WebUI page down)."""
+    import gradio as gr
+
+    ext, _ = make_extension()
+    cb, pc = webui.callbacks, webui.paste
+    with gr.Blocks(analytics_enabled=False):
+        for tab in ("txt2img", "img2img", "extras"):
+            gallery = gr.Gallery(elem_id=f"{tab}_gallery")
+            cb.after_component_callback(gallery, elem_id=f"{tab}_gallery")
+            b = gr.Button("extras", elem_id=f"{tab}_send_to_extras")
+            cb.after_component_callback(b, elem_id=f"{tab}_send_to_extras")
+        prompt = gr.Textbox(label="Prompt")
+        pc.add_paste_fields("txt2img", None, [(prompt, "Prompt")])
+        pc.add_paste_fields("img2img", gr.Image(), [(prompt, "Prompt")])
+        pc.add_paste_fields("extras", gr.Image(), None)
+        ext.ui_tabs()
+        pc.connect_paste_params_buttons()
+    ours = [b for b in pc.registered_param_bindings if b.tabname == "sadtalker"]
+    assert len(ours) == 3 and all(b.source_tabname is None for b in ours)
+
+
 def test_send_to_ignores_rows_without_a_gallery(make_extension, webui):
     import gradio as gr
 

@@ -30,7 +30,7 @@ def reset():
 
 
 def add_paste_fields(tabname, init_img, fields, override_settings_component=None):
-    paste_fields[tabname] = {"init_img": init_img, "fields": fields or [],
+    paste_fields[tabname] = {"init_img": init_img, "fields": fields,
                              "override_settings_component": override_settings_component}  # fmt: skip
 
 
@@ -85,5 +85,14 @@ def connect_paste_params_buttons():
                 jsfunc = None
             binding.paste_button.click(fn=func, inputs=[binding.source_image_component],
                                        outputs=[destination_image_component], show_progress=False, **_js(jsfunc))  # fmt: skip
+        destination_fields = paste_fields[binding.tabname]["fields"]
+        if binding.source_tabname is not None and destination_fields is not None:
+            # the host also copies the prompt-like fields of the source tab; it iterates the source tab's
+            # registered fields, which the extras tab registers as None
+            names = {"Prompt", "Negative prompt", "Steps", "Face restoration", *binding.paste_field_names}
+            source_fields = paste_fields[binding.source_tabname]["fields"]
+            binding.paste_button.click(fn=lambda *x: x, inputs=[c for c, n in source_fields if n in names],
+                                       outputs=[c for c, n in destination_fields if n in names],
+                                       show_progress=False)  # fmt: skip
         binding.paste_button.click(fn=None, inputs=None, outputs=None, show_progress=False,
                                    **_js(f"switch_to_{binding.tabname}"))  # fmt: skip
