@@ -30,6 +30,14 @@ def _js(name: str) -> dict[str, Any]:
     return {"js": name} if gradio_major() >= 4 else {"_js": name}
 
 
+def picture_type() -> str:
+    """``type=`` of the picture input: ``"filepath"`` on gradio 3 (keeps the upload's file name); ``"pil"`` on
+    gradio 4, because Forge replaces gradio's ``processing_utils.save_pil_to_cache`` with a function without
+    the ``name`` parameter that gradio 4's filepath images pass, so a filepath image input fails there
+    (:func:`jobs.picture_file` writes the image to a file for the pipeline)."""
+    return "pil" if gradio_major() >= 4 else "filepath"
+
+
 def build_tab(session: jobs.Session) -> Any:
     """The tab's ``gr.Blocks`` (returned to ``on_ui_tabs`` as ``(blocks, "SadTalker", "sadtalker")``).
 
@@ -60,7 +68,7 @@ def _input_section() -> dict[str, Any]:
     import gradio as gr
 
     c: dict[str, Any] = {}
-    c["source"] = gr.Image(label="Face picture", type="filepath", elem_id="sadtalker_picture",
+    c["source"] = gr.Image(label="Face picture", type=picture_type(), elem_id="sadtalker_picture",
                            **_sources("upload", "clipboard"))  # fmt: skip
     c["driven_audio"] = gr.Audio(label="Speech recording", type="filepath", elem_id="sadtalker_audio",
                                  **_sources("upload", "microphone"))  # fmt: skip
