@@ -39,8 +39,10 @@ test_gradio4() {
     if [[ "$a" != -* && -e "$p" ]]; then
       any_path=1
       rp="$(realpath "$p")"
-      case "$rp/" in "$root/tests/webui/"*) paths+=("$a") ;; esac
-      case "$root/tests/webui/" in "$rp/"*) paths+=("tests/webui") ;; esac
+      case "$rp/" in
+        "$root/tests/webui/"*) paths+=("$a") ;;                      # inside tests/webui
+        *) case "$root/tests/webui/" in "$rp/"*) paths+=("tests/webui") ;; esac ;;  # a folder above it
+      esac
     else
       opts+=("$a")
     fi
