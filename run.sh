@@ -1,35 +1,74 @@
 #!/usr/bin/env bash
-# Development entry point. Creates ./.venv on first use (Python 3.11, CPU torch), then:
+# Development entry point. Creates ./.venv (and for tests ./.venv-gradio4) on first use (Python 3.11, CPU torch):
 #   ./run.sh cli  [ARGS]   talking-head video from a picture + audio (python -m sadtalker_ext)
 #   ./run.sh app  [ARGS]   standalone gradio app on 127.0.0.1
 #   ./run.sh download [ARGS]   fetch the official weights (python -m sadtalker_ext.download)
-#   ./run.sh test [ARGS]   the test suite (pytest)
-#   ./run.sh setup         only (re)install the environment
+#   ./run.sh test [ARGS]   the test suite (pytest), then tests/webui again under gradio 4 (.venv-gradio4)
+#   ./run.sh test-gradio4 [ARGS]   only the gradio-4 pass (default tests/webui)
+#   ./run.sh setup         only (re)install the environments (.venv and .venv-gradio4)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 venv="${SADTALKER_VENV:-$here/.venv}"
+# Forge's gradio 4 line (requirements-gradio4.txt): the WebUI tests run a second time there
+venv4="${SADTALKER_VENV_GRADIO4:-$here/.venv-gradio4}"
 py="${PYTHON:-python3.11}"
 
-setup() {
-  local stamp="$venv/.installed" want
-  want="$(cat requirements.txt requirements-ci.txt | sha256sum | cut -c1-16)"
+# make_venv DIR REQUIREMENTS: (re)install DIR when the requirement files changed since its last install
+make_venv() {
+  local dir="$1" reqs="$2" stamp="$1/.installed" want
+  want="$(cat requirements.txt "$reqs" | sha256sum | cut -c1-16)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
   if ! command -v "$py" >/dev/null 2>&1; then
     echo "run.sh: $py not found; set PYTHON to a Python 3.10/3.11 interpreter" >&2; exit 2
   fi
-  [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements-ci.txt
+  [ -x "$dir/bin/python" ] || "$py" -m venv "$dir"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check -r "$reqs"
   echo "$want" > "$stamp"
+}
+setup() { make_venv "$venv" requirements-ci.txt; }
+setup_gradio4() { make_venv "$venv4" requirements-gradio4.txt; }
+
+# test_gradio4 [ARGS]: pytest under .venv-gradio4 on tests/webui (or on the given paths inside it)
+test_gradio4() {
+  local a p rp root any_path=0 opts=() paths=()
+  root="$(pwd -P)"
+  for a in "$@"; do
+    p="${a%%::*}"
+    if [[ "$a" != -* && -e "$p" ]]; then
+      any_path=1
+      rp="$(realpath "$p")"
+      case "$rp/" in
+        "$root/tests/webui/"*) paths+=("$a") ;;                      # inside tests/webui
+        *) case "$root/tests/webui/" in "$rp/"*) paths+=("tests/webui") ;; esac ;;  # a folder above it
+      esac
+    else
+      opts+=("$a")
+    fi
+  done
+  [ "$any_path" = 0 ] && paths=(tests/webui)
+  if [ "${#paths[@]}" = 0 ]; then
+    echo "run.sh: no tests/webui path given: gradio 4 pass not needed" >&2; return 0
+  fi
+  echo "run.sh: gradio 4 pass: ${paths[*]} under $("$venv4/bin/python" -c 'import gradio; print("gradio", gradio.__version__)') ($venv4)" >&2
+  "$venv4/bin/python" -m pytest "${opts[@]}" "${paths[@]}"
 }
 
 cmd="${1:-}"; [ $# -gt 0 ] && shift
 case "$cmd" in
-  setup) setup ;;
+  setup) setup; setup_gradio4 ;;
   cli) setup; exec "$venv/bin/python" -m sadtalker_ext "$@" ;;
   app) setup; exec "$venv/bin/python" -m sadtalker_ext.app "$@" ;;
   download) setup; exec "$venv/bin/python" -m sadtalker_ext.download "$@" ;;
-  test) setup; exec "$venv/bin/python" -m pytest "$@" ;;
-  *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  test)
+    setup; setup_gradio4
+    rc=0; "$venv/bin/python" -m pytest "$@" || rc=$?
+    rc4=0; test_gradio4 "$@" || rc4=$?
+    [ "$rc" -ne 0 ] && echo "run.sh: pytest failed (exit $rc)" >&2
+    [ "$rc4" -ne 0 ] && echo "run.sh: gradio 4 pass failed (exit $rc4)" >&2
+    [ "$rc" -ne 0 ] && exit "$rc"
+    exit "$rc4" ;;
+  test-gradio4) setup_gradio4; test_gradio4 "$@" ;;
+  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

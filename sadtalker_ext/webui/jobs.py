@@ -10,6 +10,7 @@ import html
 import inspect
 import itertools
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -372,13 +373,36 @@ def _saved_html(paths: Sequence[Path], extra: str = "") -> str:
     return f"<div class='sadtalker-saved'><p>Saved to {where}</p><ul>{items}</ul>{note}</div>"
 
 
+def picture_file(value: Any, folder: Path) -> Any:
+    """The tab's picture value as something :func:`file_value` takes: paths and file values pass through; an
+    image (PIL or array: the tab's ``type="pil"`` picture on gradio 4) is written to ``folder/picture.png``."""
+    if value is None or isinstance(value, str | Path | Mapping):
+        return value
+    from PIL import Image
+
+    if isinstance(value, np.ndarray):
+        value = Image.fromarray(value)
+    if not isinstance(value, Image.Image):
+        return value
+    path = folder / "picture.png"
+    value.save(path)
+    return str(path)
+
+
 def generate_single(session: Session, id_task: str, *values: Any) -> list[Any]:
     """The Generate button (wrapped by ``wrap_gradio_gpu_call``): ``[video, infotext, html]``."""
+    form = dict(zip(FORM_FIELDS, values, strict=True))
+    with tempfile.TemporaryDirectory(prefix="sadtalker_picture_") as tmp:
+        form["source"] = picture_file(form.get("source"), Path(tmp))
+        return _generate_single(session, form)
+
+
+def _generate_single(session: Session, form: dict[str, Any]) -> list[Any]:
     host = session.host
     state = host.state
     settings = WebUISettings.read(host)
     try:
-        options, restorer = options_from_form(dict(zip(FORM_FIELDS, values, strict=True)))
+        options, restorer = options_from_form(form)
     except SadTalkerError as exc:
         return [None, "", message_html(str(exc), "error")]
     HostProgress.start(state, 1)

@@ -30,6 +30,14 @@ def _js(name: str) -> dict[str, Any]:
     return {"js": name} if gradio_major() >= 4 else {"_js": name}
 
 
+def picture_type() -> str:
+    """``type=`` of the picture input: ``"filepath"`` on gradio 3 (keeps the upload's file name); ``"pil"`` on
+    gradio 4, because Forge replaces gradio's ``processing_utils.save_pil_to_cache`` with a function without
+    the ``name`` parameter that gradio 4's filepath images pass, so a filepath image input fails there
+    (:func:`jobs.picture_file` writes the image to a file for the pipeline)."""
+    return "pil" if gradio_major() >= 4 else "filepath"
+
+
 def build_tab(session: jobs.Session) -> Any:
     """The tab's ``gr.Blocks`` (returned to ``on_ui_tabs`` as ``(blocks, "SadTalker", "sadtalker")``).
 
@@ -60,7 +68,7 @@ def _input_section() -> dict[str, Any]:
     import gradio as gr
 
     c: dict[str, Any] = {}
-    c["source"] = gr.Image(label="Face picture", type="filepath", elem_id="sadtalker_picture",
+    c["source"] = gr.Image(label="Face picture", type=picture_type(), elem_id="sadtalker_picture",
                            **_sources("upload", "clipboard"))  # fmt: skip
     c["driven_audio"] = gr.Audio(label="Speech recording", type="filepath", elem_id="sadtalker_audio",
                                  **_sources("upload", "microphone"))  # fmt: skip
@@ -247,8 +255,9 @@ class SendToButtons:
         )
         self.buttons[tab] = button
         pc = self.host.paste_module()
-        # No source_tabname: that asks the host to copy the source tab's infotext fields, which our tab has
-        # none of, and for "extras" (paste fields None) it makes the host's create_ui() raise (A1111 1.10.1).
+        # No source_tabname: it asks the host to also copy prompt fields from the source tab's paste fields,
+        # and the extras tab registers None there, so connect_paste_params_buttons() would fail on it and
+        # take the whole UI down (seen in Forge main); the tab has no infotext fields to receive anyway.
         pc.register_paste_params_button(
             pc.ParamBinding(paste_button=button, tabname=TAB_ID, source_image_component=self.galleries[tab])
         )

@@ -72,8 +72,11 @@ def _host_page(webui, picture: Path, python_binding: bool = True):
     import gradio as gr
 
     cb, pc = webui.callbacks, webui.paste
+    # Forge's output gallery is type="pil" (its image_from_url_text then gets (PIL image, caption));
+    # gradio 3.41's Gallery has no type parameter
+    gallery_kw = {"type": "pil"} if int(gr.__version__.split(".")[0]) >= 4 else {}
     with gr.Blocks(analytics_enabled=False) as txt2img:
-        gallery = gr.Gallery(value=[str(picture)], label="Output", elem_id="txt2img_gallery")
+        gallery = gr.Gallery(value=[str(picture)], label="Output", elem_id="txt2img_gallery", **gallery_kw)
         cb.after_component_callback(gallery, elem_id="txt2img_gallery")
         with gr.Row(elem_id="image_buttons_txt2img"):
             for target in ("img2img", "inpaint", "extras"):
@@ -132,9 +135,16 @@ def _served(webui, make_extension, monkeypatch, picture: Path, python_binding: b
 
 
 def _wait(predicate, timeout=30.0, what="condition", driver=None):
+    """Poll ``predicate`` until truthy. An element that gradio re-renders between the lookup and the read
+    (stale / not yet there) counts as "not yet" and is looked up again; the timeout still fails."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        value = predicate()
+        try:
+            value = predicate()
+        except (StaleElementReferenceException, NoSuchElementException):
+            value = None
         if value:
             return value
         time.sleep(0.2)

@@ -306,6 +306,30 @@ def test_send_to_buttons_for_txt2img_img2img_extras(make_extension, webui):
     assert webui.paste.paste_fields["sadtalker"]["init_img"].elem_id == "sadtalker_picture"
 
 
+def test_send_to_buttons_connect_beside_the_host_paste_fields(make_extension, webui):
+    """ui.create_ui() order: host tabs register their paste fields (extras with None), our tab and buttons,
+    then connect_paste_params_buttons() wires every binding; it must not fail on ours (a failure there
+    takes the whole WebUI page down)."""
+    import gradio as gr
+
+    ext, _ = make_extension()
+    cb, pc = webui.callbacks, webui.paste
+    with gr.Blocks(analytics_enabled=False):
+        for tab in ("txt2img", "img2img", "extras"):
+            gallery = gr.Gallery(elem_id=f"{tab}_gallery")
+            cb.after_component_callback(gallery, elem_id=f"{tab}_gallery")
+            b = gr.Button("extras", elem_id=f"{tab}_send_to_extras")
+            cb.after_component_callback(b, elem_id=f"{tab}_send_to_extras")
+        prompt = gr.Textbox(label="Prompt")
+        pc.add_paste_fields("txt2img", None, [(prompt, "Prompt")])
+        pc.add_paste_fields("img2img", gr.Image(), [(prompt, "Prompt")])
+        pc.add_paste_fields("extras", gr.Image(), None)
+        ext.ui_tabs()
+        pc.connect_paste_params_buttons()
+    ours = [b for b in pc.registered_param_bindings if b.tabname == "sadtalker"]
+    assert len(ours) == 3 and all(b.source_tabname is None for b in ours)
+
+
 def test_send_to_ignores_rows_without_a_gallery(make_extension, webui):
     import gradio as gr
 
@@ -351,3 +375,56 @@ def test_send_to_wiring_survives_the_hosts_connect_with_extras(make_extension, w
 def _target_id(target):
     """A dependency target: an int on gradio 3, ``(id, event)`` on gradio 4."""
     return target[0] if isinstance(target, list | tuple) else target
+
+
+def test_picture_as_an_image_reaches_the_pipeline_as_a_file(make_extension, webui, tmp_path):
+    """gradio 4 hands the tab's picture over as a PIL image: it is written to a PNG for the run, then removed."""
+    from PIL import Image
+
+    seen = []
+
+    def on_render(done):
+        source = Path(talkers[0].calls[-1].source)
+        seen.append((source, source.is_file() and Image.open(source).getpixel((3, 3))))
+
+    ext, talkers = make_extension(frames=2, on_render=on_render)
+    blocks = ext.ui_tabs()[0][0]
+    fn = _dependency_fn(blocks, blocks.sadtalker_components["video"])
+    wav = sample_wav(tmp_path / "in" / "hello.wav")
+    picture = Image.new("RGB", (20, 24), (30, 140, 220))
+    video, info, html_log = fn.fn("task(pil)", *form_values(source=picture, driven_audio=str(wav)))
+    assert video and Path(video).is_file(), html_log
+    source, pixel_while_rendering = seen[0]
+    assert source.suffix == ".png" and pixel_while_rendering == (30, 140, 220)
+    assert not source.exists()  # removed after the run
+    assert "Picture: picture.png" in info
+    assert talkers[0].calls[-1].source == str(source)
+
+
+@pytest.mark.skipif(
+    int(__import__("gradio").__version__.split(".")[0]) < 4,
+    reason="gradio 4 only: gradio 3.41 image inputs never call processing_utils.save_pil_to_cache",
+)
+def test_picture_input_under_forges_save_pil_to_cache(make_extension, webui, tmp_path, monkeypatch):
+    """Forge replaces gradio's ``processing_utils.save_pil_to_cache`` with a function that has no ``name``
+    parameter (modules/ui_tempdir.py); an upload into the picture input must still reach Generate."""
+    import gradio.processing_utils
+    from gradio.data_classes import FileData
+
+    def forge_like_save(pil_image, cache_dir=None, format="png"):  # the host's signature
+        path = tmp_path / "forge_cache" / "img.png"
+        path.parent.mkdir(exist_ok=True)
+        pil_image.save(path)
+        return str(path)
+
+    monkeypatch.setattr(gradio.processing_utils, "save_pil_to_cache", forge_like_save)
+    ext, talkers = make_extension(frames=2)
+    blocks = ext.ui_tabs()[0][0]
+    comps = blocks.sadtalker_components
+    upload = sample_png(tmp_path / "upload" / "face.png", color=(1, 2, 3))
+    value = comps["source"].preprocess(FileData(path=str(upload)))
+    fn = _dependency_fn(blocks, comps["video"])
+    wav = sample_wav(tmp_path / "in" / "hello.wav")
+    video, _, html_log = fn.fn("task(forge)", *form_values(source=value, driven_audio=str(wav)))
+    assert video and Path(video).is_file(), html_log
+    assert len(talkers[0].calls) == 1

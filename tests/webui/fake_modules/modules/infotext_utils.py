@@ -30,8 +30,6 @@ def reset():
 
 
 def add_paste_fields(tabname, init_img, fields, override_settings_component=None):
-    """Stored as given: the real extras tab registers ``fields=None`` (1.6-1.10, Forge)."""
-    fields = [tuple(f) for f in fields] if fields else fields
     paste_fields[tabname] = {"init_img": init_img, "fields": fields,
                              "override_settings_component": override_settings_component}  # fmt: skip
 
@@ -87,15 +85,14 @@ def connect_paste_params_buttons():
                 jsfunc = None
             binding.paste_button.click(fn=func, inputs=[binding.source_image_component],
                                        outputs=[destination_image_component], show_progress=False, **_js(jsfunc))  # fmt: skip
-        fields = paste_fields[binding.tabname]["fields"]
-        if binding.source_tabname is not None and fields is not None:
-            # The real host copies the source tab's named infotext fields (prompt, steps, ...) into the
-            # destination's: it iterates the SOURCE tab's field list, which is None for "extras", so a
-            # binding from extras with a source_tabname makes create_ui() raise TypeError (seen, 1.10.1).
+        destination_fields = paste_fields[binding.tabname]["fields"]
+        if binding.source_tabname is not None and destination_fields is not None:
+            # the host also copies the prompt-like fields of the source tab; it iterates the source tab's
+            # registered fields, which the extras tab registers as None
             names = {"Prompt", "Negative prompt", "Steps", "Face restoration", *binding.paste_field_names}
-            source_fields = [c for c, name in paste_fields[binding.source_tabname]["fields"] if name in names]
-            target_fields = [c for c, name in fields if name in names]
-            binding.paste_button.click(fn=lambda *x: x, inputs=source_fields, outputs=target_fields,
+            source_fields = paste_fields[binding.source_tabname]["fields"]
+            binding.paste_button.click(fn=lambda *x: x, inputs=[c for c, n in source_fields if n in names],
+                                       outputs=[c for c, n in destination_fields if n in names],
                                        show_progress=False)  # fmt: skip
         binding.paste_button.click(fn=None, inputs=None, outputs=None, show_progress=False,
                                    **_js(f"switch_to_{binding.tabname}"))  # fmt: skip
