@@ -128,3 +128,14 @@ def test_shared_path_refuses_upsampling_without_a_learned_shortcut():
     shared = [torch.zeros(1, 2, 6, 6, dtype=torch.float64)] * 2
     with pytest.raises(ValueError, match="learned shortcut"):
         block.forward_shared(x, shared, upsample=2)
+
+
+def test_separable_keypoint_gaussians_equal_the_direct_form():
+    from sadtalker_ext.nets.blocks import coordinate_grid_3d
+    from sadtalker_ext.nets.dense_motion import keypoint_gaussians
+
+    grid = coordinate_grid_3d(4, 6, 5, dtype=torch.float64, device="cpu")
+    kp = torch.rand(2, 3, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64) * 2 - 1
+    diff = grid.view(1, 1, 4, 6, 5, 3) - kp.view(2, 3, 1, 1, 1, 3)
+    direct = torch.exp(-0.5 * (diff**2).sum(-1) / 0.01)
+    _close(keypoint_gaussians(kp, grid, 0.01), direct)

@@ -298,6 +298,15 @@ def _phase_groups(factor: int) -> list[tuple[list[int], tuple[int, int, int]]]:
     return [(phases, offs) for offs, phases in groups.items()]
 
 
+def _tap_matrix(offsets: tuple[int, int, int], like: torch.Tensor) -> torch.Tensor:
+    """``(span, 3)`` 0/1 matrix: row ``o - min(offsets)`` gathers the taps whose offset is ``o``."""
+    lo = min(offsets)
+    m = like.new_zeros(max(offsets) - lo + 1, 3)
+    for tap, off in enumerate(offsets):
+        m[off - lo, tap] = 1
+    return m
+
+
 def conv3x3_on_upsampled(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, factor: int
 ) -> torch.Tensor:
@@ -326,10 +335,10 @@ def conv3x3_on_upsampled(
         lo_y, hi_y = min(offs_y), max(offs_y)
         for phases_x, offs_x in groups:
             lo_x, hi_x = min(offs_x), max(offs_x)
-            kernel = weight.new_zeros(*weight.shape[:-2], hi_y - lo_y + 1, hi_x - lo_x + 1)
-            for ty in range(3):
-                for tx in range(3):
-                    kernel[..., offs_y[ty] - lo_y, offs_x[tx] - lo_x] += weight[..., ty, tx]
+            # kernel[..., a, b] = sum of the taps (ty, tx) that land on low-res offset (lo_y + a, lo_x + b)
+            kernel = torch.einsum(
+                "ay,bx,...yx->...ab", _tap_matrix(offs_y, weight), _tap_matrix(offs_x, weight), weight
+            ).contiguous()
             window = padded[..., 1 + lo_y : 1 + hi_y + h, 1 + lo_x : 1 + hi_x + w]
             result = conv(window, kernel, bias)
             for py in phases_y:
