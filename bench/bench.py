@@ -287,7 +287,9 @@ def bench_macs(ckpt, args, device, dtype) -> dict:
     out = {
         "ours_prepare_gmac": gmac(lambda: renderer.prepare_source(image, plan.source_row)),
         "ours_gmac_per_frame": gmac(lambda: renderer.render_frames(source, plan, positions)) / len(positions),
-        "baseline_gmac_per_frame": gmac(lambda: list(iter_official_structure(nets, image, plan, device, dtype)))
+        "baseline_gmac_per_frame": gmac(
+            lambda: list(iter_official_structure(nets, image, plan, device, dtype))
+        )
         / plan.frame_count,
     }
     out["ratio"] = out["baseline_gmac_per_frame"] / out["ours_gmac_per_frame"]
