@@ -210,9 +210,10 @@ class Host:
             if self.proc.poll() is not None:
                 return False
             with contextlib.suppress(OSError):
+                # Our routes are added by app_started, after the UI is built: a 404 means "not yet"
+                # (Forge serves other routes earlier); if they never come, the wait times out.
                 status, _ = http("GET", f"{base}/sadtalker/v1/version", timeout=5)
-                if status in (200, 404, 500):
-                    # the API routes come with app_started, after the UI is built
+                if status == 200:
                     status_ui, _ = http("GET", base + "/", timeout=10)
                     if status_ui == 200:
                         return True
