@@ -349,6 +349,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--picture", type=Path, default=SHARED_MEDIA / "people_0.png", help="face picture")
     p.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     p.add_argument("--skip-prepare-environment", action="store_true", help="pass it to launch.py")
+    p.add_argument(
+        "--host-arg",
+        action="append",
+        default=[],
+        help="extra launch.py flag, repeatable (Forge on a CPU-only machine: --host-arg=--always-cpu)",
+    )
     p.add_argument("--no-browser", action="store_true", help="skip the Chromium checks")
     p.add_argument("--start-timeout", type=float, default=600)
     p.add_argument("--generate-timeout", type=float, default=900)
@@ -404,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         ]  # fmt: skip
         if args.skip_prepare_environment:
             flags.append("--skip-prepare-environment")
+        flags += args.host_arg
         started = time.monotonic()
         host = Host(args.python, webui, flags, work / "webui.log")
         ready = host.wait_ready(base, args.start_timeout)
