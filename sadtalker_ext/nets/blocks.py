@@ -263,12 +263,12 @@ class SpadeResidual(nn.Module):
         """
         normalised = F.instance_norm(x, eps=1e-5)
         if upsample != 1:
-            x = normalised = F.interpolate(normalised, scale_factor=float(upsample), mode="nearest")
+            normalised = F.interpolate(normalised, scale_factor=float(upsample), mode="nearest")
         it = iter(shared)
         if self.learned_shortcut:
             skip = self._shortcut(normalised, next(it))
         elif upsample != 1:
-            raise ValueError("an upsampling SPADE block needs a learned shortcut")
+            skip = F.interpolate(x, scale_factor=float(upsample), mode="nearest")
         else:
             skip = x
         h = F.leaky_relu(self.norm_0.modulate(normalised, next(it)), 0.2, inplace=True)
