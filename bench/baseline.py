@@ -38,17 +38,17 @@ def _generator_step(generator, image: torch.Tensor, kp_source: torch.Tensor, kp_
         if occlusion.shape[2:] != hidden.shape[2:]:
             occlusion = F.interpolate(occlusion, size=hidden.shape[2:], mode="bilinear")
         hidden = hidden * occlusion
-    return torch.sigmoid(generator.decoder.forward_reference(hidden))
+    return torch.sigmoid(generator.decoder.forward_reference(hidden).float())
 
 
 @torch.inference_mode()
 def iter_official_structure(
-    nets, source_image: torch.Tensor, plan: RenderPlan, device, dtype=torch.float32
+    nets, source_image: torch.Tensor, plan: RenderPlan, device
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Yield ``(positions, frames (n, 3, S, S))`` per official step; ``positions >= T`` are padding."""
 
     def tensor(a) -> torch.Tensor:
-        return torch.as_tensor(a).to(device=device, dtype=dtype)
+        return torch.as_tensor(a).to(device=device, dtype=torch.float32)
 
     source_image = tensor(source_image)
     steps = list(plan.batches("official"))
@@ -71,4 +71,4 @@ def iter_official_structure(
             if getattr(plan, name) is not None
         }
         kp_driving = motion.transform_keypoints(kp_canonical, he_driving, **overrides).value
-        yield positions, _generator_step(nets.generator, image, kp_source.to(dtype), kp_driving.to(dtype))
+        yield positions, _generator_step(nets.generator, image, kp_source, kp_driving)

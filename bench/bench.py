@@ -131,14 +131,14 @@ def synthetic_plan(frames: int, batch_size: int, seed: int = 0):
     return plan_render(src, tgt, batch_size=batch_size)
 
 
-def source_image(size: int, device, dtype) -> torch.Tensor:
+def source_image(size: int, device) -> torch.Tensor:
     from PIL import Image
 
     from sadtalker_ext.render.animate import source_image_tensor
 
     rgb = np.asarray(Image.open(MEDIA / "people_0.png").convert("RGB"))
     side = min(rgb.shape[:2])
-    return source_image_tensor(rgb[:side, :side], size).to(device=device, dtype=dtype)
+    return source_image_tensor(rgb[:side, :side], size).to(device=device)
 
 
 def wav_of(seconds: float, folder: Path) -> Path:
@@ -170,8 +170,8 @@ def bench_load(ckpt: Path, sizes, device, dtype) -> list[dict]:
     return rows
 
 
-def run_ours(nets, image, plan, device, dtype) -> dict[str, float]:
-    renderer = Renderer(nets, device, dtype)
+def run_ours(nets, image, plan, device) -> dict[str, float]:
+    renderer = Renderer(nets, device)
     t: dict[str, float] = {}
     with timed(t, "prepare", device):
         source = renderer.prepare_source(image, plan.source_row)
@@ -181,10 +181,10 @@ def run_ours(nets, image, plan, device, dtype) -> dict[str, float]:
     return t
 
 
-def run_baseline(nets, image, plan, device, dtype) -> dict[str, float]:
+def run_baseline(nets, image, plan, device) -> dict[str, float]:
     t: dict[str, float] = {}
     with timed(t, "frames", device):
-        for _, frames in iter_official_structure(nets, image, plan, device, dtype):
+        for _, frames in iter_official_structure(nets, image, plan, device):
             frames.cpu()
     t["prepare"] = t["prepare_cpu"] = 0.0
     return t
@@ -195,7 +195,7 @@ def bench_render(ckpt, args, device, dtype) -> list[dict]:
     rows = []
     for size in args.sizes:
         nets = load_renderer_nets(ckpt, size, "crop", device, dtype)
-        image = source_image(size, device, dtype)
+        image = source_image(size, device)
         for bs in args.batch_sizes:
             if args.quick and size != 256 and bs != 1:
                 continue
@@ -203,7 +203,7 @@ def bench_render(ckpt, args, device, dtype) -> list[dict]:
             plan = synthetic_plan(frames, bs)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            t = run_ours(nets, image, plan, device, dtype)
+            t = run_ours(nets, image, plan, device)
             row = {
                 "size": size,
                 "batch_size": bs,
@@ -225,12 +225,12 @@ def bench_render(ckpt, args, device, dtype) -> list[dict]:
 def bench_ratio(ckpt, args, device, dtype) -> dict:
     """Ours vs the official structure, alternated in one run, batch 2, size 256, official widths."""
     nets = load_renderer_nets(ckpt, 256, "crop", device, dtype)
-    image = source_image(256, device, dtype)
+    image = source_image(256, device)
     plan = synthetic_plan(args.ratio_frames, 2)
     ours, base = [], []
     for r in range(args.repeats):
         for name, fn, sink in (("ours", run_ours, ours), ("baseline", run_baseline, base)):
-            t = fn(nets, image, plan, device, dtype)
+            t = fn(nets, image, plan, device)
             sink.append(t)
             log(
                 f"ratio repeat {r}: {name} {t['prepare'] + t['frames']:.2f} s wall, "
@@ -273,7 +273,7 @@ def bench_macs(ckpt, args, device, dtype) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     nets = load_renderer_nets(ckpt, 256, "crop", device, dtype)
-    image = source_image(256, device, dtype)
+    image = source_image(256, device)
     plan = synthetic_plan(2, 2)
 
     def gmac(fn) -> float:
@@ -281,15 +281,13 @@ def bench_macs(ckpt, args, device, dtype) -> dict:
             fn()
         return counter.get_total_flops() / 2e9
 
-    renderer = Renderer(nets, device, dtype)
+    renderer = Renderer(nets, device)
     source = renderer.prepare_source(image, plan.source_row)
     (positions,) = plan.batches()
     out = {
         "ours_prepare_gmac": gmac(lambda: renderer.prepare_source(image, plan.source_row)),
         "ours_gmac_per_frame": gmac(lambda: renderer.render_frames(source, plan, positions)) / len(positions),
-        "baseline_gmac_per_frame": gmac(
-            lambda: list(iter_official_structure(nets, image, plan, device, dtype))
-        )
+        "baseline_gmac_per_frame": gmac(lambda: list(iter_official_structure(nets, image, plan, device)))
         / plan.frame_count,
     }
     out["ratio"] = out["baseline_gmac_per_frame"] / out["ours_gmac_per_frame"]
@@ -297,11 +295,33 @@ def bench_macs(ckpt, args, device, dtype) -> dict:
     return out
 
 
+def bench_precision(ckpt, args, device, dtype) -> dict:
+    """Ours in float32 vs ours in ``--dtype`` (the decoder's precision), alternated in one run, 256, batch 2."""
+    if dtype == torch.float32:
+        return {"skipped": "pass --dtype float16 or bfloat16"}
+    image = source_image(256, device)
+    plan = synthetic_plan(args.ratio_frames, 2)
+    runs: dict[str, list[float]] = {"float32": [], str(dtype).removeprefix("torch."): []}
+    for _ in range(args.repeats):
+        for name, dt in (("float32", torch.float32), (str(dtype).removeprefix("torch."), dtype)):
+            nets = load_renderer_nets(ckpt, 256, "crop", device, dt)
+            t = run_ours(nets, image, plan, device)
+            runs[name].append((t["prepare"] + t["frames"]) / plan.frame_count)
+            log(f"precision: {name} {runs[name][-1]:.2f} s/frame, load {load_average()}")
+    checkpoints.clear_cache()
+    half = runs[str(dtype).removeprefix("torch.")]
+    return {
+        "s_per_frame": runs,
+        "speedup": [f / h for f, h in zip(runs["float32"], half, strict=True)],
+        "load_avg": load_average(),
+    }
+
+
 def bench_decoder(ckpt, args, device, dtype) -> dict:
     """SPADE decoder alone at 256: direct arrangement vs ours, alternated."""
     nets = load_renderer_nets(ckpt, 256, "crop", device, dtype)
     dec = nets.generator.decoder
-    x = torch.randn(1, dec.cfg.input_nc, 64, 64, device=device, dtype=dtype) * 5
+    x = torch.randn(1, dec.cfg.input_nc, 64, 64, device=device) * 5
     direct, fused = [], []
     with torch.inference_mode():
         for _ in range(args.repeats):
@@ -467,6 +487,17 @@ def markdown(report: dict) -> str:
             f"{m['ratio']:.2f}x.",
             "",
         ]
+    if report.get("precision") and "speedup" in report["precision"]:
+        pr = report["precision"]
+        cells = ", ".join(
+            f"{k} {' / '.join(f'{v:.2f}' for v in vals)}" for k, vals in pr["s_per_frame"].items()
+        )
+        lines += [
+            "## Decoder precision (ours, 256, batch 2, alternated; s/frame incl. prepare_source)",
+            "",
+            f"{cells}; speed-up {' / '.join(f'{v:.2f}x' for v in pr['speedup'])}; load average {pr['load_avg']}.",
+            "",
+        ]
     if report.get("ratio"):
         r = report["ratio"]
         lines += [
@@ -595,7 +626,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--sections",
         nargs="+",
         default=["load", "macs", "ratio", "decoder", "render", "stages", "memory"],
-        choices=["load", "macs", "ratio", "decoder", "render", "stages", "memory"],
+        choices=["load", "macs", "ratio", "precision", "decoder", "render", "stages", "memory"],
     )
     p.add_argument(
         "--quick",
@@ -657,6 +688,7 @@ def main(argv=None) -> int:
         "load": lambda: bench_load(ckpt, args.sizes, device, dtype),
         "macs": lambda: bench_macs(ckpt, args, device, dtype),
         "ratio": lambda: bench_ratio(ckpt, args, device, dtype),
+        "precision": lambda: bench_precision(ckpt, args, device, dtype),
         "decoder": lambda: bench_decoder(ckpt, args, device, dtype),
         "render": lambda: bench_render(ckpt, args, device, dtype),
         "stages": lambda: bench_stages(reduced, args, device, dtype, work),

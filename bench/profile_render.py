@@ -77,9 +77,9 @@ def main(argv=None) -> int:
     ckpt = args.checkpoint_dir or build_standins(args.standin_dir)
     device, dtype = torch.device("cpu"), torch.float32
     nets = load_renderer_nets(ckpt, args.size, "crop", device, dtype)
-    renderer = Renderer(nets, device, dtype)
+    renderer = Renderer(nets, device)
     plan = synthetic_plan(args.batch_size * args.steps, args.batch_size)
-    source = renderer.prepare_source(source_image(args.size, device, dtype), plan.source_row)
+    source = renderer.prepare_source(source_image(args.size, device), plan.source_row)
 
     region_time: dict[str, float] = collections.defaultdict(float)
     starts: dict[str, float] = {}

@@ -26,7 +26,7 @@ def test_baseline_frames_equal_ours(tmp_path):
         nets = load_renderer_nets(folder, 256, "crop", cpu, torch.float32)
         plan = synthetic_plan(5, 2)  # 5 frames at batch 2: the official layout pads one position
         image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
-        renderer = Renderer(nets, cpu, torch.float32)
+        renderer = Renderer(nets, cpu)
         source = renderer.prepare_source(image, plan.source_row)
         ours = {}
         for positions in plan.batches():

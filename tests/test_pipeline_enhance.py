@@ -105,7 +105,7 @@ def _write(talker, prep):
 
 def _crops(talker, prep) -> np.ndarray:
     """The renderer's ``(T, S, S, 3)`` uint8 face crops of a prepared generation."""
-    renderer = Renderer(prep.renderer_nets, talker.device, talker.dtype)
+    renderer = Renderer(prep.renderer_nets, talker.device)
     image = source_image_tensor(prep.source.crop_picture, prep.options.size)
     return np.concatenate(list(renderer.iter_uint8(image, prep.plan)))
 

@@ -159,7 +159,7 @@ def renderer_for(standins):
         if key not in cache:
             folder = standins.for_vector(path, names=(safetensors_name(size), mapping_name(preprocess)))
             nets = load_renderer_nets(folder, size, preprocess, "cpu", torch.float32)
-            cache[key] = Renderer(nets, "cpu", torch.float32)
+            cache[key] = Renderer(nets, "cpu")
         return cache[key]
 
     return get

@@ -71,7 +71,12 @@ class EncodeStep3d(nn.Module):
         self.norm = nn.BatchNorm3d(out_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool3d(F.relu(self.norm(self.conv(x))), kernel_size=(1, 2, 2))
+        h = F.relu(self.norm(self.conv(x)))
+        # = avg_pool3d(h, (1, 2, 2)), as a 2D pool over the depth-flattened map (it also has CPU bfloat16 kernels)
+        b, c, d, height, width = h.shape
+        return F.avg_pool2d(h.reshape(b, c * d, height, width), kernel_size=2).view(
+            b, c, d, height // 2, width // 2
+        )
 
 
 class DecodeStep3d(nn.Module):

@@ -167,7 +167,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
                 occlusion = F.interpolate(occlusion, size=h.shape[2:], mode="bilinear")
             h = h * occlusion
         out["decoder_input"] = h
-        logits = self.decoder(h)
+        logits = self.decoder(h).float()
         out["decoder_logits"] = logits
         out["prediction"] = torch.sigmoid(logits)
         return out

@@ -62,13 +62,14 @@ class SpadeDecoder(nn.Module):
         self.conv_img = nn.Conv2d(cfg.output_nc, cfg.image_channel, kernel_size=3, padding=1)
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
-        """Pre-sigmoid logits.
+        """Pre-sigmoid logits, in the decoder's own dtype (``feature`` is cast to it).
 
         Same math as running every block with ``block(x, label)``, arranged for speed: the label convs
         (``mlp_shared``) of all norms that see the same label map run as one stacked conv; at the
         upsampled levels they run on the low-resolution feature (:func:`conv3x3_on_upsampled`) instead
         of on its nearest-upsampled copy; see also :meth:`SpadeResidual.forward_shared`.
         """
+        feature = feature.to(self.fc.weight.dtype)
         x = self.fc(feature)
         middle = [getattr(self, f"G_middle_{i}") for i in range(self.cfg.num_middle_blocks)]
         shared = self._label_features(feature, middle, 1)
@@ -87,6 +88,7 @@ class SpadeDecoder(nn.Module):
 
     def forward_reference(self, feature: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid logits computed block by block in the direct (official) arrangement."""
+        feature = feature.to(self.fc.weight.dtype)
 
         def label_at(x: torch.Tensor) -> torch.Tensor:
             if x.shape[2:] == feature.shape[2:]:

@@ -135,7 +135,7 @@ class SourceState:
     """Per-generation source quantities, batch 1 (computed once by :meth:`Renderer.prepare_source`)."""
 
     image: torch.Tensor
-    """``(1, 3, S, S)`` on the render device/dtype."""
+    """``(1, 3, S, S)`` float32 on the render device."""
     kp_canonical: torch.Tensor
     """``(1, K, 3)`` KPDetector output."""
     kp_motion: motion.KeypointMotion
@@ -163,19 +163,18 @@ def _repeat_batch(obj: Any, n: int) -> Any:
 class Renderer:
     """Drives the renderer networks (``RendererNets``: ``kp_detector``, ``generator``, ``mapping``).
 
-    The networks must already sit on ``device`` in ``dtype`` and be in eval mode. The pose math
-    (softmax expectation, rotation) runs in float32 whatever ``dtype`` is.
+    The networks must already sit on ``device`` and be in eval mode. Inputs are float32; a reduced
+    precision lives inside the networks (``load_renderer_nets``: only the SPADE decoder runs in it).
     """
 
-    def __init__(self, nets: _Nets, device: torch.device | str, dtype: torch.dtype = torch.float32):
+    def __init__(self, nets: _Nets, device: torch.device | str):
         self.nets = nets
         self.device = torch.device(device)
-        self.dtype = dtype
 
     # -- building blocks -------------------------------------------------------------------
 
     def _tensor(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(array).to(device=self.device, dtype=self.dtype)
+        return torch.as_tensor(array).to(device=self.device, dtype=torch.float32)
 
     def _head(self, windows: np.ndarray) -> dict[str, torch.Tensor]:
         out = self.nets.mapping(self._tensor(windows))
@@ -231,8 +230,8 @@ class Renderer:
         """One generator call for the given frame positions (``>= T``: the last frame); returns the generator's output dict
         (``prediction`` ``(n, 3, S, S)`` in ``[0, 1]``, ...) plus ``kp_driving`` ``(n, K, 3)``."""
         drive, _ = self.driving_motion(source, plan, positions)
-        kp_source = source.kp_motion.value.to(self.dtype)
-        kp_driving = drive.value.to(self.dtype)
+        kp_source = source.kp_motion.value
+        kp_driving = drive.value
         feature = source.feature
         if not isinstance(feature, EncodedSource):  # any other generator gets batch-n inputs
             n = len(positions)
@@ -253,7 +252,7 @@ class Renderer:
         progress: ProgressFn | None = None,
         cancel: CancelFn | None = None,
     ) -> Iterator[torch.Tensor]:
-        """Yield the ``T`` frames in order as ``(n, 3, S, S)`` float tensors in ``[0, 1]`` (device, dtype).
+        """Yield the ``T`` frames in order as ``(n, 3, S, S)`` float32 tensors in ``[0, 1]`` (on the device).
 
         ``cancel()`` is checked before every generator call (raises :class:`CancelledError`);
         ``progress(done, total)`` is called when a chunk is ready, before it is yielded.
@@ -307,7 +306,6 @@ def render_uint8(
     target_coeff: np.ndarray,
     *,
     device: torch.device | str,
-    dtype: torch.dtype = torch.float32,
     preprocess: str = "crop",
     still: bool = False,
     expression_scale: float = 1.0,
@@ -334,7 +332,7 @@ def render_uint8(
         pitch=pitch,
         roll=roll,
     )
-    yield from Renderer(nets, device, dtype).iter_uint8(source_image, plan, progress=progress, cancel=cancel)
+    yield from Renderer(nets, device).iter_uint8(source_image, plan, progress=progress, cancel=cancel)
 
 
 def frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:

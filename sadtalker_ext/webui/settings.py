@@ -37,7 +37,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("sadtalker_keep_models_loaded", True, "Keep SadTalker models in memory between generations", "Checkbox",
          info="off: models are unloaded after every generation (frees VRAM, next run loads again)"),
     Spec("sadtalker_dtype", "float32", "SadTalker precision", "Radio", {"choices": list(DTYPE_CHOICES)},
-         info="float16/bfloat16 only pay off on a GPU; parity with the official models is checked in float32"),
+         info="applies to the renderer's SPADE decoder; float16 on a GPU, bfloat16 also on CPUs with AVX-512 BF16/AMX; parity is checked in float32"),
     Spec("sadtalker_default_size", 256, "Default face renderer size", "Radio", {"choices": [256, 512]}),
     Spec("sadtalker_default_preprocess", "crop", "Default preprocess mode", "Dropdown",
          {"choices": list(PREPROCESS_MODES)}),
