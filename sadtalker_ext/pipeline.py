@@ -293,10 +293,10 @@ class SadTalker:
 
         return self._model(("landmarks", detector, face_index), lambda: landmarks)
 
-    def _enhancer_dtype(self) -> torch.dtype:
-        """GFPGAN is unreliable in float16, and the enhancers are not checked in bfloat16 on the CPU: float32
-        then; bfloat16 on a GPU as asked."""
-        if self.dtype == torch.float16 or self.device.type == "cpu":
+    def _enhancer_dtype(self, *, float16_ok: bool = False) -> torch.dtype:
+        """The enhancers' precision: float32 on the CPU (not checked in bfloat16 there) and, unless
+        ``float16_ok``, for float16 (GFPGAN is unreliable in it); otherwise the dtype asked."""
+        if self.device.type == "cpu" or (self.dtype == torch.float16 and not float16_ok):
             return torch.float32
         return self.dtype
 
@@ -314,7 +314,7 @@ class SadTalker:
         """A :class:`.enhance.BackgroundUpscaler` around the kept ``RealESRGAN_x2plus.pth`` network."""
         from .enhance import REALESRGAN_FILE, BackgroundUpscaler, load_realesrgan
 
-        dtype = self.dtype if self.device.type != "cpu" else torch.float32
+        dtype = self._enhancer_dtype(float16_ok=True)
         net = self._model(
             ("realesrgan", REALESRGAN_FILE, str(dtype).removeprefix("torch.")),
             lambda: load_realesrgan(self.dirs.gfpgan / REALESRGAN_FILE, self.device, dtype),

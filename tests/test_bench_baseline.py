@@ -14,12 +14,15 @@ from sadtalker_ext import checkpoints
 from sadtalker_ext.render.animate import Renderer
 from sadtalker_ext.render.loading import load_renderer_nets
 from tests import standin
-from tests.test_render_loading import EIGHTH_GEN, EIGHTH_KP, EIGHTH_MAP
 
 
 def test_baseline_frames_equal_ours(tmp_path):
     folder = standin.write_reduced_checkpoints(
-        tmp_path / "ckpt", kp_cfg=EIGHTH_KP, gen_cfg=EIGHTH_GEN, map_cfg=EIGHTH_MAP, link_512=False
+        tmp_path / "ckpt",
+        kp_cfg=standin.EIGHTH_KP,
+        gen_cfg=standin.EIGHTH_GEN,
+        map_cfg=standin.EIGHTH_MAP,
+        link_512=False,
     )
     cpu = torch.device("cpu")
     try:

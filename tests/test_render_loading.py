@@ -16,11 +16,9 @@ from safetensors.numpy import save_file
 
 from sadtalker_ext import checkpoints
 from sadtalker_ext.errors import CheckpointError
-from sadtalker_ext.nets.dense_motion import DenseMotionConfig
-from sadtalker_ext.nets.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
-from sadtalker_ext.nets.kp_detector import KPDetector, KPDetectorConfig
+from sadtalker_ext.nets.generator import OcclusionAwareSPADEGenerator
+from sadtalker_ext.nets.kp_detector import KPDetector
 from sadtalker_ext.nets.mapping import MappingConfig, MappingNet
-from sadtalker_ext.nets.spade_decoder import SpadeDecoderConfig
 from sadtalker_ext.render.loading import load_renderer_nets
 from tests import standin
 
@@ -28,16 +26,7 @@ ST256, ST512, MAP_CROP, MAP_FULL = standin.FILES
 
 TINY_KP, TINY_GEN, TINY_MAP = standin.TINY_KP, standin.TINY_GEN, standin.TINY_MAP
 
-# The official widths divided by 8 (num_kp, compress, depths, kernels unchanged).
-EIGHTH_KP = KPDetectorConfig(block_expansion=4, max_features=128, reshape_channel=2048)
-EIGHTH_GEN = GeneratorConfig(
-    block_expansion=8,
-    max_features=64,
-    reshape_channel=4,
-    dense_motion=DenseMotionConfig(feature_channel=4, block_expansion=4, max_features=128),
-    decoder=SpadeDecoderConfig(input_nc=32, hidden_nc=16, output_nc=8),
-)
-EIGHTH_MAP = MappingConfig(descriptor_nc=128)
+EIGHTH_KP, EIGHTH_GEN, EIGHTH_MAP = standin.EIGHTH_KP, standin.EIGHTH_GEN, standin.EIGHTH_MAP
 
 
 _face_tensors = standin.renderer_tensors

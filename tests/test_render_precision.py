@@ -17,7 +17,6 @@ from sadtalker_ext.render.animate import Renderer
 from sadtalker_ext.render.loading import load_renderer_nets
 from tests import standin
 from tests.conftest import vector_params
-from tests.test_render_loading import EIGHTH_GEN, EIGHTH_KP, EIGHTH_MAP
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +33,11 @@ def _dtypes(module: torch.nn.Module) -> set[torch.dtype]:
 
 def test_only_the_decoder_is_reduced_and_motion_is_unchanged(tmp_path):
     folder = standin.write_reduced_checkpoints(
-        tmp_path / "ckpt", kp_cfg=EIGHTH_KP, gen_cfg=EIGHTH_GEN, map_cfg=EIGHTH_MAP, link_512=False
+        tmp_path / "ckpt",
+        kp_cfg=standin.EIGHTH_KP,
+        gen_cfg=standin.EIGHTH_GEN,
+        map_cfg=standin.EIGHTH_MAP,
+        link_512=False,
     )
     cpu = torch.device("cpu")
     full = load_renderer_nets(folder, 256, "crop", cpu, torch.float32)

@@ -284,12 +284,13 @@ class SpadeResidual(nn.Module):
 
     def _shortcut(self, normalised: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
         """``conv_s(norm_s(x, seg))`` from ``instance_norm(x)`` and norm_s's label features."""
-        norm, w_s = self.norm_s, self.conv_s.effective_weight()[:, :, 0, 0]  # (out, in)
+        norm, conv_s = self.norm_s, self.conv_s.effective_weight()  # (out, in, 1, 1)
+        w_s = conv_s[:, :, 0, 0]
         beta_w = torch.einsum("oc,chyx->ohyx", w_s, norm.mlp_beta.weight)
         weight = torch.cat((norm.mlp_gamma.weight, beta_w))
         bias = torch.cat((norm.mlp_gamma.bias + 1, w_s @ norm.mlp_beta.bias))
         scale, shift = F.conv2d(shared, weight, bias, padding=1).split([w_s.shape[1], w_s.shape[0]], dim=1)
-        return F.conv2d(normalised * scale, self.conv_s.effective_weight()).add_(shift)
+        return F.conv2d(normalised * scale, conv_s).add_(shift)
 
 
 def _phase_groups(factor: int) -> list[tuple[list[int], tuple[int, int, int]]]:
@@ -335,15 +336,13 @@ def conv3x3_on_upsampled(
     h, w = x.shape[-2:]
     padded = F.pad(x, (1, 1) * (x.dim() - 2))
     out = x.new_empty(x.shape[0], weight.shape[0], *lead, h * factor, w * factor)
-    groups = _phase_groups(factor)
-    for phases_y, offs_y in groups:
+    groups = [(phases, offs, _tap_matrix(offs, weight)) for phases, offs in _phase_groups(factor)]
+    for phases_y, offs_y, taps_y in groups:
         lo_y, hi_y = min(offs_y), max(offs_y)
-        for phases_x, offs_x in groups:
+        for phases_x, offs_x, taps_x in groups:
             lo_x, hi_x = min(offs_x), max(offs_x)
             # kernel[..., a, b] = sum of the taps (ty, tx) that land on low-res offset (lo_y + a, lo_x + b)
-            kernel = torch.einsum(
-                "ay,bx,...yx->...ab", _tap_matrix(offs_y, weight), _tap_matrix(offs_x, weight), weight
-            ).contiguous()
+            kernel = torch.einsum("ay,bx,...yx->...ab", taps_y, taps_x, weight).contiguous()
             window = padded[..., 1 + lo_y : 1 + hi_y + h, 1 + lo_x : 1 + hi_x + w]
             result = conv(window, kernel, bias)
             for py in phases_y:

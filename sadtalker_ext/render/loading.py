@@ -56,7 +56,8 @@ def _infer(config_cls, state: dict[str, torch.Tensor], *, file: Path, component:
     return cfg
 
 
-def _build(net_cls, config_cls, state, *, file: Path, component: str, device, dtype) -> nn.Module:
+def _build(net_cls, config_cls, state, *, file: Path, component: str, device) -> nn.Module:
+    """The network of ``state``, float32, eval mode, on ``device``."""
     cfg = _infer(config_cls, state, file=file, component=component)
     try:
         with torch.device("meta"):
@@ -65,7 +66,7 @@ def _build(net_cls, config_cls, state, *, file: Path, component: str, device, dt
         raise CheckpointError(f"{component}: {file} describes an impossible network ({exc}).") from exc
     net = net.to_empty(device="cpu")
     checkpoints.load_strict(net, state, file=file, component=component)
-    net = net.to(device=device, dtype=dtype).eval()
+    net = net.to(device=device, dtype=torch.float32).eval()
     net.requires_grad_(False)
     return net
 
@@ -81,7 +82,6 @@ def _load_face_nets(path: Path, device, dtype) -> tuple[KPDetector, OcclusionAwa
         file=path,
         component="renderer keypoint detector",
         device=device,
-        dtype=torch.float32,
     )
     del kp_state
     gen_state = checkpoints.read_safetensors_prefix(path, "generator", component="renderer generator")
@@ -92,7 +92,6 @@ def _load_face_nets(path: Path, device, dtype) -> tuple[KPDetector, OcclusionAwa
         file=path,
         component="renderer generator",
         device=device,
-        dtype=torch.float32,
     )
     gen.decoder.to(dtype=dtype)
     return kp, gen
@@ -107,7 +106,6 @@ def _load_mapping(path: Path, device) -> MappingNet:
         file=path,
         component="renderer mapping",
         device=device,
-        dtype=torch.float32,
     )
 
 
