@@ -273,3 +273,10 @@ def write_reduced_checkpoints(
         state = mapping_state(dataclasses.replace(map_cfg, coeff_nc=coeff_nc), seed)
         torch.save({"mapping": state, "epoch": EPOCHS[name]}, str(folder / name))
     return folder
+
+
+def write_eighth_checkpoints(folder: Path) -> Path:
+    """:func:`write_reduced_checkpoints` with the 1/8-width renderer (``EIGHTH_*``), 256 only."""
+    return write_reduced_checkpoints(
+        folder, kp_cfg=EIGHTH_KP, gen_cfg=EIGHTH_GEN, map_cfg=EIGHTH_MAP, link_512=False
+    )

@@ -17,13 +17,7 @@ from tests import standin
 
 
 def test_baseline_frames_equal_ours(tmp_path):
-    folder = standin.write_reduced_checkpoints(
-        tmp_path / "ckpt",
-        kp_cfg=standin.EIGHTH_KP,
-        gen_cfg=standin.EIGHTH_GEN,
-        map_cfg=standin.EIGHTH_MAP,
-        link_512=False,
-    )
+    folder = standin.write_eighth_checkpoints(tmp_path / "ckpt")
     cpu = torch.device("cpu")
     try:
         nets = load_renderer_nets(folder, 256, "crop", cpu, torch.float32)

@@ -32,13 +32,7 @@ def _dtypes(module: torch.nn.Module) -> set[torch.dtype]:
 
 
 def test_only_the_decoder_is_reduced_and_motion_is_unchanged(tmp_path):
-    folder = standin.write_reduced_checkpoints(
-        tmp_path / "ckpt",
-        kp_cfg=standin.EIGHTH_KP,
-        gen_cfg=standin.EIGHTH_GEN,
-        map_cfg=standin.EIGHTH_MAP,
-        link_512=False,
-    )
+    folder = standin.write_eighth_checkpoints(tmp_path / "ckpt")
     cpu = torch.device("cpu")
     full = load_renderer_nets(folder, 256, "crop", cpu, torch.float32)
     half = load_renderer_nets(folder, 256, "crop", cpu, torch.bfloat16)
