@@ -301,18 +301,18 @@ def bench_precision(ckpt, args, device, dtype) -> dict:
         return {"skipped": "pass --dtype float16 or bfloat16"}
     image = source_image(256, device)
     plan = synthetic_plan(args.ratio_frames, 2)
-    runs: dict[str, list[float]] = {"float32": [], str(dtype).removeprefix("torch."): []}
+    reduced = str(dtype).removeprefix("torch.")
+    runs: dict[str, list[float]] = {"float32": [], reduced: []}
     for _ in range(args.repeats):
-        for name, dt in (("float32", torch.float32), (str(dtype).removeprefix("torch."), dtype)):
+        for name, dt in (("float32", torch.float32), (reduced, dtype)):
             nets = load_renderer_nets(ckpt, 256, "crop", device, dt)
             t = run_ours(nets, image, plan, device)
             runs[name].append((t["prepare"] + t["frames"]) / plan.frame_count)
             log(f"precision: {name} {runs[name][-1]:.2f} s/frame, load {load_average()}")
     checkpoints.clear_cache()
-    half = runs[str(dtype).removeprefix("torch.")]
     return {
         "s_per_frame": runs,
-        "speedup": [f / h for f, h in zip(runs["float32"], half, strict=True)],
+        "speedup": [f / h for f, h in zip(runs["float32"], runs[reduced], strict=True)],
         "load_avg": load_average(),
     }
 
