@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests import standin
 
@@ -16,6 +17,31 @@ from tests import standin
 # (on an AVX-512 CPU, float32 gives 96.8 %; on an AVX2 CPU, whose kernels round like the official run's,
 # float32 passed 97 %). Every value must still be within 2 levels.
 E2E_MIN_IDENTICAL = 0.96
+
+
+def parity_device() -> torch.device:
+    """Device of the parity tests: ``$SADTALKER_TEST_DEVICE`` (``cuda`` on a GPU machine), default ``cpu``.
+
+    Asking for a device this machine lacks is an error, not a skip: whoever set the variable wants
+    those tests to run there.
+    """
+    device = torch.device(os.environ.get("SADTALKER_TEST_DEVICE") or "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("SADTALKER_TEST_DEVICE asks for cuda, but torch sees no CUDA device")
+    return device
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _full_float32_on_cuda():
+    """Parity on a GPU checks float32 math: TF32 (on by default for cuDNN convolutions on Ampere and
+    later) rounds inputs to 10 mantissa bits, far beyond the vectors' tolerances. Restored afterwards."""
+    if parity_device().type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def vector_files(pattern: str) -> list[Path]:

@@ -16,7 +16,7 @@ from scipy.io import loadmat
 
 from sadtalker_ext.motion import generate_coefficients, load_motion_nets, pose_noise_draws, save_coeff_mat
 from sadtalker_ext.motion.coefficients import draw_pose_noise
-from tests.conftest import vector_params
+from tests.conftest import parity_device, vector_params
 
 SAFETENSORS_256 = ("SadTalker_V0.0.2_256.safetensors",)
 
@@ -46,7 +46,7 @@ def case_prefixes(data: dict[str, np.ndarray]) -> list[str]:
 def nets_for(standins):
     def get(path: Path):
         folder = standins.for_vector(path, names=SAFETENSORS_256)
-        return load_motion_nets(folder, 256, "cpu", torch.float32)
+        return load_motion_nets(folder, 256, parity_device(), torch.float32)
 
     return get
 

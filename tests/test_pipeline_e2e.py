@@ -28,7 +28,7 @@ from sadtalker_ext.video import (
     sidecar_path,
 )
 from tests import standin
-from tests.conftest import E2E_MIN_IDENTICAL, seed_of, vector_files, vector_params
+from tests.conftest import E2E_MIN_IDENTICAL, parity_device, seed_of, vector_files, vector_params
 
 ST256, _ST512, MAP_CROP, MAP_FULL = standin.FILES
 SR, FPS = 16000, 25
@@ -358,7 +358,7 @@ def test_matches_the_official_run(standins, path, tmp_path, monkeypatch):
     sf.write(tmp_path / "audio.wav", v["wav_fed"], int(v["wav_fed_sr"]), subtype="FLOAT")
 
     folder = standins.for_vector(path, names=(safetensors_name(size), mapping_name(preprocess)))
-    talker = SadTalker(checkpoint_dir=folder, gfpgan_dir=tmp_path / "gf")
+    talker = SadTalker(checkpoint_dir=folder, gfpgan_dir=tmp_path / "gf", device=parity_device())
 
     def landmarks(rgb: np.ndarray) -> np.ndarray:
         return v["lm68_orig"] if rgb.shape[:2] == picture.shape[:2] else v["lm68_pic256"]

@@ -18,7 +18,7 @@ from sadtalker_ext import checkpoints
 from sadtalker_ext.nets.generator import GeneratorConfig
 from sadtalker_ext.nets.kp_detector import KPDetectorConfig
 from sadtalker_ext.render.loading import RendererNets, load_renderer_nets
-from tests.conftest import vector_params
+from tests.conftest import parity_device, vector_params
 
 # Absolute tolerances of the render_cond .md files.
 COND_TOL = {
@@ -56,11 +56,11 @@ def _is_cond(path: Path) -> bool:
 
 
 def _t(npz, key: str) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(npz[key]))
+    return torch.from_numpy(np.ascontiguousarray(npz[key])).to(parity_device())
 
 
 def _maxdiff(got: torch.Tensor, ref: np.ndarray) -> float:
-    return float(np.abs(got.detach().numpy().astype(np.float64) - ref.astype(np.float64)).max())
+    return float(np.abs(got.detach().cpu().numpy().astype(np.float64) - ref.astype(np.float64)).max())
 
 
 def _check_abs(name: str, got: torch.Tensor, ref: np.ndarray, tol: float) -> None:
@@ -88,7 +88,7 @@ def _check_frame(npz, out: dict[str, torch.Tensor], cond: bool, index=slice(None
     assert tuple(pred.shape) == pred_ref.shape
     assert float(pred.min()) >= 0.0
     assert float(pred.max()) <= 1.0
-    flips = float((np.abs(pred.numpy() - pred_ref) > COND_TOL["prediction"]).mean())
+    flips = float((np.abs(pred.cpu().numpy() - pred_ref) > COND_TOL["prediction"]).mean())
     assert flips <= PLAIN_PRED_FLIP_FRACTION, f"prediction: {flips:.2%} of values differ"
 
 
@@ -98,7 +98,7 @@ def nets_for(standins):
 
     def get(path: Path, size: int = 256, preprocess: str = "crop") -> RendererNets:
         folder = standins.for_vector(path)
-        return load_renderer_nets(folder, size, preprocess, torch.device("cpu"), torch.float32)
+        return load_renderer_nets(folder, size, preprocess, parity_device(), torch.float32)
 
     yield get
     checkpoints.clear_cache()
