@@ -12,7 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from sadtalker_ext.nets.blocks import DecodeStep3d, Hourglass3d, SpadeResidual, conv3x3_on_upsampled
+from sadtalker_ext.nets.blocks import (
+    DecodeStep3d,
+    Hourglass3d,
+    SpadeResidual,
+    conv3x3_on_upsampled,
+    set_phase_form,
+)
 from sadtalker_ext.nets.dense_motion import DenseMotionConfig, DenseMotionNetwork
 from sadtalker_ext.nets.spade_decoder import SpadeDecoder, SpadeDecoderConfig
 
@@ -121,6 +127,54 @@ def test_spade_decoder_equals_reference_with_fewer_multiply_adds(output_nc):
     with torch.no_grad():
         _close(dec(feature), dec.forward_reference(feature))
         assert _flops(lambda: dec(feature)) < 0.9 * _flops(lambda: dec.forward_reference(feature))
+
+
+def test_phase_form_switch_keeps_values_and_restores_the_direct_work():
+    """``set_phase_form(module, False)`` (the GPU choice): every upsampled conv runs upsample-then-conv."""
+    cfg = DenseMotionConfig(
+        block_expansion=4, max_features=16, num_blocks=2, feature_channel=4, reshape_depth=3,
+        compress=2, num_kp=3, estimate_occlusion_map=True,
+    )  # fmt: skip
+    net = _randomise(DenseMotionNetwork(cfg), 2)
+    dec = _randomise(
+        SpadeDecoder(SpadeDecoderConfig(input_nc=6, hidden_nc=4, output_nc=3, num_middle_blocks=1)), 6
+    )
+    gen = torch.Generator().manual_seed(3)
+    volume = torch.randn(1, 4, 3, 32, 32, generator=gen, dtype=torch.float64)
+    kp_d, kp_s = (torch.rand(1, 3, 3, generator=gen, dtype=torch.float64) - 0.5 for _ in range(2))
+    feature = torch.randn(1, 6, 8, 8, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        phase = (net(volume, kp_d, kp_s)["deformation"], dec(feature))
+        work = {"net": _flops(lambda: net(volume, kp_d, kp_s)), "dec": _flops(lambda: dec(feature))}
+        label_saving = sum(
+            _flops(lambda b=block, f=factor: dec._label_features(feature, [b], f, phase=False))
+            - _flops(lambda b=block, f=factor: dec._label_features(feature, [b], f))
+            for block, factor in ((dec.up_0, 2), (dec.up_1, 4))
+        )
+        for module in (net, dec):
+            set_phase_form(module, False)
+        direct = (net(volume, kp_d, kp_s)["deformation"], dec(feature))
+        assert _flops(lambda: net(volume, kp_d, kp_s)) == _flops(lambda: net(volume, kp_d, kp_s, direct=True))
+        assert work["net"] < _flops(lambda: net(volume, kp_d, kp_s))
+        assert label_saving > 0 and _flops(lambda: dec(feature)) == work["dec"] + label_saving
+    for a, b in zip(phase, direct, strict=True):
+        _close(a, b)
+    assert not net.hourglass.decoder.up_blocks[0].phase_form and not dec.phase_form
+
+
+def test_loader_picks_the_phase_form_on_the_cpu_only(tmp_path):
+    from sadtalker_ext import checkpoints
+    from sadtalker_ext.render.loading import load_renderer_nets
+    from tests import standin
+    from tests.conftest import parity_device
+
+    device = parity_device()
+    nets = load_renderer_nets(standin.write_eighth_checkpoints(tmp_path), 256, "crop", device, torch.float32)
+    try:
+        flags = {m.phase_form for m in nets.generator.modules() if "phase_form" in type(m).__dict__}
+        assert flags == {device.type == "cpu"}
+    finally:
+        checkpoints.clear_cache()
 
 
 def test_separable_keypoint_gaussians_equal_the_direct_form():

@@ -89,12 +89,15 @@ class DecodeStep3d(nn.Module):
 
     # Below this many input pixels per depth slice the phase kernels cost more to build than they save.
     PHASE_FORM_MIN_PIXELS = 64
+    phase_form = True
+    """Use the phase form when it applies (:func:`set_phase_form`)."""
 
     def forward(self, x: torch.Tensor, *, direct: bool = False) -> torch.Tensor:
-        """``direct``: upsample, then convolve (the official arrangement); otherwise, on inputs of at least
-        :attr:`PHASE_FORM_MIN_PIXELS` pixels, the same value from :func:`conv3x3_on_upsampled` at 4/9 of
-        the multiply-adds."""
-        if direct or x.shape[-1] * x.shape[-2] < self.PHASE_FORM_MIN_PIXELS:
+        """``direct``: upsample, then convolve (the official arrangement); otherwise, with :attr:`phase_form`
+        and on inputs of at least :attr:`PHASE_FORM_MIN_PIXELS` pixels, the same value from
+        :func:`conv3x3_on_upsampled` at 4/9 of the multiply-adds."""
+        small = x.shape[-1] * x.shape[-2] < self.PHASE_FORM_MIN_PIXELS
+        if direct or small or not self.phase_form:
             h = self.conv(F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest"))
         else:
             h = conv3x3_on_upsampled(x, self.conv.weight, self.conv.bias, 2)
@@ -293,6 +296,16 @@ class SpadeResidual(nn.Module):
         return F.conv2d(normalised * scale, conv_s).add_(shift)
 
 
+def set_phase_form(module: nn.Module, enabled: bool) -> None:
+    """Choose how every submodule of ``module`` convolves a nearest-upsampled map: the phase form
+    (:func:`conv3x3_on_upsampled`, 4/9 of the multiply-adds: faster where convolutions are compute-bound,
+    as on CPUs) or upsample-then-convolve (one large 3x3 convolution: faster on GPUs, measured in
+    ``bench --sections arrangements``). Same values up to float rounding either way."""
+    for sub in module.modules():
+        if "phase_form" in type(sub).__dict__:
+            sub.phase_form = enabled
+
+
 def _phase_groups(factor: int) -> list[tuple[list[int], tuple[int, int, int]]]:
     """For a nearest x``factor`` upsampling followed by a 3x3 conv (padding 1), along one axis: output
     phases ``p`` (position mod factor) grouped by where the taps -1, 0, +1 land in the low-resolution
@@ -314,7 +327,7 @@ def _tap_matrix(offsets: tuple[int, int, int], like: torch.Tensor) -> torch.Tens
 
 
 def conv3x3_on_upsampled(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, factor: int
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, factor: int, *, phase: bool = True
 ) -> torch.Tensor:
     """``conv(interpolate(x, nearest, x``factor`` on the last two axes), weight, bias, padding=1)`` without
     building the upsampled input.
@@ -327,11 +340,14 @@ def conv3x3_on_upsampled(
     phase is a small conv (1 or 2 taps per upsampled axis, weights summed) at the low resolution; phases
     that land alike share one result. Same value as the direct form up to float rounding (weights are
     summed before multiplying), about ``(2 + factor) ** 2 / (factor * 3) ** 2`` of its multiply-adds
-    (0.44 at x2, 0.17 at x4).
+    (0.44 at x2, 0.17 at x4). ``phase=False``: upsample, then convolve (see :func:`set_phase_form`).
     """
     conv = {4: F.conv2d, 5: F.conv3d}[x.dim()]
     if factor == 1:
         return conv(x, weight, bias, padding=1)
+    if not phase:
+        scale = (1.0,) * (x.dim() - 4) + (float(factor),) * 2
+        return conv(F.interpolate(x, scale_factor=scale, mode="nearest"), weight, bias, padding=1)
     lead = x.shape[2:-2]  # depth (3D) or nothing (2D): convolved with padding 1, not upsampled
     h, w = x.shape[-2:]
     padded = F.pad(x, (1, 1) * (x.dim() - 2))

@@ -61,6 +61,9 @@ class SpadeDecoder(nn.Module):
         self.up_1 = SpadeResidual(ic, cfg.output_nc, ic, hid)
         self.conv_img = nn.Conv2d(cfg.output_nc, cfg.image_channel, kernel_size=3, padding=1)
 
+    phase_form = True
+    """Label convs of the upsampled levels in the phase form (:func:`.blocks.set_phase_form`)."""
+
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid logits, in the decoder's own dtype (``feature`` is cast to it).
 
@@ -79,7 +82,7 @@ class SpadeDecoder(nn.Module):
             size = (x.shape[2] * 2, x.shape[3] * 2)
             factor = size[0] // feature.shape[2]
             if size == (feature.shape[2] * factor, feature.shape[3] * factor):
-                (maps,) = self._label_features(feature, [block], factor)
+                (maps,) = self._label_features(feature, [block], factor, phase=self.phase_form)
                 x = block.forward_shared(x, maps, upsample=2)
             else:  # not an integer multiple: the direct form
                 x = F.interpolate(x, scale_factor=2.0, mode="nearest")
@@ -106,13 +109,13 @@ class SpadeDecoder(nn.Module):
 
     @staticmethod
     def _label_features(
-        feature: torch.Tensor, blocks: list[SpadeResidual], factor: int
+        feature: torch.Tensor, blocks: list[SpadeResidual], factor: int, *, phase: bool = True
     ) -> list[list[torch.Tensor]]:
         """``relu(mlp_shared(label))`` of every norm of ``blocks`` (one stacked conv), label = ``feature``
         nearest-upsampled ``factor`` times; returned per block, per norm."""
         convs = [norm.label_conv for block in blocks for norm in block.norms()]
         weight = torch.cat([c.weight for c in convs])
         bias = torch.cat([c.bias for c in convs])
-        maps = F.relu(conv3x3_on_upsampled(feature, weight, bias, factor))
+        maps = F.relu(conv3x3_on_upsampled(feature, weight, bias, factor, phase=phase))
         chunks = iter(maps.split([c.out_channels for c in convs], dim=1))
         return [[next(chunks) for _ in block.norms()] for block in blocks]
