@@ -44,10 +44,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -202,6 +205,9 @@ class SadTalker:
             audio, motion, preprocessing, keypoints and dense motion always run in float32.
         result_dir: folder for videos whose options give no ``output``.
         keep_partial: on cancel keep ``<name>.partial.mp4`` with the frames made so far.
+        post_threads: threads that resize and paste frames back (``None``: the CPU count, at most 8);
+            the paste-back's Poisson blend (``cv2.seamlessClone``) is the slowest per-frame step after
+            the renderer, and on a GPU it would otherwise take most of the time.
     """
 
     def __init__(
@@ -214,6 +220,7 @@ class SadTalker:
         result_dir: str | Path = DEFAULT_RESULT_DIR,
         keep_partial: bool = False,
         model_dirs: ModelDirs | None = None,
+        post_threads: int | None = None,
     ) -> None:
         self.dirs = model_dirs or resolve_model_dirs(checkpoint_dir, gfpgan_dir)
         self.device = as_device(device)
@@ -223,6 +230,9 @@ class SadTalker:
                 "dtype float16 needs a GPU; on the CPU use float32, or bfloat16 (about 2x faster rendering "
                 "on CPUs with AVX-512 BF16 or AMX, slower elsewhere)"
             )
+        if post_threads is not None and post_threads < 1:
+            raise InputError(f"post_threads must be at least 1, got {post_threads}")
+        self.post_threads = post_threads or min(8, os.cpu_count() or 1)
         self.result_dir = Path(result_dir)
         self.keep_partial = keep_partial
         self._models: dict[tuple, Any] = {}
@@ -581,31 +591,56 @@ class SadTalker:
         def render_progress(done: int, total: int) -> None:
             prep.report("render", done, total)
 
-        prep.report("render", 0, prep.num_frames)
-        t_render = time.perf_counter()
-        for chunk in renderer.iter_uint8(image, prep.plan, progress=render_progress, cancel=prep.stopped):
-            t_post = time.perf_counter()
-            timer.times["render"] = timer.times.get("render", 0.0) + t_post - t_render
-            if enhance is not None:
-                if face_scale != 1:
-                    side = chunk.shape[1] * face_scale
-                    chunk = np.stack(
-                        [cv2.resize(f, (side, side), interpolation=cv2.INTER_LINEAR) for f in chunk]
-                    )
-                chunk = enhance(np.ascontiguousarray(chunk))
-                t_enhanced = time.perf_counter()
-                timer.times["enhance"] = timer.times.get("enhance", 0.0) + t_enhanced - t_post
-                t_post = t_enhanced
-            frames = [resize_to_crop_aspect(f, size_wh, width) for f in chunk]
-            if paste is not None:
-                frames = [paste(f) for f in frames]
-            batch = np.stack(frames)
-            timer.times["resize+paste"] = timer.times.get("resize+paste", 0.0) + time.perf_counter() - t_post
+        def finish(frame: np.ndarray) -> np.ndarray:
+            resized = resize_to_crop_aspect(frame, size_wh, width)
+            return resized if paste is None else paste(resized)
+
+        def collect(futures: list[Future]) -> np.ndarray:
+            """The finished chunk; the wait (what the main thread loses to resize+paste) is timed."""
+            t0 = time.perf_counter()
+            batch = np.stack([f.result() for f in futures])
+            timer.times["resize+paste"] = timer.times.get("resize+paste", 0.0) + time.perf_counter() - t0
             if upscale_frames is not None:
                 with timer.stage("background"):
                     batch = upscale_frames(batch)
-            yield batch
+            return batch
+
+        # Frames are resized and pasted by a thread pool while the next chunks render; chunks leave in
+        # order, and at most about two frames per thread wait, so memory stays flat.
+        max_waiting = 2 * self.post_threads
+        waiting: deque[list[Future]] = deque()
+        pool = ThreadPoolExecutor(max_workers=self.post_threads, thread_name_prefix="sadtalker-paste")
+        try:
+            prep.report("render", 0, prep.num_frames)
             t_render = time.perf_counter()
+            chunks = renderer.iter_uint8(image, prep.plan, progress=render_progress, cancel=prep.stopped)
+            while True:
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    break
+                except CancelledError:  # the frames made so far still reach the writer (keep_partial)
+                    while waiting:
+                        yield collect(waiting.popleft())
+                    raise
+                t_post = time.perf_counter()
+                timer.times["render"] = timer.times.get("render", 0.0) + t_post - t_render
+                if enhance is not None:
+                    if face_scale != 1:
+                        side = chunk.shape[1] * face_scale
+                        chunk = np.stack(
+                            [cv2.resize(f, (side, side), interpolation=cv2.INTER_LINEAR) for f in chunk]
+                        )
+                    chunk = enhance(np.ascontiguousarray(chunk))
+                    timer.times["enhance"] = timer.times.get("enhance", 0.0) + time.perf_counter() - t_post
+                waiting.append([pool.submit(finish, frame) for frame in chunk])
+                while sum(len(c) for c in waiting) > max_waiting:
+                    yield collect(waiting.popleft())
+                t_render = time.perf_counter()
+            while waiting:
+                yield collect(waiting.popleft())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def write_video(self, prep: Prepared, frame_hook: FrameHook | None = None) -> Result:
         """Step 6: stream :meth:`iter_video_frames` (through ``frame_hook``, if given) into the mp4

@@ -187,6 +187,28 @@ def test_second_generation_reuses_models_and_seed_repeats(talker, media, tmp_pat
     np.testing.assert_array_equal(read_frames(first.video_path), read_frames(second.video_path))
 
 
+def test_threaded_paste_back_keeps_frames_and_order(tiny_checkpoints, media, tmp_path):
+    """Frames are resized and pasted by a thread pool while later chunks render: same frames, same order
+    as with one thread; chunks of batch_size leave the pipeline in order."""
+    runs = {}
+    for threads in (1, 3):
+        t = SadTalker(tiny_checkpoints, tmp_path / "gf", post_threads=threads, result_dir=tmp_path)
+        seen: list[np.ndarray] = []
+
+        def keep(frames: np.ndarray, seen=seen) -> np.ndarray:
+            seen.append(frames.copy())
+            return frames
+
+        opts = _options(media, tmp_path, f"t{threads}.mp4", preprocess="full", driven_audio=media["cut"](7))
+        t.generate(opts, frame_hook=keep)
+        t.unload()
+        runs[threads] = seen
+    assert [len(c) for c in runs[3]] == [2, 2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate(runs[1]), np.concatenate(runs[3]))
+    with pytest.raises(InputError, match="post_threads"):
+        SadTalker(tiny_checkpoints, tmp_path / "gf", post_threads=0)
+
+
 def test_frame_hook_sees_and_changes_final_frames(talker, media, vector, tmp_path):
     seen = []
 
