@@ -170,6 +170,16 @@ def bench_load(ckpt: Path, sizes, device, dtype) -> list[dict]:
     return rows
 
 
+def warm_up(nets, image, device, *, baseline: bool = False) -> None:
+    """On CUDA, one untimed 2-frame render first (kernel selection, allocator growth, lazy loading)."""
+    if device.type != "cuda":
+        return
+    plan = synthetic_plan(2, 2, seed=1)
+    run_ours(nets, image, plan, device)
+    if baseline:
+        run_baseline(nets, image, plan, device)
+
+
 def run_ours(nets, image, plan, device) -> dict[str, float]:
     renderer = Renderer(nets, device)
     t: dict[str, float] = {}
@@ -201,6 +211,7 @@ def bench_render(ckpt, args, device, dtype) -> list[dict]:
                 continue
             frames = -(-max(args.frames, bs) // bs) * bs
             plan = synthetic_plan(frames, bs)
+            warm_up(nets, image, device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             t = run_ours(nets, image, plan, device)
@@ -227,6 +238,7 @@ def bench_ratio(ckpt, args, device, dtype) -> dict:
     nets = load_renderer_nets(ckpt, 256, "crop", device, dtype)
     image = source_image(256, device)
     plan = synthetic_plan(args.ratio_frames, 2)
+    warm_up(nets, image, device, baseline=True)
     ours, base = [], []
     for r in range(args.repeats):
         for name, fn, sink in (("ours", run_ours, ours), ("baseline", run_baseline, base)):
@@ -306,6 +318,7 @@ def bench_precision(ckpt, args, device, dtype) -> dict:
     for _ in range(args.repeats):
         for name, dt in (("float32", torch.float32), (reduced, dtype)):
             nets = load_renderer_nets(ckpt, 256, "crop", device, dt)
+            warm_up(nets, image, device)
             t = run_ours(nets, image, plan, device)
             runs[name].append((t["prepare"] + t["frames"]) / plan.frame_count)
             log(f"precision: {name} {runs[name][-1]:.2f} s/frame, load {load_average()}")
@@ -315,6 +328,49 @@ def bench_precision(ckpt, args, device, dtype) -> dict:
         "speedup": [f / h for f, h in zip(runs["float32"], runs[reduced], strict=True)],
         "load_avg": load_average(),
     }
+
+
+def bench_arrangements(ckpt, args, device, dtype) -> list[dict]:
+    """Per size and batch size, alternated: ours with the phase form on / off (:func:`set_phase_form`),
+    on CUDA also with a channels-last decoder, and the official per-step structure; seconds per frame."""
+    from sadtalker_ext.nets.blocks import set_phase_form
+
+    rows = []
+    for size in args.sizes:
+        nets = load_renderer_nets(ckpt, size, "crop", device, dtype)
+        default = nets.generator.decoder.phase_form
+        image = source_image(size, device)
+        variants = {"ours, phase form": (True, False), "ours, direct form": (False, False)}
+        if device.type == "cuda":
+            variants["ours, direct form, channels-last decoder"] = (False, True)
+        for bs in args.batch_sizes:
+            plan = synthetic_plan(-(-max(args.ratio_frames, bs) // bs) * bs, bs)
+            times: dict[str, list[float]] = {name: [] for name in [*variants, "official structure"]}
+            for _ in range(args.repeats):
+                for name in times:
+                    phase, channels_last = variants.get(name, (default, False))
+                    set_phase_form(nets.generator, phase)
+                    fmt = torch.channels_last if channels_last else torch.contiguous_format
+                    nets.generator.decoder.to(memory_format=fmt)
+                    if name in variants:
+                        warm_up(nets, image, device)
+                        t = run_ours(nets, image, plan, device)
+                        times[name].append((t["prepare"] + t["frames"]) / plan.frame_count)
+                    else:
+                        warm_up(nets, image, device, baseline=True)
+                        t = run_baseline(nets, image, plan, device)
+                        times[name].append(t["frames"] / plan.frame_count)
+            row = {"size": size, "batch_size": bs, "frames": plan.frame_count, "s_per_frame": times}
+            row["median_s_per_frame"] = {k: statistics.median(v) for k, v in times.items()}
+            rows.append(row)
+            log(
+                f"arrangements {size} bs{bs}: "
+                + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in row["median_s_per_frame"].items())
+            )
+        nets.generator.decoder.to(memory_format=torch.contiguous_format)
+        set_phase_form(nets.generator, default)
+        checkpoints.clear_cache()
+    return rows
 
 
 def bench_decoder(ckpt, args, device, dtype) -> dict:
@@ -337,30 +393,85 @@ def bench_decoder(ckpt, args, device, dtype) -> dict:
     return {"direct_s": direct, "fused_s": fused, "max_rel_diff": rel, "load_avg": load_average()}
 
 
-def bench_stages(reduced: Path, args, device, dtype, work: Path) -> dict:
+@contextlib.contextmanager
+def recorded_landmarks(path: Path | None):
+    """``--landmarks FILE``: the pipeline's 68-point landmarks come from FILE, keyed by picture shape, so a
+    machine without the detector (a GPU box without dlib's model) runs the same stages on the same crop.
+    Shapes FILE lacks go to the real detector, and its answers are added to FILE."""
+    if path is None:
+        yield
+        return
+    from sadtalker_ext import face
+
+    real = face.landmarks68
+    store: dict[str, np.ndarray] = dict(np.load(path)) if path.is_file() else {}
+    added = []
+
+    def landmarks68(rgb: np.ndarray, *args, **kwargs) -> np.ndarray | None:
+        key = "x".join(str(n) for n in rgb.shape)
+        if key not in store:
+            lm = real(rgb, *args, **kwargs)
+            store[key] = np.zeros((0, 2), np.float32) if lm is None else np.asarray(lm)
+            added.append(key)
+        return store[key] if store[key].size else None
+
+    face.landmarks68 = landmarks68
+    try:
+        yield
+    finally:
+        face.landmarks68 = real
+        if added:
+            np.savez(path, **store)
+
+
+def standin_gfpgan(folder: Path) -> Path:
+    """``GFPGANv1.4.pth`` of the official architecture with seeded random weights (timing only)."""
+    from sadtalker_ext.enhance import GFPGAN_FILE
+    from sadtalker_ext.nets.gfpgan import GFPGANConfig, GFPGANv1Clean
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / GFPGAN_FILE).is_file():
+        torch.manual_seed(0)
+        torch.save({"params_ema": GFPGANv1Clean(GFPGANConfig()).state_dict()}, str(folder / GFPGAN_FILE))
+    return folder
+
+
+def bench_stages(ckpt: Path, args, device, dtype, work: Path) -> dict:
+    """Two generations through ``SadTalker.generate`` (the second reuses the loaded models)."""
     from sadtalker_ext.options import GenerationOptions
     from sadtalker_ext.pipeline import SadTalker
 
-    talker = SadTalker(
-        checkpoint_dir=reduced, gfpgan_dir=work / "no_gfpgan", device=device, dtype=dtype, result_dir=work
-    )
+    face_dir = standin_gfpgan(work / "gfpgan") if args.stage_enhancer == "gfpgan" else work / "no_gfpgan"
     results = []
-    for i in range(2):
-        opts = GenerationOptions(
-            source=str(MEDIA / "full3.png"),
-            driven_audio=str(wav_of(args.stage_seconds, work)),
-            preprocess="full",
-            size=256,
-            batch_size=2,
-            seed=0,
-            face_detector="dlib",
-            output=str(work / f"stages_{i}.mp4"),
+    with recorded_landmarks(args.landmarks):
+        talker = SadTalker(
+            checkpoint_dir=ckpt, gfpgan_dir=face_dir, device=device, dtype=dtype, result_dir=work
         )
-        res = talker.generate(opts)
-        results.append({"frames": res.num_frames, "timings": res.timings, "load_avg": load_average()})
-        log(f"stages run {i}: {res.num_frames} frames, {res.timings}")
-    talker.unload()
-    return {"seconds_of_audio": args.stage_seconds, "runs": results}
+        for i in range(2):
+            opts = GenerationOptions(
+                source=str(MEDIA / "full3.png"),
+                driven_audio=str(wav_of(args.stage_seconds, work)),
+                preprocess=args.stage_preprocess,
+                size=args.stage_size,
+                batch_size=args.stage_batch,
+                enhancer=args.stage_enhancer,
+                seed=0,
+                face_detector="dlib",
+                output=str(work / f"stages_{i}.mp4"),
+            )
+            res = talker.generate(opts)
+            results.append({"frames": res.num_frames, "timings": res.timings, "load_avg": load_average()})
+            log(f"stages run {i}: {res.num_frames} frames, {res.timings}")
+        talker.unload()
+    return {
+        "seconds_of_audio": args.stage_seconds,
+        "renderer": args.stage_renderer,
+        "preprocess": args.stage_preprocess,
+        "size": args.stage_size,
+        "batch_size": args.stage_batch,
+        "enhancer": args.stage_enhancer,
+        "runs": results,
+    }
 
 
 def _stub_renderer_networks() -> None:
@@ -462,12 +573,20 @@ def markdown(report: dict) -> str:
     lines = [
         "# sadtalker_ext benchmark",
         "",
-        f"{env['date']} · {env['device']} {env['dtype']} · torch {env['torch']} · {env['cpu_count']} CPUs · "
+        f"{env['date']} · {env['device']} {env.get('cuda_device') or ''} {env['dtype']} · torch {env['torch']} · "
+        f"{env['cpu_count']} CPUs · "
         f"torch threads {env['threads']} · load average at start {env['load_avg_start']}, "
         f"at end {report.get('load_avg_end')}",
         f"Weights: {env['weights']}.",
         "",
     ]
+    if env.get("cuda_device"):
+        lines += [
+            f"CUDA float32 settings: cuDNN TF32 {env['cudnn_allow_tf32']}, matmul TF32 "
+            f"{env['matmul_allow_tf32']}, cuDNN benchmark {env['cudnn_benchmark']} (PyTorch defaults unless "
+            "the host changes them).",
+            "",
+        ]
     if report.get("load"):
         lines += ["## Model load (renderer networks)", "", "| size | cold (s) | warm (ms) |", "|---|---|---|"]
         lines += [f"| {r['size']} | {r['cold_s']:.2f} | {r['warm_s'] * 1e3:.3f} |" for r in report["load"]]
@@ -525,6 +644,24 @@ def markdown(report: dict) -> str:
             "shared machine).",
             "",
         ]
+    if report.get("arrangements"):
+        rows = report["arrangements"]
+        names = list(rows[0]["median_s_per_frame"])
+        lines += [
+            "## Arrangements (ms per frame, median of the alternated repeats; ours includes prepare_source)",
+            "",
+            "| size | batch | frames | " + " | ".join(names) + " | best ours vs official |",
+            "|---" * (len(names) + 4) + "|",
+        ]
+        for r in rows:
+            med = r["median_s_per_frame"]
+            best = min(v for k, v in med.items() if k.startswith("ours"))
+            cells = " | ".join(f"{med[k] * 1e3:.2f}" for k in names)
+            lines.append(
+                f"| {r['size']} | {r['batch_size']} | {r['frames']} | {cells} | "
+                f"{med['official structure'] / best:.2f}x |"
+            )
+        lines.append("")
     if report.get("decoder"):
         d = report["decoder"]
         lines += [
@@ -555,21 +692,28 @@ def markdown(report: dict) -> str:
         lines.append("")
     if report.get("stages"):
         s = report["stages"]
+        official = s.get("renderer") == "official"
         lines += [
-            f"## Stages through the pipeline ({s['seconds_of_audio']:g} s of audio, preprocess full, "
-            "reduced-width renderer)",
+            f"## Stages through the pipeline ({s['seconds_of_audio']:g} s of audio, preprocess "
+            f"{s.get('preprocess', 'full')}, size {s.get('size', 256)}, batch {s.get('batch_size', 2)}, "
+            f"enhancer {s.get('enhancer', 'none')}, {'official' if official else 'REDUCED'}-width renderer)",
             "",
             "Seconds per stage as `SadTalker.generate` reports them (`inputs` = picture + audio decode + "
-            "audio features; `models` = load; `motion` = coefficients; `render` = renderer at REDUCED "
-            "widths, see the throughput table for the official widths; `resize+paste` = paste-back; "
-            "`encode` + `mux` = video encoding). Run 2 reuses the loaded models.",
+            "audio features; `models` = load; `motion` = coefficients; `render` = renderer"
+            + ("" if official else " at REDUCED widths, see the throughput table for the official widths")
+            + "; `resize+paste` = paste-back; `encode` + `mux` = video encoding). Run 2 reuses the loaded "
+            "models. Real-time factor = total / seconds of audio (below 1: faster than real time).",
             "",
         ]
         keys = sorted({k for run in s["runs"] for k in run["timings"]})
-        lines += ["| run | frames | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+        lines += [
+            "| run | frames | " + " | ".join(keys) + " | real-time factor |",
+            "|---" * (len(keys) + 3) + "|",
+        ]
         for i, run in enumerate(s["runs"]):
             vals = " | ".join(f"{run['timings'].get(k, 0.0):.2f}" for k in keys)
-            lines.append(f"| {i + 1} | {run['frames']} | {vals} |")
+            rtf = run["timings"].get("total", float("nan")) / s["seconds_of_audio"]
+            lines.append(f"| {i + 1} | {run['frames']} | {vals} | {rtf:.3f} |")
         lines.append("")
     if report.get("memory"):
         lines += [
@@ -613,6 +757,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ratio_frames", type=int, default=8, help="frames per ours/baseline repeat")
     p.add_argument("--repeats", type=int, default=3, help="alternated ours/baseline repeats")
     p.add_argument("--stage_seconds", type=float, default=2.0, help="audio length of the stage run")
+    p.add_argument(
+        "--stage_renderer",
+        choices=("reduced", "official"),
+        default="reduced",
+        help="stage run: reduced-width renderer (CPU) or official widths (a GPU: real time factor)",
+    )
+    p.add_argument("--stage_preprocess", default="full", help="stage run: preprocess mode")
+    p.add_argument("--stage_size", type=int, default=256, choices=(256, 512))
+    p.add_argument("--stage_batch", type=int, default=2, help="stage run: renderer batch size")
+    p.add_argument("--stage_enhancer", choices=("none", "gfpgan"), default="none")
+    p.add_argument(
+        "--landmarks",
+        type=Path,
+        help="stage run: face landmarks by picture shape from this .npz (shapes it lacks: detected, added)",
+    )
     p.add_argument("--memory_seconds", type=float, nargs="+", default=[10, 30, 120])
     p.add_argument("--memory_batch", type=int, default=2)
     p.add_argument(
@@ -626,7 +785,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--sections",
         nargs="+",
         default=["load", "macs", "ratio", "decoder", "render", "stages", "memory"],
-        choices=["load", "macs", "ratio", "precision", "decoder", "render", "stages", "memory"],
+        choices=[
+            "load",
+            "macs",
+            "ratio",
+            "precision",
+            "arrangements",
+            "decoder",
+            "render",
+            "stages",
+            "memory",
+        ],
     )
     p.add_argument(
         "--quick",
@@ -670,6 +839,10 @@ def main(argv=None) -> int:
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),
             "threads": torch.get_num_threads(),
+            "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "load_avg_start": load_average(),
             "weights": weights,
             "quick": args.quick,
@@ -689,9 +862,12 @@ def main(argv=None) -> int:
         "macs": lambda: bench_macs(ckpt, args, device, dtype),
         "ratio": lambda: bench_ratio(ckpt, args, device, dtype),
         "precision": lambda: bench_precision(ckpt, args, device, dtype),
+        "arrangements": lambda: bench_arrangements(ckpt, args, device, dtype),
         "decoder": lambda: bench_decoder(ckpt, args, device, dtype),
         "render": lambda: bench_render(ckpt, args, device, dtype),
-        "stages": lambda: bench_stages(reduced, args, device, dtype, work),
+        "stages": lambda: bench_stages(
+            ckpt if args.stage_renderer == "official" else reduced, args, device, dtype, work
+        ),
         "memory": lambda: bench_memory(reduced, args, work),
     }
     for name in args.sections:
