@@ -187,11 +187,14 @@ def test_second_generation_reuses_models_and_seed_repeats(talker, media, tmp_pat
     np.testing.assert_array_equal(read_frames(first.video_path), read_frames(second.video_path))
 
 
-def test_threaded_paste_back_keeps_frames_and_order(tiny_checkpoints, media, tmp_path):
-    """Frames are resized and pasted by a thread pool while later chunks render: same frames, same order
-    as with one thread; chunks of batch_size leave the pipeline in order."""
+def test_threaded_paste_back_keeps_frames_and_order(tiny_checkpoints, media, tmp_path, monkeypatch):
+    """Frames are resized and pasted by a thread pool (here also while later chunks render, as with a GPU
+    renderer): same frames, same order as with one thread and no overlap; chunks of batch_size."""
+    import sadtalker_ext.pipeline as pipeline_module
+
     runs = {}
     for threads in (1, 3):
+        monkeypatch.setattr(pipeline_module, "_post_overlaps_render", lambda device, t=threads: t > 1)
         t = SadTalker(tiny_checkpoints, tmp_path / "gf", post_threads=threads, result_dir=tmp_path)
         seen: list[np.ndarray] = []
 
@@ -279,7 +282,12 @@ def test_reference_video_modes(talker, media, vector, tmp_path, reference_video,
     assert info.settings["options"]["ref_mode"] == ref_mode
 
 
-def test_cancel_leaves_no_final_file(talker, media, tmp_path):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_cancel_leaves_no_final_file(talker, media, tmp_path, monkeypatch, overlap):
+    """Also with frames still in the paste-back pool (``overlap``): they reach the partial file."""
+    import sadtalker_ext.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "_post_overlaps_render", lambda device: overlap)
     stop = threading.Event()
 
     def progress(stage, done, total):
