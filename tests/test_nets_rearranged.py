@@ -85,12 +85,17 @@ def test_decode_step_uses_the_phase_form_on_large_inputs_only(monkeypatch):
         assert _flops(lambda: step(large)) < 0.5 * _flops(lambda: step(large, direct=True))
 
 
-def test_hourglass_and_dense_motion_match_the_direct_arrangement():
+def _small_dense_motion() -> DenseMotionNetwork:
+    """A dense motion network of small widths (3 keypoints, 2 hourglass levels), random float64 weights."""
     cfg = DenseMotionConfig(
         block_expansion=4, max_features=16, num_blocks=2, feature_channel=4, reshape_depth=3,
         compress=2, num_kp=3, estimate_occlusion_map=True,
     )  # fmt: skip
-    net = _randomise(DenseMotionNetwork(cfg), 2)
+    return _randomise(DenseMotionNetwork(cfg), 2)
+
+
+def test_hourglass_and_dense_motion_match_the_direct_arrangement():
+    net = _small_dense_motion()
     gen = torch.Generator().manual_seed(3)
     feature = torch.randn(2, 4, 3, 32, 32, generator=gen, dtype=torch.float64)
     kp_d = torch.rand(2, 3, 3, generator=gen, dtype=torch.float64) - 0.5
@@ -131,11 +136,7 @@ def test_spade_decoder_equals_reference_with_fewer_multiply_adds(output_nc):
 
 def test_phase_form_switch_keeps_values_and_restores_the_direct_work():
     """``set_phase_form(module, False)`` (the GPU choice): every upsampled conv runs upsample-then-conv."""
-    cfg = DenseMotionConfig(
-        block_expansion=4, max_features=16, num_blocks=2, feature_channel=4, reshape_depth=3,
-        compress=2, num_kp=3, estimate_occlusion_map=True,
-    )  # fmt: skip
-    net = _randomise(DenseMotionNetwork(cfg), 2)
+    net = _small_dense_motion()
     dec = _randomise(
         SpadeDecoder(SpadeDecoderConfig(input_nc=6, hidden_nc=4, output_nc=3, num_middle_blocks=1)), 6
     )
