@@ -701,7 +701,8 @@ def markdown(report: dict) -> str:
             "Seconds per stage as `SadTalker.generate` reports them (`inputs` = picture + audio decode + "
             "audio features; `models` = load; `motion` = coefficients; `render` = renderer"
             + ("" if official else " at REDUCED widths, see the throughput table for the official widths")
-            + "; `resize+paste` = paste-back; `encode` + `mux` = video encoding). Run 2 reuses the loaded "
+            + "; `resize+paste` = the main thread's wait for resizing and paste-back, which run in a thread "
+            "pool; `encode` + `mux` = video encoding). Run 2 reuses the loaded "
             "models. Real-time factor = total / seconds of audio (below 1: faster than real time).",
             "",
         ]

@@ -12,7 +12,8 @@ Order (as the official ``inference.py`` / ``src/gradio_demo.py``):
 5. render: MappingNet + face-vid2vid renderer, ``batch_size`` frames at a time (:mod:`.render`);
    with ``enhancer='gfpgan'`` each batch of rendered face crops is restored by GFPGAN v1.4 at its own
    resolution (:class:`.enhance.FaceEnhancer`); every frame is then resized to the crop's aspect ratio
-   (width = size), and in ``full``/``extfull`` pasted back into the full picture;
+   (width = size), and in ``full``/``extfull`` pasted back into the full picture (resize and paste-back
+   in a thread pool, which with a GPU renderer works while the next frames render);
    ``background_enhancer='realesrgan'`` makes the video twice as large (see below);
 6. video: frames stream into the encoder as they come (memory stays flat in the audio length);
    the audio is trimmed/padded to ``T`` frames (:mod:`.video.writer`).
