@@ -393,35 +393,59 @@ def bench_decoder(ckpt, args, device, dtype) -> dict:
     return {"direct_s": direct, "fused_s": fused, "max_rel_diff": rel, "load_avg": load_average()}
 
 
+def _thumbnail(rgb: np.ndarray) -> np.ndarray:
+    """(16, 16, 3) float32 block means of a picture: tells pictures apart, not resize rounding."""
+    h, w = rgb.shape[:2]
+    rows, cols = np.linspace(0, h, 17).astype(int), np.linspace(0, w, 17).astype(int)
+    return np.array(
+        [
+            [rgb[rows[i] : rows[i + 1], cols[j] : cols[j + 1]].mean(axis=(0, 1)) for j in range(16)]
+            for i in range(16)
+        ],
+        np.float32,
+    )
+
+
 @contextlib.contextmanager
 def recorded_landmarks(path: Path | None):
-    """``--landmarks FILE``: the pipeline's 68-point landmarks come from FILE, keyed by picture shape, so a
-    machine without the detector (a GPU box without dlib's model) runs the same stages on the same crop.
-    Shapes FILE lacks go to the real detector, and its answers are added to FILE."""
+    """``--landmarks FILE``: the pipeline's 68-point landmarks come from FILE, so a machine without the
+    detector (a GPU box without dlib's model) runs the same stages on the same crops. An entry is used for a
+    picture of its shape whose 16x16 block means are within 1 level of the recorded ones; other pictures go
+    to the real detector, and its answers are added to FILE."""
     if path is None:
         yield
         return
     from sadtalker_ext import face
 
     real = face.landmarks68
-    store: dict[str, np.ndarray] = dict(np.load(path)) if path.is_file() else {}
-    added = []
+    saved = dict(np.load(path)) if path.is_file() else {}
+    entries = [
+        (tuple(saved[f"shape_{i}"]), saved[f"thumb_{i}"], saved[f"lm_{i}"])
+        for i in range(sum(1 for k in saved if k.startswith("shape_")))
+    ]
+    recorded = len(entries)
 
     def landmarks68(rgb: np.ndarray, *args, **kwargs) -> np.ndarray | None:
-        key = "x".join(str(n) for n in rgb.shape)
-        if key not in store:
-            lm = real(rgb, *args, **kwargs)
-            store[key] = np.zeros((0, 2), np.float32) if lm is None else np.asarray(lm)
-            added.append(key)
-        return store[key] if store[key].size else None
+        thumb = _thumbnail(rgb)
+        for shape, known, lm in entries:
+            if shape == rgb.shape and float(np.abs(known - thumb).max()) <= 1.0:
+                return lm if lm.size else None
+        found = real(rgb, *args, **kwargs)
+        entries.append(
+            (rgb.shape, thumb, np.zeros((0, 2), np.float32) if found is None else np.asarray(found))
+        )
+        return found
 
     face.landmarks68 = landmarks68
     try:
         yield
     finally:
         face.landmarks68 = real
-        if added:
-            np.savez(path, **store)
+        if len(entries) > recorded:
+            arrays = {}
+            for i, (shape, thumb, lm) in enumerate(entries):
+                arrays.update({f"shape_{i}": np.asarray(shape), f"thumb_{i}": thumb, f"lm_{i}": lm})
+            np.savez(path, **arrays)
 
 
 def standin_gfpgan(folder: Path) -> Path:
@@ -500,21 +524,26 @@ def memory_child(args) -> None:
     work = Path(args._work)
     if args._stub_render:
         _stub_renderer_networks()
-    talker = SadTalker(
-        checkpoint_dir=args._ckpt, gfpgan_dir=work / "no_gfpgan", device=device, dtype=dtype, result_dir=work
-    )
-    rss_before = peak_rss_mb()
-    opts = GenerationOptions(
-        source=str(MEDIA / "people_0.png"),
-        driven_audio=str(wav_of(args._memory_child, work)),
-        preprocess="crop",
-        size=256,
-        batch_size=args._memory_batch,
-        seed=0,
-        face_detector="dlib",
-        output=str(work / f"memory_{args._memory_child:g}s.mp4"),
-    )
-    res = talker.generate(opts)
+    with recorded_landmarks(args.landmarks):
+        talker = SadTalker(
+            checkpoint_dir=args._ckpt,
+            gfpgan_dir=work / "no_gfpgan",
+            device=device,
+            dtype=dtype,
+            result_dir=work,
+        )
+        rss_before = peak_rss_mb()
+        opts = GenerationOptions(
+            source=str(MEDIA / "people_0.png"),
+            driven_audio=str(wav_of(args._memory_child, work)),
+            preprocess="crop",
+            size=256,
+            batch_size=args._memory_batch,
+            seed=0,
+            face_detector="dlib",
+            output=str(work / f"memory_{args._memory_child:g}s.mp4"),
+        )
+        res = talker.generate(opts)
     out = {
         "seconds": args._memory_child,
         "frames": res.num_frames,
@@ -550,6 +579,8 @@ def bench_memory(reduced: Path, args, work: Path) -> list[dict]:
         ]
         if args.memory_render == "stub":
             cmd.append("--_stub_render")
+        if args.landmarks is not None:
+            cmd += ["--landmarks", str(args.landmarks)]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=str(REPO))
         stdout, _ = proc.communicate()
@@ -771,7 +802,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--landmarks",
         type=Path,
-        help="stage run: face landmarks by picture shape from this .npz (shapes it lacks: detected, added)",
+        help="stage and memory runs: face landmarks from this .npz (pictures it lacks: detected, added)",
     )
     p.add_argument("--memory_seconds", type=float, nargs="+", default=[10, 30, 120])
     p.add_argument("--memory_batch", type=int, default=2)

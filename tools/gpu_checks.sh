@@ -3,13 +3,13 @@
 #   1. the parity suites with their networks on CUDA (SADTALKER_TEST_DEVICE=cuda; TF32 off inside),
 #   2. the benchmark in float16, float32 and bfloat16 (stand-in weights at official widths): ours (phase
 #      form on / off, channels-last decoder) against the official structure at 256 and 512, half
-#      precision against float32, renderer frames/s and VRAM, and whole generations (real-time factor)
-#      with the official-width renderer.
+#      precision against float32, renderer frames/s and VRAM, whole generations (real-time factor)
+#      with the official-width renderer, and peak RSS / VRAM for 10, 30 and 120 s of audio.
 #
 # Usage, from the repository root: tools/gpu_checks.sh OUT_DIR [PYTHON] [LANDMARKS_NPZ]
 # The shared folder (fill.py, manifests, media, vectors) must sit beside the repository as for the tests.
-# LANDMARKS_NPZ: face landmarks recorded by `python -m bench.bench --landmarks FILE` on a machine with
-# dlib's model, for GPU machines without it (else dlib runs). Results: OUT_DIR/<dtype>/bench.{md,json},
+# LANDMARKS_NPZ: face landmarks recorded by `python -m bench.bench --landmarks FILE --sections stages
+# memory` on a machine with dlib's model, for GPU machines without it (else dlib runs). Results: OUT_DIR/<dtype>/bench.{md,json},
 # OUT_DIR/cuda_parity.log; everything printed goes to stdout as well.
 set -u
 out=${1:?usage: tools/gpu_checks.sh OUT_DIR [PYTHON] [LANDMARKS_NPZ]}
@@ -43,4 +43,5 @@ run float16 --sections arrangements precision render stages
 run float32 --sections arrangements stages
 run bfloat16 --sections arrangements precision
 run float16 --stage_size 512 --stage_enhancer gfpgan --sections stages --out "$out/float16_512_gfpgan"
+run float16 --sections memory --out "$out/float16_memory"
 exit $status
