@@ -131,7 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="seed of the blinks and pose noise (default: random; the seed used is stored in the video)",
     )
-    _add(mo, "ref_eyeblink", metavar="VIDEO", help="reference video providing eye blinks")
+    _add(
+        mo,
+        "ref_eyeblink",
+        metavar="VIDEO",
+        help="reference video providing eye blinks (--ref_pose may name another)",
+    )
     _add(mo, "ref_pose", metavar="VIDEO", help="reference video providing head pose")
     _add(mo, "ref_video", metavar="VIDEO", help="reference video used as --ref_mode says")
     _add(mo, "ref_mode", choices=REF_MODES, help="what --ref_video provides (default pose)")
@@ -285,16 +290,16 @@ def options_for(job: Job, args: argparse.Namespace):
     """GenerationOptions for one job (validated; raises InputError)."""
     from .options import GenerationOptions
 
-    ref_video, ref_mode = args.ref_video, args.ref_mode or "pose"
+    ref_video, ref_mode, ref_pose_video = args.ref_video, args.ref_mode or "pose", None
     if args.ref_eyeblink or args.ref_pose:
         if args.ref_video:
             raise InputError("use either --ref_video/--ref_mode or --ref_eyeblink/--ref_pose, not both")
-        if args.ref_eyeblink and args.ref_pose and Path(args.ref_eyeblink) != Path(args.ref_pose):
-            raise InputError("--ref_eyeblink and --ref_pose must name the same video when both are given")
-        ref_video = args.ref_pose or args.ref_eyeblink
+        ref_video = args.ref_eyeblink or args.ref_pose
         ref_mode = (
             "pose+blink" if (args.ref_eyeblink and args.ref_pose) else ("pose" if args.ref_pose else "blink")
         )
+        if args.ref_eyeblink and args.ref_pose and Path(args.ref_eyeblink) != Path(args.ref_pose):
+            ref_pose_video = args.ref_pose  # blinks from --ref_eyeblink, head pose from this one
     enhancer = "none" if args.enhancer in (None, "None") else args.enhancer
     background = "none" if args.background_enhancer in (None, "None") else args.background_enhancer
     values: dict[str, Any] = {
@@ -311,6 +316,7 @@ def options_for(job: Job, args: argparse.Namespace):
         "seed": args.seed,
         "ref_video": ref_video,
         "ref_mode": ref_mode,
+        "ref_pose_video": ref_pose_video,
         "input_yaw": args.input_yaw,
         "input_pitch": args.input_pitch,
         "input_roll": args.input_roll,

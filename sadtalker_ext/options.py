@@ -65,6 +65,9 @@ class GenerationOptions:
     """Blink schedule and pose noise seed; ``None`` picks one and records it in the outputs."""
     ref_video: str | None = None
     ref_mode: str = "pose"
+    ref_pose_video: str | None = None
+    """ref_mode 'pose+blink' with two videos: the head pose from this one, the blinks from ``ref_video``
+    (official ``--ref_pose`` and ``--ref_eyeblink`` naming different videos)."""
     input_yaw: tuple[float, ...] | None = None
     input_pitch: tuple[float, ...] | None = None
     input_roll: tuple[float, ...] | None = None
@@ -103,6 +106,11 @@ class GenerationOptions:
             fail(f"ref_mode must be one of {', '.join(REF_MODES)}; got {self.ref_mode!r}")
         if self.ref_mode == "all" and self.driven_audio is None and self.ref_video is None:
             fail("ref_mode 'all' needs ref_video")
+        if self.ref_pose_video is not None and (self.ref_video is None or self.ref_mode != "pose+blink"):
+            fail(
+                "ref_pose_video (a separate head-pose video) needs ref_video (the eye-blink video) and "
+                "ref_mode 'pose+blink'"
+            )
         if self.face_index < 0:
             fail(f"face_index must be >= 0; got {self.face_index}")
         if self.face_detector not in FACE_DETECTORS:
@@ -146,7 +154,7 @@ class GenerationOptions:
 _INTS = {"pose_style", "size", "batch_size", "seed", "face_index", "fps"}
 _FLOATS = {"expression_scale", "idle_seconds"}
 _BOOLS = {"still", "use_blink"}
-_OPTIONAL_STR = {"driven_audio", "ref_video", "output"}
+_OPTIONAL_STR = {"driven_audio", "ref_video", "ref_pose_video", "output"}
 
 
 def _coerce(name: str, value: Any) -> Any:

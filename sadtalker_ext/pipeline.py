@@ -195,6 +195,18 @@ class _Timer:
         return out
 
 
+def _reference_frames(path: Path) -> int:
+    """Frame count of a reference video; InputError when it is missing, unreadable or empty."""
+    from .video.probe import count_frames
+
+    if not path.is_file():
+        raise InputError(f"reference video not found: {path}")
+    total = count_frames(path)  # also proves the file decodes
+    if total < 1:
+        raise InputError(f"the reference video {path.name} has no frames")
+    return total
+
+
 def _post_overlaps_render(device: torch.device) -> bool:
     """Whether frames are pasted while the next ones render: only when the renderer is not on the CPU."""
     return device.type != "cpu"
@@ -444,15 +456,9 @@ class SadTalker:
                 raise InputError(f"output must be an .mp4 file, got {output}")
             picture = load_rgb(options.source)
             ref_path = Path(options.ref_video) if options.ref_video else None
-            ref_total = 0
-            if ref_path is not None:
-                from .video.probe import count_frames
-
-                if not ref_path.is_file():
-                    raise InputError(f"reference video not found: {ref_path}")
-                ref_total = count_frames(ref_path)  # also proves the file decodes
-                if ref_total < 1:
-                    raise InputError(f"the reference video {ref_path.name} has no frames")
+            pose_path = Path(options.ref_pose_video) if options.ref_pose_video else None
+            ref_totals = {path: _reference_frames(path) for path in (ref_path, pose_path) if path is not None}
+            ref_total = sum(ref_totals.values())
             all_mode = ref_path is not None and options.ref_mode == "all"
             if options.driven_audio and not all_mode:
                 features = prepare_audio(options.driven_audio, use_blink=options.use_blink, rng=rng)
@@ -490,29 +496,34 @@ class SadTalker:
             )
         report("preprocess", 1, 1)
 
-        ref_coeffs = None
+        ref_coeffs = pose_ref_coeffs = None
         soundtrack: np.ndarray | None = None
         if ref_path is not None:
             from .video.probe import iter_frames
 
             check_cancel("before the reference video")
             with timer.stage("reference"):
+                coeffs, done_before = [], 0
+                for path, total in ref_totals.items():
 
-                def ref_progress(done: int, _total: int | None) -> None:
-                    report("reference", done, ref_total)
-                    check_cancel("while reading the reference video")
+                    def ref_progress(done: int, _total: int | None, before: int = done_before) -> None:
+                        report("reference", before + done, ref_total)
+                        check_cancel("while reading the reference video")
 
-                ref = extract_video(
-                    iter_frames(ref_path),
-                    options.preprocess,
-                    landmarks,
-                    recon,
-                    self.device,
-                    torch.float32,
-                    progress=ref_progress,
-                    total=ref_total,
-                )
-                ref_coeffs = ref.coeff_3dmm
+                    ref = extract_video(
+                        iter_frames(path),
+                        options.preprocess,
+                        landmarks,
+                        recon,
+                        self.device,
+                        torch.float32,
+                        progress=ref_progress,
+                        total=total,
+                    )
+                    coeffs.append(ref.coeff_3dmm)
+                    done_before += total
+                ref_coeffs = coeffs[0]
+                pose_ref_coeffs = coeffs[1] if len(coeffs) > 1 else None
             if all_mode:
                 features, soundtrack = self._all_mode_audio(options, ref_path, ref_coeffs.shape[0])
         check_cancel("before the motion")
@@ -532,6 +543,7 @@ class SadTalker:
                 generator=torch_gen,
                 ref_coeffs=ref_coeffs,
                 ref_mode=options.ref_mode if ref_coeffs is not None else None,
+                pose_ref_coeffs=pose_ref_coeffs,
             )
         report("motion", 1, 1)
         audio_track = soundtrack if soundtrack is not None else features.wav16k

@@ -79,10 +79,14 @@ def test_reference_flags(flags, video, mode):
     assert (opts.ref_video, opts.ref_mode) == (video, mode)
 
 
-def test_different_reference_videos_refused():
+def test_different_reference_videos_for_blinks_and_pose():
     args = _args("--source_image", str(PICTURE), "--driven_audio", str(AUDIO), "--ref_pose", "a.mp4",
                  "--ref_eyeblink", "b.mp4")  # fmt: skip
-    with pytest.raises(InputError, match="same video"):
+    opts = cli.options_for(cli.collect_jobs(args)[0], args)
+    assert (opts.ref_video, opts.ref_mode, opts.ref_pose_video) == ("b.mp4", "pose+blink", "a.mp4")
+    args = _args("--source_image", str(PICTURE), "--driven_audio", str(AUDIO), "--ref_pose", "a.mp4",
+                 "--ref_video", "b.mp4")  # fmt: skip
+    with pytest.raises(InputError, match="not both"):
         cli.options_for(cli.collect_jobs(args)[0], args)
 
 

@@ -222,6 +222,35 @@ def test_ref_blink_and_pose_blink(nets) -> None:
     np.testing.assert_array_equal(both.mat_coeffs[:, 64:], pose.mat_coeffs[:, 64:])
 
 
+def test_separate_pose_reference(nets) -> None:
+    """Official --ref_eyeblink A --ref_pose B: expression (blinks) as with A alone, pose as with B alone."""
+    t = 14
+    mels, ratio, first = inputs(t)
+    blink_video, pose_video = reference_video(5), reference_video(9)[::-1].copy()
+    noise = draw_pose_noise(t, torch.Generator().manual_seed(4))
+    both = generate_coefficients(
+        nets, mels, ratio, first, 0, ref_coeffs=blink_video, ref_mode="pose+blink", pose_ref_coeffs=pose_video,
+        noise=noise,
+    )  # fmt: skip
+    blink = generate_coefficients(
+        nets, mels, ratio, first, 0, ref_coeffs=blink_video, ref_mode="blink", noise=noise
+    )
+    pose = generate_coefficients(
+        nets, mels, ratio, first, 0, ref_coeffs=pose_video, ref_mode="pose", noise=noise
+    )
+    np.testing.assert_array_equal(both.mat_coeffs[:, :64], blink.mat_coeffs[:, :64])
+    np.testing.assert_array_equal(both.mat_coeffs[:, 64:], pose.mat_coeffs[:, 64:])
+    same = generate_coefficients(
+        nets, mels, ratio, first, 0, ref_coeffs=blink_video, ref_mode="pose+blink", noise=noise
+    )
+    assert np.abs(same.mat_coeffs[:, 64:] - both.mat_coeffs[:, 64:]).max() > 0
+    for mode in ("pose", "blink", None):
+        with pytest.raises(InputError, match=r"pose\+blink"):
+            generate_coefficients(
+                nets, mels, ratio, first, 0, ref_coeffs=blink_video, ref_mode=mode, pose_ref_coeffs=pose_video
+            )
+
+
 def test_ref_all_uses_reference_motion(nets) -> None:
     mels, ratio, first = inputs(5)
     ref = reference_video(12)

@@ -69,6 +69,9 @@ def test_defaults_are_valid():
         ({"ref_mode": "head"}, "ref_mode"),
         ({"driven_audio": None}, "driven_audio"),
         ({"idle_seconds": -1.0}, "idle_seconds"),
+        ({"ref_pose_video": "p.mp4"}, "ref_pose_video"),
+        ({"ref_pose_video": "p.mp4", "ref_video": "b.mp4"}, "pose\\+blink"),
+        ({"ref_pose_video": "p.mp4", "ref_mode": "pose+blink"}, "ref_video"),
     ],
 )
 def test_bad_values_are_refused_with_the_option_name(change, words):

@@ -282,6 +282,26 @@ def test_reference_video_modes(talker, media, vector, tmp_path, reference_video,
     assert info.settings["options"]["ref_mode"] == ref_mode
 
 
+def test_separate_blink_and_pose_videos(talker, media, vector, tmp_path, reference_video):
+    """Official --ref_eyeblink A --ref_pose B: both videos are read (progress over both), and the head
+    pose comes from B: another B than A changes the frames."""
+    pose_video = media["root"] / "pose_reference.mp4"
+    pic = vector["input_image_rgb"]
+    with VideoWriter(pose_video, num_frames=3, sidecar=False) as vw:
+        for i in range(3):
+            vw.write(np.roll(pic, -8 * i, axis=0))
+        vw.finish()
+    common = {"ref_video": reference_video, "ref_mode": "pose+blink", "seed": 3}
+    opts = _options(media, tmp_path, "two.mp4", ref_pose_video=str(pose_video), **common)
+    stages = []
+    two = talker.generate(opts, progress=lambda s, d, t: stages.append((s, d, t)))
+    assert ("reference", 4, 7) in stages and ("reference", 7, 7) in stages
+    info = _check_video(two, opts, FRAMES, _expected_size(vector, "crop"), FRAMES / FPS)
+    assert info.settings["options"]["ref_pose_video"] == str(pose_video)
+    one = talker.generate(_options(media, tmp_path, "one.mp4", **common))
+    assert np.abs(read_frames(two.video_path).astype(int) - read_frames(one.video_path)).mean() > 0.5
+
+
 @pytest.mark.parametrize("overlap", [False, True])
 def test_cancel_leaves_no_final_file(talker, media, tmp_path, monkeypatch, overlap):
     """Also with frames still in the paste-back pool (``overlap``): they reach the partial file."""

@@ -242,6 +242,7 @@ def generate_coefficients(
     expression_scale: float = 1.0,
     ref_coeffs: np.ndarray | torch.Tensor | None = None,
     ref_mode: str | None = None,
+    pose_ref_coeffs: np.ndarray | torch.Tensor | None = None,
     progress: ProgressFn | None = None,
 ) -> MotionResult:
     """Audio features -> (T, 70) motion coefficients, equal to the official audio-to-coefficient stage.
@@ -257,6 +258,9 @@ def generate_coefficients(
     expression_scale: multiplies the expression columns of the renderer rows.
     ref_coeffs / ref_mode: reference-video coefficients (N, >=70) and one of 'pose', 'blink', 'pose+blink',
                  'all' ('all': the reference coefficients ARE the motion; the audio features are not used).
+    pose_ref_coeffs: (M, >=70) a second reference video for the head pose (official ``--ref_pose`` given
+                 another video than ``--ref_eyeblink``); only with ref_mode 'pose+blink': the blinks and
+                 the PoseVAE's reference pose come from ``ref_coeffs``, the pose changes from this one.
     progress:    optional ``(stage, fraction)`` callback.
     """
     pose_style = validate_pose_style(pose_style)
@@ -266,10 +270,15 @@ def generate_coefficients(
         raise InputError(f"ref_mode {ref_mode!r} needs the reference video's coefficients")
     if ref_mode is None and ref_coeffs is not None:
         log.debug("ref_coeffs given without ref_mode: ignored")
+    if pose_ref_coeffs is not None and ref_mode != "pose+blink":
+        raise InputError("a separate head-pose reference needs ref_mode 'pose+blink'")
     if not np.isfinite(expression_scale):
         raise InputError(f"expression_scale must be finite; got {expression_scale}")
     first = _as_coeff_array(first_coeff, "first_coeff", COEFF_DIM)
     ref = _as_coeff_array(ref_coeffs, "ref_coeffs", COEFF_DIM) if ref_mode is not None else None
+    pose_ref = (
+        ref if pose_ref_coeffs is None else _as_coeff_array(pose_ref_coeffs, "pose_ref_coeffs", COEFF_DIM)
+    )
 
     if ref_mode == "all":
         mat = np.ascontiguousarray(ref[:, :COEFF_DIM])
@@ -325,7 +334,7 @@ def generate_coefficients(
     pose_raw = (ref_pose.to(motion.device).reshape(1, -1) + motion).cpu().numpy()
     mat = np.concatenate([exp_np, smooth_pose(pose_raw)], axis=1).astype(np.float32)
     if ref_mode in ("pose", "pose+blink"):
-        mat = apply_reference_pose(mat, ref)
+        mat = apply_reference_pose(mat, pose_ref)
     if progress:
         progress("done", 1.0)
     return MotionResult(

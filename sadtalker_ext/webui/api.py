@@ -1,8 +1,8 @@
 """HTTP API of the extension (registered by ``on_app_started``): ``/sadtalker/v1/...``.
 
-- ``POST /sadtalker/v1/generate``: JSON body. Inputs ``source`` / ``driven_audio`` / ``ref_video`` as paths inside
-  the allowed folders (the WebUI outputs folder, the SadTalker output folder and the folders of the setting
-  ``sadtalker_api_allowed_dirs``), or ``source_base64`` / ``driven_audio_base64`` / ``ref_video_base64``
+- ``POST /sadtalker/v1/generate``: JSON body. Inputs ``source`` / ``driven_audio`` / ``ref_video`` /
+  ``ref_pose_video`` as paths inside the allowed folders (the WebUI outputs folder, the SadTalker output
+  folder and the folders of the setting ``sadtalker_api_allowed_dirs``), or the same names with ``_base64``
   (plain base64 or a ``data:`` URL). Every other :class:`GenerationOptions` field by name (``output`` is
   not accepted: videos go to the SadTalker output folder), plus ``face_restoration`` (a WebUI restorer
   name) and ``return`` (``"path"``, ``"base64"`` or ``"both"``; default ``"path"``).
@@ -35,7 +35,7 @@ from .settings import NO_RESTORER, WebUISettings, result_root
 log = logging.getLogger(__name__)
 
 API_VERSION = 1
-FILE_FIELDS = ("source", "driven_audio", "ref_video")
+FILE_FIELDS = ("source", "driven_audio", "ref_video", "ref_pose_video")
 RETURN_MODES = ("path", "base64", "both")
 MAX_BASE64_BYTES = 200 << 20
 
@@ -100,7 +100,7 @@ def _sniff_suffix(data: bytes, field: str) -> str:
         return ".wav"
     if data[4:8] == b"ftyp":
         return ".mp4"
-    return {"source": ".png", "driven_audio": ".wav", "ref_video": ".mp4"}[field]
+    return {"source": ".png", "driven_audio": ".wav"}.get(field, ".mp4")
 
 
 def decode_base64(text: Any, field: str) -> bytes:

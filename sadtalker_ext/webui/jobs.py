@@ -326,6 +326,8 @@ def infotext(
         parts.append(("Idle", f"{options.idle_seconds:g} s"))
     if options.ref_video:
         parts += [("Reference", Path(options.ref_video).name), ("Reference mode", options.ref_mode)]
+    if options.ref_pose_video:
+        parts.append(("Pose reference", Path(options.ref_pose_video).name))
     parts += [
         ("Size", options.size), ("Preprocess", options.preprocess), ("Still", options.still),
         ("Pose style", options.pose_style), ("Expression scale", f"{options.expression_scale:g}"),

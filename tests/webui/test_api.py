@@ -106,6 +106,12 @@ def test_paths_outside_allowed_folders_are_refused(api, webui, tmp_path):
         r = api.post("/sadtalker/v1/generate", json={"source": candidate, "driven_audio": str(wav)})
         assert r.status_code == 403, (candidate, r.text)
         assert "outside the folders" in r.json()["detail"]
+    pic = sample_png(outputs / "p.png")
+    for field in ("ref_video", "ref_pose_video"):  # every file field, the second reference video too
+        body = {"source": str(pic), "driven_audio": str(wav), "ref_video": str(outputs / "p.png")}
+        body.update({field: str(secret), "ref_mode": "pose+blink"})
+        r = api.post("/sadtalker/v1/generate", json=body)
+        assert r.status_code == 403 and field in r.json()["detail"], (field, r.text)
     r = api.post(
         "/sadtalker/v1/generate", json={"source": str(outputs / "nope.png"), "driven_audio": str(wav)}
     )
