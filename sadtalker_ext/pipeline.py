@@ -616,9 +616,8 @@ class SadTalker:
 
         def collect(futures: list[Future]) -> np.ndarray:
             """The finished chunk; the wait (what the main thread loses to resize+paste) is timed."""
-            t0 = time.perf_counter()
-            batch = np.stack([f.result() for f in futures])
-            timer.times["resize+paste"] = timer.times.get("resize+paste", 0.0) + time.perf_counter() - t0
+            with timer.stage("resize+paste"):
+                batch = np.stack([f.result() for f in futures])
             if upscale_frames is not None:
                 with timer.stage("background"):
                     batch = upscale_frames(batch)
@@ -633,31 +632,28 @@ class SadTalker:
         pool = ThreadPoolExecutor(max_workers=self.post_threads, thread_name_prefix="sadtalker-paste")
         try:
             prep.report("render", 0, prep.num_frames)
-            t_render = time.perf_counter()
             chunks = renderer.iter_uint8(image, prep.plan, progress=render_progress, cancel=prep.stopped)
             while True:
                 try:
-                    chunk = next(chunks)
+                    with timer.stage("render"):
+                        chunk = next(chunks)
                 except StopIteration:
                     break
                 except CancelledError:  # the frames made so far still reach the writer (keep_partial)
                     while waiting:
                         yield collect(waiting.popleft())
                     raise
-                t_post = time.perf_counter()
-                timer.times["render"] = timer.times.get("render", 0.0) + t_post - t_render
                 if enhance is not None:
-                    if face_scale != 1:
-                        side = chunk.shape[1] * face_scale
-                        chunk = np.stack(
-                            [cv2.resize(f, (side, side), interpolation=cv2.INTER_LINEAR) for f in chunk]
-                        )
-                    chunk = enhance(np.ascontiguousarray(chunk))
-                    timer.times["enhance"] = timer.times.get("enhance", 0.0) + time.perf_counter() - t_post
+                    with timer.stage("enhance"):
+                        if face_scale != 1:
+                            side = chunk.shape[1] * face_scale
+                            chunk = np.stack(
+                                [cv2.resize(f, (side, side), interpolation=cv2.INTER_LINEAR) for f in chunk]
+                            )
+                        chunk = enhance(np.ascontiguousarray(chunk))
                 waiting.append([pool.submit(finish, frame) for frame in chunk])
                 while sum(len(c) for c in waiting) > max_waiting:
                     yield collect(waiting.popleft())
-                t_render = time.perf_counter()
             while waiting:
                 yield collect(waiting.popleft())
         finally:
@@ -693,21 +689,17 @@ class SadTalker:
             with writer:
                 for batch in self.iter_video_frames(prep):
                     if frame_hook is not None:
-                        t0 = time.perf_counter()
-                        hooked = np.asarray(frame_hook(batch))
+                        with timer.stage("frame_hook"):
+                            hooked = np.asarray(frame_hook(batch))
                         if hooked.shape != batch.shape or hooked.dtype != np.uint8:
                             raise SadTalkerError(
                                 f"frame_hook returned {hooked.dtype} {hooked.shape}; "
                                 f"expected uint8 {batch.shape}"
                             )
                         batch = hooked
-                        timer.times["frame_hook"] = (
-                            timer.times.get("frame_hook", 0.0) + time.perf_counter() - t0
-                        )
-                    t0 = time.perf_counter()
                     frame_h, frame_w = batch.shape[1:3]
-                    writer.write(batch)
-                    timer.times["encode"] = timer.times.get("encode", 0.0) + time.perf_counter() - t0
+                    with timer.stage("encode"):
+                        writer.write(batch)
                 prep.report("encode", 0, 1)
                 with timer.stage("mux"):
                     writer.finish()
