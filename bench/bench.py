@@ -119,6 +119,11 @@ def build_reduced(main_dir: Path, folder: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ inputs
+def whole_batches(frames: int, batch_size: int) -> int:
+    """``frames`` rounded up to a whole number of batches (at least one)."""
+    return -(-max(frames, batch_size) // batch_size) * batch_size
+
+
 def synthetic_plan(frames: int, batch_size: int, seed: int = 0):
     """A render plan from fixed pseudo-random coefficients (expression ~0.3, small head angles)."""
     rng = np.random.default_rng(seed)
@@ -209,7 +214,7 @@ def bench_render(ckpt, args, device, dtype) -> list[dict]:
         for bs in args.batch_sizes:
             if args.quick and size != 256 and bs != 1:
                 continue
-            frames = -(-max(args.frames, bs) // bs) * bs
+            frames = whole_batches(args.frames, bs)
             plan = synthetic_plan(frames, bs)
             warm_up(nets, image, device)
             if device.type == "cuda":
@@ -344,7 +349,7 @@ def bench_arrangements(ckpt, args, device, dtype) -> list[dict]:
         if device.type == "cuda":
             variants["ours, direct form, channels-last decoder"] = (False, True)
         for bs in args.batch_sizes:
-            plan = synthetic_plan(-(-max(args.ratio_frames, bs) // bs) * bs, bs)
+            plan = synthetic_plan(whole_batches(args.ratio_frames, bs), bs)
             times: dict[str, list[float]] = {name: [] for name in [*variants, "official structure"]}
             for _ in range(args.repeats):
                 for name in times:
