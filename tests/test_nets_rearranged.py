@@ -163,7 +163,7 @@ def test_phase_form_switch_keeps_values_and_restores_the_direct_work():
     assert not net.hourglass.decoder.up_blocks[0].phase_form and not dec.phase_form
 
 
-def test_loader_picks_the_phase_form_on_the_cpu_only(tmp_path):
+def test_loader_picks_the_phase_form_and_winograd_on_the_cpu_only(tmp_path):
     from sadtalker_ext import checkpoints
     from sadtalker_ext.render.loading import load_renderer_nets
     from tests import standin
@@ -172,8 +172,9 @@ def test_loader_picks_the_phase_form_on_the_cpu_only(tmp_path):
     device = parity_device()
     nets = load_renderer_nets(standin.write_eighth_checkpoints(tmp_path), 256, "crop", device, torch.float32)
     try:
-        flags = {m.phase_form for m in nets.generator.modules() if "phase_form" in type(m).__dict__}
-        assert flags == {device.type == "cpu"}
+        for switch in ("phase_form", "winograd"):
+            flags = {getattr(m, switch) for m in nets.generator.modules() if switch in type(m).__dict__}
+            assert flags == {device.type == "cpu"}, switch
     finally:
         checkpoints.clear_cache()
 

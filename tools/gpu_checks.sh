@@ -26,7 +26,7 @@ echo "== parity on CUDA"
 SADTALKER_TEST_DEVICE=cuda "$py" -m pytest -q -p no:cacheprovider \
     tests/test_render_nets_parity.py tests/test_render_motion_parity.py tests/test_motion_parity.py \
     tests/test_render_precision.py "tests/test_pipeline_e2e.py::test_matches_the_official_run" \
-    "tests/test_nets_rearranged.py::test_loader_picks_the_phase_form_on_the_cpu_only" \
+    "tests/test_nets_rearranged.py::test_loader_picks_the_phase_form_and_winograd_on_the_cpu_only" \
     2>&1 | tee "$out/cuda_parity.log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 

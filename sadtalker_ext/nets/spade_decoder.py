@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import SpadeResidual, conv3x3_on_upsampled
+from .blocks import SpadeResidual, conv3x3, conv3x3_on_upsampled
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,8 @@ class SpadeDecoder(nn.Module):
 
     phase_form = True
     """Label convs of the upsampled levels in the phase form (:func:`.blocks.set_phase_form`)."""
+    winograd = False
+    """``fc`` and the middle blocks' stacked label conv by Winograd (:func:`.blocks.set_winograd`)."""
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid logits, in the decoder's own dtype (``feature`` is cast to it).
@@ -73,7 +75,7 @@ class SpadeDecoder(nn.Module):
         of on its nearest-upsampled copy; see also :meth:`SpadeResidual.forward_shared`.
         """
         feature = feature.to(self.fc.weight.dtype)
-        x = self.fc(feature)
+        x = conv3x3(self, "fc", feature, self.fc.out_channels, lambda: (self.fc.weight, self.fc.bias))
         middle = [getattr(self, f"G_middle_{i}") for i in range(self.cfg.num_middle_blocks)]
         shared = self._label_features(feature, middle, 1)
         for block, maps in zip(middle, shared, strict=True):
@@ -107,15 +109,21 @@ class SpadeDecoder(nn.Module):
         x = self.up_1(x, label_at(x))
         return self.conv_img(F.leaky_relu(x, 0.2))
 
-    @staticmethod
     def _label_features(
-        feature: torch.Tensor, blocks: list[SpadeResidual], factor: int, *, phase: bool = True
+        self, feature: torch.Tensor, blocks: list[SpadeResidual], factor: int, *, phase: bool = True
     ) -> list[list[torch.Tensor]]:
         """``relu(mlp_shared(label))`` of every norm of ``blocks`` (one stacked conv), label = ``feature``
         nearest-upsampled ``factor`` times; returned per block, per norm."""
         convs = [norm.label_conv for block in blocks for norm in block.norms()]
-        weight = torch.cat([c.weight for c in convs])
-        bias = torch.cat([c.bias for c in convs])
-        maps = F.relu(conv3x3_on_upsampled(feature, weight, bias, factor, phase=phase))
-        chunks = iter(maps.split([c.out_channels for c in convs], dim=1))
+        widths = [c.out_channels for c in convs]
+
+        def stacked() -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.cat([c.weight for c in convs]), torch.cat([c.bias for c in convs])
+
+        if factor == 1:
+            key = "labels:" + ",".join(str(id(block)) for block in blocks)
+            maps = conv3x3(self, key, feature, sum(widths), stacked)
+        else:
+            maps = conv3x3_on_upsampled(feature, *stacked(), factor, phase=phase)
+        chunks = iter(F.relu(maps).split(widths, dim=1))
         return [[next(chunks) for _ in block.norms()] for block in blocks]

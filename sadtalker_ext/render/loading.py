@@ -20,7 +20,7 @@ from torch import nn
 
 from .. import checkpoints
 from ..errors import CheckpointError
-from ..nets.blocks import set_phase_form
+from ..nets.blocks import set_phase_form, set_winograd
 from ..nets.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
 from ..nets.kp_detector import KPDetector, KPDetectorConfig
 from ..nets.mapping import MappingConfig, MappingNet
@@ -98,6 +98,8 @@ def _load_face_nets(path: Path, device, dtype) -> tuple[KPDetector, OcclusionAwa
     # Upsampled 3x3 convs: the phase form saves multiply-adds, which is what counts on a CPU; on a GPU
     # one large convolution runs faster (bench --sections arrangements).
     set_phase_form(gen, device.type == "cpu")
+    # Winograd for the decoder's wide 3x3 convs: on a CPU in float32 (other dtypes keep the direct form).
+    set_winograd(gen, device.type == "cpu")
     return kp, gen
 
 

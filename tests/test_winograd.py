@@ -1,0 +1,132 @@
+"""Winograd F(4x4, 3x3) convolution (``nets/winograd.py``) and its use in the SPADE decoder.
+
+Float64 proves the algorithm (transforms, strips, tile layout, bias fold) equals ``F.conv2d`` up to
+rounding; float32 bounds the extra rounding; flop counts prove the decoder takes the cheaper path.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from sadtalker_ext.nets import winograd
+from sadtalker_ext.nets.blocks import SpectralConv2d, set_winograd
+from sadtalker_ext.nets.spade_decoder import SpadeDecoder, SpadeDecoderConfig
+from tests.test_nets_rearranged import _close, _randomise
+
+
+def _data(seed: int, shape, co: int, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=gen, dtype=dtype)
+    w = torch.randn(co, shape[1], 3, 3, generator=gen, dtype=dtype) / (9 * shape[1]) ** 0.5
+    b = torch.randn(co, generator=gen, dtype=dtype)
+    return x, w, b
+
+
+@pytest.mark.parametrize(
+    ("shape", "co", "strip_bytes"),
+    [
+        ((1, 3, 4, 4), 5, None),  # one tile
+        ((2, 4, 12, 8), 6, None),  # several tiles, batch 2, one strip
+        ((3, 5, 12, 16), 7, 1),  # one tile row per strip
+        ((1, 6, 20, 8), 4, 36 * 10 * 8 * 2 * 3),  # 3 rows per strip: strips of 3 and 2 tile rows
+    ],
+)
+def test_equals_direct_conv_in_float64(monkeypatch, shape, co, strip_bytes):
+    if strip_bytes is not None:
+        monkeypatch.setattr(winograd, "STRIP_BYTES", strip_bytes)
+    x, w, b = _data(sum(shape), shape, co)
+    kernel = winograd.transform_kernel(w)
+    assert kernel.shape == (36, co, shape[1]) and kernel.dtype == torch.float64
+    _close(winograd.conv3x3(x, kernel, b), F.conv2d(x, w, b, padding=1))
+    _close(winograd.conv3x3(x, kernel, None), F.conv2d(x, w, None, padding=1))
+
+
+def test_float32_rounding_stays_near_the_direct_conv():
+    """Decoder-like widths: Winograd's extra rounding is ~1e-5 of the largest output (direct: ~3e-7)."""
+    x, w, b = _data(3, (2, 128, 32, 32), 256, torch.float32)
+    exact = F.conv2d(x.double(), w.double(), b.double(), padding=1)
+    got = winograd.conv3x3(x, winograd.transform_kernel(w), b)
+    rel = float((got.double() - exact).abs().max() / exact.abs().max())
+    assert rel < 3e-5, rel
+
+
+def test_inputs_it_does_not_take():
+    x, w, b = _data(1, (1, 3, 8, 8), 4)
+    kernel = winograd.transform_kernel(w)
+    assert winograd.applies(x) and winograd.applies(x.float())
+    for bad in (x[..., :6], x[:, :, :7], x.to(torch.bfloat16), x[0]):
+        assert not winograd.applies(bad)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        winograd.conv3x3(x[..., :6], kernel, b)
+    with pytest.raises(ValueError, match="does not fit 2 input channels"):
+        winograd.conv3x3(x[:, :2], kernel, b)
+
+
+def test_kernel_cache_follows_the_weights(monkeypatch):
+    """The transformed kernel is built once, reused, and rebuilt when the weights change (new state dict)."""
+    builds = []
+    real = winograd.transform_kernel
+    monkeypatch.setattr(winograd, "transform_kernel", lambda w: builds.append(1) or real(w))
+    monkeypatch.setattr(winograd, "worthwhile", lambda ci, co: True)
+    conv = _randomise(SpectralConv2d(4, 5, 3), 1).requires_grad_(False)
+    set_winograd(conv, True)
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    with torch.inference_mode():
+        first = conv.forward_fast(x)
+        _close(first, F.conv2d(x, conv.effective_weight(), conv.bias, padding=1))
+        conv.forward_fast(x)
+        assert len(builds) == 1
+        with torch.no_grad():
+            conv.load_state_dict(_randomise(SpectralConv2d(4, 5, 3), 2).state_dict())
+        second = conv.forward_fast(x)
+    assert len(builds) == 2
+    _close(second, F.conv2d(x, conv.effective_weight(), conv.bias, padding=1))
+    assert float((second - first).abs().max()) > 1e-3
+    set_winograd(conv, False)
+    assert "_winograd_kernels" not in conv.__dict__
+
+
+def _flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def test_decoder_with_winograd_equals_the_official_arrangement(monkeypatch):
+    """Every 3x3 conv that qualifies (here: all, widths are small) runs by Winograd: same logits in
+    float64, and the counted multiply-adds of those convs drop (36 per tile and channel pair, not 144).
+    The official arrangement (``forward_reference``, the benchmark's baseline) stays direct."""
+    monkeypatch.setattr(winograd, "worthwhile", lambda ci, co: True)
+    cfg = SpadeDecoderConfig(input_nc=8, hidden_nc=6, output_nc=4, num_middle_blocks=2)
+    dec = _randomise(SpadeDecoder(cfg), 11)
+    feature = torch.randn(2, 8, 8, 8, dtype=torch.float64)
+    with torch.inference_mode():
+        direct_flops = _flops(lambda: dec(feature))
+        reference_flops = _flops(lambda: dec.forward_reference(feature))
+        set_winograd(dec, True)
+        got = dec(feature)
+        wino_flops = _flops(lambda: dec(feature))
+        _close(got, dec.forward_reference(feature))
+        assert _flops(lambda: dec.forward_reference(feature)) == reference_flops
+    owners = [m for m in dec.modules() if "_winograd_kernels" in m.__dict__]
+    # decoder (fc, middle label conv), every SPADE norm, the shortcuts, every 3x3 SpectralConv2d
+    assert dec in owners and dec.up_0 in owners and dec.G_middle_1.conv_1 in owners
+    assert dec.G_middle_0.norm_1 in owners and dec.up_1.norm_0 in owners
+    assert wino_flops < 0.75 * direct_flops
+    set_winograd(dec, False)
+    assert not any("_winograd_kernels" in m.__dict__ for m in dec.modules())
+    with torch.inference_mode():
+        assert _flops(lambda: dec(feature)) == direct_flops
+
+
+def test_decoder_keeps_the_direct_conv_where_winograd_does_not_apply():
+    """Half precision, sizes that are not multiples of 4, narrow widths: no kernels are built."""
+    dec = _randomise(SpadeDecoder(SpadeDecoderConfig(input_nc=8, hidden_nc=6, output_nc=4)), 5)
+    set_winograd(dec, True)
+    with torch.inference_mode():
+        dec(torch.randn(1, 8, 6, 6, dtype=torch.float64))  # narrow widths (worthwhile() is False)
+        dec.to(torch.bfloat16)(torch.randn(1, 8, 8, 8, dtype=torch.bfloat16))
+    assert not any("_winograd_kernels" in m.__dict__ for m in dec.modules())
