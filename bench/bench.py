@@ -8,10 +8,13 @@ Run from the repository root::
 Sections (all written to ``<out>/bench.json`` and ``<out>/bench.md``):
 
 * **load**: renderer networks, cold (first ``load_renderer_nets`` in this process: file read + build)
-  and warm (second call: process cache).
+  and warm (second call: process cache); then two decoder calls (the first builds the Winograd kernels
+  on a CPU) and the kernels' memory.
 * **render**: renderer frames/s per size and batch size (``Renderer``: source work once, frames in
   batches), plus the per-generation ``prepare_source`` time. Each configuration renders only
   ``--frames`` frames; per-frame figures and frames/s are extrapolated from them (labelled so).
+* **conv**: each 3x3 convolution of the SPADE decoder at batch 2 (random data, CPU float32): oneDNN's
+  direct convolution vs Winograd F(4x4, 3x3), with their rounding against float64.
 * **ratio**: ours against :func:`bench.baseline.iter_official_structure` (source re-encoded every step,
   direct SPADE arrangement) at batch 2, same frames, alternated ``--repeats`` times in one run.
 * **stages**: one short generation through ``sadtalker_ext.pipeline.SadTalker`` (``full`` preprocess, so
@@ -168,15 +171,43 @@ def bench_load(ckpt: Path, sizes, device, dtype) -> list[dict]:
         with timed(t, "cold", device):
             load_renderer_nets(ckpt, size, "crop", device, dtype)
         with timed(t, "warm", device):
-            load_renderer_nets(ckpt, size, "crop", device, dtype)
-        rows.append({"size": size, "cold_s": t["cold"], "warm_s": t["warm"]})
-        log(f"load {size}: cold {t['cold']:.2f} s, warm {t['warm'] * 1e3:.2f} ms")
+            nets = load_renderer_nets(ckpt, size, "crop", device, dtype)
+        row = {"size": size, "cold_s": t["cold"], "warm_s": t["warm"]}
+        first, second = decoder_call(nets, size, device), decoder_call(nets, size, device)
+        row["first_decoder_call_s"], row["second_decoder_call_s"] = first, second
+        row["winograd_kernels_mb"] = winograd_kernel_mb(nets)
+        rows.append(row)
+        log(
+            f"load {size}: cold {t['cold']:.2f} s, warm {t['warm'] * 1e3:.2f} ms; decoder call 1 {first:.2f} s, "
+            f"2 {second:.2f} s, Winograd kernels {row['winograd_kernels_mb']:.0f} MiB"
+        )
     checkpoints.clear_cache()
     return rows
 
 
+def decoder_call(nets, size: int, device) -> float:
+    """Seconds of one SPADE decoder call on a zero feature of batch 1 for ``size`` pictures."""
+    dec = nets.generator.decoder
+    t: dict[str, float] = {}
+    with torch.inference_mode(), timed(t, "call", device):
+        dec(torch.zeros(1, dec.cfg.input_nc, size // 4, size // 4, device=device))
+    return t["call"]
+
+
+def winograd_kernel_mb(nets) -> float:
+    """Memory of the Winograd kernels built so far (:func:`sadtalker_ext.nets.blocks.set_winograd`)."""
+    caches = [
+        m.__dict__["_winograd_kernels"] for m in nets.generator.modules() if "_winograd_kernels" in m.__dict__
+    ]
+    return sum(c.nbytes() for c in caches) / 2**20
+
+
 def warm_up(nets, image, device, *, baseline: bool = False) -> None:
-    """On CUDA, one untimed 2-frame render first (kernel selection, allocator growth, lazy loading)."""
+    """On CUDA, one untimed 2-frame render first (kernel selection, allocator growth, lazy loading).
+    On a CPU, one decoder call: builds the Winograd kernels (once per process; timed in the load section)."""
+    if device.type == "cpu":
+        decoder_call(nets, image.shape[-1], device)
+        return
     if device.type != "cuda":
         return
     plan = synthetic_plan(2, 2, seed=1)
@@ -337,24 +368,34 @@ def bench_precision(ckpt, args, device, dtype) -> dict:
 
 def bench_arrangements(ckpt, args, device, dtype) -> list[dict]:
     """Per size and batch size, alternated: ours with the phase form on / off (:func:`set_phase_form`),
-    on CUDA also with a channels-last decoder, and the official per-step structure; seconds per frame."""
-    from sadtalker_ext.nets.blocks import set_phase_form
+    on a CPU also without Winograd (:func:`set_winograd`), on CUDA also with a channels-last decoder, and
+    the official per-step structure; seconds per frame."""
+    from sadtalker_ext.nets.blocks import set_phase_form, set_winograd
 
     rows = []
     for size in args.sizes:
         nets = load_renderer_nets(ckpt, size, "crop", device, dtype)
         default = nets.generator.decoder.phase_form
+        default_winograd = nets.generator.decoder.winograd
         image = source_image(size, device)
-        variants = {"ours, phase form": (True, False), "ours, direct form": (False, False)}
+        # name: (phase form, channels-last decoder, Winograd)
+        variants = {
+            "ours, phase form": (True, False, default_winograd),
+            "ours, direct form": (False, False, default_winograd),
+        }
+        if device.type == "cpu":
+            variants["ours, phase form, no Winograd"] = (True, False, False)
         if device.type == "cuda":
-            variants["ours, direct form, channels-last decoder"] = (False, True)
+            variants["ours, direct form, channels-last decoder"] = (False, True, False)
         for bs in args.batch_sizes:
             plan = synthetic_plan(whole_batches(args.ratio_frames, bs), bs)
             times: dict[str, list[float]] = {name: [] for name in [*variants, "official structure"]}
             for _ in range(args.repeats):
                 for name in times:
-                    phase, channels_last = variants.get(name, (default, False))
+                    phase, channels_last, wino = variants.get(name, (default, False, default_winograd))
                     set_phase_form(nets.generator, phase)
+                    if wino != nets.generator.decoder.winograd:
+                        set_winograd(nets.generator, wino)  # kernels built again by the CPU warm-up
                     fmt = torch.channels_last if channels_last else torch.contiguous_format
                     nets.generator.decoder.to(memory_format=fmt)
                     if name in variants:
@@ -374,7 +415,81 @@ def bench_arrangements(ckpt, args, device, dtype) -> list[dict]:
             )
         nets.generator.decoder.to(memory_format=torch.contiguous_format)
         set_phase_form(nets.generator, default)
+        set_winograd(nets.generator, default_winograd)
         checkpoints.clear_cache()
+    return rows
+
+
+def decoder_conv_shapes(cfg, size: int) -> list[tuple[str, int, int, int, int]]:
+    """The SPADE decoder's 3x3 convs for ``size`` pictures as ours runs them:
+    ``(name, in channels, out channels, map side, calls per frame)``."""
+    ic, wide, hid, oc, n = cfg.input_nc, 2 * cfg.input_nc, cfg.hidden_nc, cfg.output_nc, cfg.num_middle_blocks
+    f = size // 4
+    return [
+        ("fc", ic, wide, f, 1),
+        ("middle label convs (stacked)", ic, 2 * n * hid, f, 1),
+        ("middle conv_0 / conv_1", wide, wide, f, 2 * n),
+        ("middle gamma+beta", hid, 2 * wide, f, 2 * n),
+        ("up_0 conv_0", wide, ic, 2 * f, 1),
+        ("up_0 conv_1", ic, ic, 2 * f, 1),
+        ("up_0 norm_0 gamma+beta", hid, 2 * wide, 2 * f, 1),
+        ("up_0 norm_1 gamma+beta", hid, 2 * ic, 2 * f, 1),
+        ("up_0 shortcut gamma + folded beta", hid, wide + ic, 2 * f, 1),
+        ("up_1 conv_0", ic, oc, 4 * f, 1),
+        ("up_1 conv_1", oc, oc, 4 * f, 1),
+        ("up_1 norm_0 gamma+beta", hid, 2 * ic, 4 * f, 1),
+        ("up_1 norm_1 gamma+beta", hid, 2 * oc, 4 * f, 1),
+        ("up_1 shortcut gamma + folded beta", hid, ic + oc, 4 * f, 1),
+    ]
+
+
+def bench_conv(args) -> list[dict]:
+    """Each of the decoder's 3x3 convs at batch 2 (CPU float32, random data): oneDNN's direct convolution
+    vs :func:`sadtalker_ext.nets.winograd.conv3x3`, alternated ``--repeats`` times; the rounding of both
+    against float64; whether :func:`~sadtalker_ext.nets.winograd.worthwhile` picks Winograd."""
+    import torch.nn.functional as F
+
+    from sadtalker_ext.nets import winograd
+    from sadtalker_ext.nets.spade_decoder import SpadeDecoderConfig
+
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for size in args.sizes:
+        for name, ci, co, side, calls in decoder_conv_shapes(SpadeDecoderConfig(), size):
+            x = torch.randn(2, ci, side, side, generator=gen)
+            w = torch.randn(co, ci, 3, 3, generator=gen) / (9 * ci) ** 0.5
+            b = torch.randn(co, generator=gen)
+            kernel = winograd.transform_kernel(w)
+            times: dict[str, list[float]] = {"direct": [], "winograd": []}
+            with torch.inference_mode():
+                exact = F.conv2d(x.double(), w.double(), b.double(), padding=1)
+                scale = float(exact.abs().max())
+                direct = F.conv2d(x, w, b, padding=1)
+                fast = winograd.conv3x3(x, kernel, b)
+                for _ in range(args.repeats):
+                    for key in times:
+                        t0 = time.perf_counter()
+                        if key == "direct":
+                            F.conv2d(x, w, b, padding=1)
+                        else:
+                            winograd.conv3x3(x, kernel, b)
+                        times[key].append(time.perf_counter() - t0)
+            row = {
+                "size": size,
+                "conv": name,
+                "in": ci,
+                "out": co,
+                "side": side,
+                "calls_per_frame": calls,
+                "direct_s": min(times["direct"]),
+                "winograd_s": min(times["winograd"]),
+                "direct_rel_err": float((direct.double() - exact).abs().max()) / scale,
+                "winograd_rel_err": float((fast.double() - exact).abs().max()) / scale,
+                "used": winograd.worthwhile(ci, co),
+            }
+            row["speedup"] = row["direct_s"] / row["winograd_s"]
+            rows.append(row)
+            log(f"conv {size} {name}: {row['speedup']:.2f}x ({'used' if row['used'] else 'not used'})")
     return rows
 
 
@@ -384,6 +499,7 @@ def bench_decoder(ckpt, args, device, dtype) -> dict:
     dec = nets.generator.decoder
     x = torch.randn(1, dec.cfg.input_nc, 64, 64, device=device) * 5
     direct, fused = [], []
+    warm_up(nets, source_image(256, device), device)
     with torch.inference_mode():
         for _ in range(args.repeats):
             t: dict[str, float] = {}
@@ -624,12 +740,22 @@ def markdown(report: dict) -> str:
             "",
         ]
     if report.get("load"):
-        lines += ["## Model load (renderer networks)", "", "| size | cold (s) | warm (ms) |", "|---|---|---|"]
-        lines += [f"| {r['size']} | {r['cold_s']:.2f} | {r['warm_s'] * 1e3:.3f} |" for r in report["load"]]
+        lines += [
+            "## Model load (renderer networks)",
+            "",
+            "| size | cold (s) | warm (ms) | decoder call 1 (s) | decoder call 2 (s) | Winograd kernels (MiB) |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['size']} | {r['cold_s']:.2f} | {r['warm_s'] * 1e3:.3f} | {r.get('first_decoder_call_s', 0):.2f} | "
+            f"{r.get('second_decoder_call_s', 0):.2f} | {r.get('winograd_kernels_mb', 0):.0f} |"
+            for r in report["load"]
+        ]
         lines += [
             "",
             "cold: first load_renderer_nets in the process (OS file cache may be warm); "
-            "warm: second call (process cache, no file read).",
+            "warm: second call (process cache, no file read). Decoder calls on a zero feature of batch 1: "
+            "the first one builds the Winograd kernels (CPU float32; once per process, kept with the models).",
             "",
         ]
     if report.get("macs"):
@@ -696,6 +822,33 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| {r['size']} | {r['batch_size']} | {r['frames']} | {cells} | "
                 f"{med['official structure'] / best:.2f}x |"
+            )
+        lines.append("")
+    if report.get("conv"):
+        lines += [
+            "## The decoder's 3x3 convolutions: direct (oneDNN) vs Winograd F(4x4, 3x3), batch 2, float32",
+            "",
+            "Best of the alternated repeats, seconds per call; rounding = max |error| against float64 / max |output|.",
+            "",
+            "| size | conv | in -> out | map | calls/frame | direct (s) | Winograd (s) | speed-up | rounding direct | "
+            "rounding Winograd | used |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in report["conv"]:
+            lines.append(
+                f"| {r['size']} | {r['conv']} | {r['in']} -> {r['out']} | {r['side']}x{r['side']} | "
+                f"{r['calls_per_frame']} | {r['direct_s']:.3f} | {r['winograd_s']:.3f} | {r['speedup']:.2f}x | "
+                f"{r['direct_rel_err']:.1e} | {r['winograd_rel_err']:.1e} | {'yes' if r['used'] else 'no'} |"
+            )
+        for size in sorted({r["size"] for r in report["conv"]}):
+            rows = [r for r in report["conv"] if r["size"] == size]
+            before = sum(r["direct_s"] * r["calls_per_frame"] for r in rows) / 2
+            after = (
+                sum(r[("winograd_s" if r["used"] else "direct_s")] * r["calls_per_frame"] for r in rows) / 2
+            )
+            lines.append(
+                f"\nSize {size}: these convolutions take {before:.2f} s per frame direct, {after:.2f} s with "
+                f"Winograd where used ({before / after:.2f}x)."
             )
         lines.append("")
     if report.get("decoder"):
@@ -828,6 +981,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             "ratio",
             "precision",
             "arrangements",
+            "conv",
             "decoder",
             "render",
             "stages",
@@ -901,6 +1055,7 @@ def main(argv=None) -> int:
         "precision": lambda: bench_precision(ckpt, args, device, dtype),
         "arrangements": lambda: bench_arrangements(ckpt, args, device, dtype),
         "decoder": lambda: bench_decoder(ckpt, args, device, dtype),
+        "conv": lambda: bench_conv(args),
         "render": lambda: bench_render(ckpt, args, device, dtype),
         "stages": lambda: bench_stages(
             ckpt if args.stage_renderer == "official" else reduced, args, device, dtype, work

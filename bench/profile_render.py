@@ -2,8 +2,9 @@
 
     python -m bench.profile_render [--checkpoint_dir DIR | --standin_dir DIR] [--batch_size 1] [--steps 2]
 
-Prints (and writes with ``--out``) wall time per network region (forward hooks) and self time per
-operator category (3D / 2D convolutions by shape, grid sampling, norms, element-wise), from the last of
+Prints (and writes with ``--out``) wall time per network region (forward hooks), self time per
+operator category (3D / 2D convolutions by shape, Winograd products, grid sampling, norms, element-wise,
+which includes the Winograd transforms) and wall time of each Winograd convolution, from the last of
 ``--steps`` profiled calls; the source work (``prepare_source``) is done before and not profiled.
 """
 
@@ -19,6 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from bench.bench import build_standins, load_average, source_image, synthetic_plan
+from sadtalker_ext.nets import winograd
 from sadtalker_ext.render.animate import Renderer
 from sadtalker_ext.render.loading import load_renderer_nets
 
@@ -38,6 +40,8 @@ def category(name: str, shapes) -> str:
         if shapes and len(shapes[0]) == 5:
             return "3D convolution"
         return "2D convolution"
+    if name == "aten::bmm":
+        return "Winograd products (batched matmul)"
     if "grid_sampler" in name:
         return "grid sampling"
     if "batch_norm" in name or "instance_norm" in name:
@@ -99,16 +103,33 @@ def main(argv=None) -> int:
 
             handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
 
-    batches = plan.batches()
-    for positions in batches[:-1]:  # warm-up
-        renderer.render_frames(source, plan, positions)
-    region_time.clear()
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+    # Winograd convolutions (products + transforms), wall time per (input shape, output channels)
+    wino_time: dict[tuple, list[float]] = collections.defaultdict(lambda: [0, 0.0])
+    direct_wino = winograd.conv3x3
+
+    def timed_wino(x, kernel, bias):
         t0 = time.perf_counter()
-        renderer.render_frames(source, plan, batches[-1])
-        total = time.perf_counter() - t0
-    for h in handles:
-        h.remove()
+        out = direct_wino(x, kernel, bias)
+        entry = wino_time[(tuple(x.shape), kernel.shape[1])]
+        entry[0] += 1
+        entry[1] += time.perf_counter() - t0
+        return out
+
+    batches = plan.batches()
+    winograd.conv3x3 = timed_wino
+    try:
+        for positions in batches[:-1]:  # warm-up (also builds the Winograd kernels)
+            renderer.render_frames(source, plan, positions)
+        region_time.clear()
+        wino_time.clear()
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            t0 = time.perf_counter()
+            renderer.render_frames(source, plan, batches[-1])
+            total = time.perf_counter() - t0
+    finally:
+        winograd.conv3x3 = direct_wino
+        for h in handles:
+            h.remove()
 
     per_cat: dict[str, float] = collections.defaultdict(float)
     per_shape: dict[tuple, float] = collections.defaultdict(float)
@@ -134,6 +155,19 @@ def main(argv=None) -> int:
     lines += ["", "| top convolutions / grid samples (input, weight shapes) | calls | s |", "|---|---|---|"]
     for (key, shapes, count), v in sorted(per_shape.items(), key=lambda kv: -kv[1])[:15]:
         lines.append(f"| {key.removeprefix('aten::')} {shapes} | {count} | {v:.2f} |")
+    if wino_time:
+        lines += [
+            "",
+            "| Winograd 3x3 convolutions (input shape -> output channels; products + transforms, wall) "
+            "| calls | s |",
+            "|---|---|---|",
+        ]
+        for (shape, co), (count, v) in sorted(wino_time.items(), key=lambda kv: -kv[1][1]):
+            lines.append(f"| {list(shape)} -> {co} | {count} | {v:.2f} |")
+        wino_total = sum(v for _, v in wino_time.values())
+        lines.append(
+            f"| all | {sum(c for c, _ in wino_time.values())} | {wino_total:.2f} ({wino_total / total:.0%}) |"
+        )
     text = "\n".join(lines)
     print(text)
     if args.out:
