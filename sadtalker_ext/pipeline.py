@@ -246,7 +246,7 @@ class SadTalker:
         self.dtype = as_dtype(dtype)
         if self.device.type == "cpu" and self.dtype == torch.float16:
             raise InputError(
-                "dtype float16 needs a GPU; on the CPU use float32, or bfloat16 (about 2x faster rendering "
+                "dtype float16 needs a GPU; on the CPU use float32, or bfloat16 (somewhat faster rendering "
                 "on CPUs with AVX-512 BF16 or AMX, slower elsewhere)"
             )
         if post_threads is not None and post_threads < 1:
