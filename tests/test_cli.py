@@ -255,12 +255,23 @@ def test_batch_goes_on_after_a_failure(monkeypatch, tmp_path, capsys):
     assert len(_FakeTalker.instances) == 1  # models loaded once for all jobs
     talker = _FakeTalker.instances[0]
     assert [Path(o.source).name for o in talker.calls] == ["a.png", "bad.png", "c.png"]
-    assert talker.kw["device"] == "cpu"
+    assert talker.kw["device"] == "cpu" and talker.kw["winograd"] is True
     made = sorted(p.name for p in out.iterdir())
     assert made == ["a__RD_Radio31_000.mp4", "c__RD_Radio31_000.mp4"]
     captured = capsys.readouterr()
     assert "done: 2 of 3 videos made" in captured.out
     assert "bad.png" in captured.err and "no face was detected" in captured.err
+
+
+def test_no_winograd_flag_reaches_the_pipeline(monkeypatch, tmp_path):
+    import sadtalker_ext.pipeline as pipeline
+
+    _FakeTalker.instances.clear()
+    monkeypatch.setattr(pipeline, "SadTalker", _FakeTalker)
+    code = cli.main(["--source_image", str(PICTURE), "--driven_audio", str(AUDIO), "--result_dir",
+                     str(tmp_path), "--no-winograd", "--no_progress", "--cpu"])  # fmt: skip
+    assert code == 0
+    assert _FakeTalker.instances[0].kw["winograd"] is False
 
 
 def test_output_names_do_not_collide(tmp_path):

@@ -141,3 +141,16 @@ def test_two_generations_read_each_file_once(folder, reads, tmp_path):
         "third.mp4",
     )
     assert reads.total() == before, (reads.opens, reads.loads)
+
+
+def test_pipeline_winograd_choice_reaches_the_renderer(folder, reads, tmp_path):
+    """``SadTalker(winograd=False)`` (CLI ``--no_winograd``) loads a renderer with direct decoder convs."""
+    from sadtalker_ext.pipeline import SadTalker
+
+    def flags(talker: SadTalker) -> set[bool]:
+        gen = talker._renderer_nets(256, "crop").generator
+        return {m.winograd for m in gen.modules() if "winograd" in type(m).__dict__}
+
+    kw = {"checkpoint_dir": folder, "gfpgan_dir": tmp_path / "none", "device": "cpu", "result_dir": tmp_path}
+    assert flags(SadTalker(**kw)) == {True}
+    assert flags(SadTalker(**kw, winograd=False)) == {False}

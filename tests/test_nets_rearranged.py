@@ -170,11 +170,16 @@ def test_loader_picks_the_phase_form_and_winograd_on_the_cpu_only(tmp_path):
     from tests.conftest import parity_device
 
     device = parity_device()
-    nets = load_renderer_nets(standin.write_eighth_checkpoints(tmp_path), 256, "crop", device, torch.float32)
+    folder = standin.write_eighth_checkpoints(tmp_path)
+    nets = load_renderer_nets(folder, 256, "crop", device, torch.float32)
     try:
         for switch in ("phase_form", "winograd"):
             flags = {getattr(m, switch) for m in nets.generator.modules() if switch in type(m).__dict__}
             assert flags == {device.type == "cpu"}, switch
+        # winograd=False (SadTalker(winograd=False), CLI --no_winograd): other networks, direct convs
+        direct = load_renderer_nets(folder, 256, "crop", device, torch.float32, winograd=False)
+        assert direct.generator is not nets.generator
+        assert not any(getattr(m, "winograd", False) for m in direct.generator.modules())
     finally:
         checkpoints.clear_cache()
 
