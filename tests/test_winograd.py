@@ -34,6 +34,7 @@ def _data(seed: int, shape, co: int, dtype=torch.float64):
         ((1, 6, 20, 8), 4, 36 * 10 * 8 * 2 * 3),  # 3 rows per strip: strips of 3 and 2 tile rows
     ],
 )
+@torch.no_grad()
 def test_equals_direct_conv_in_float64(monkeypatch, shape, co, strip_bytes):
     if strip_bytes is not None:
         monkeypatch.setattr(winograd, "STRIP_BYTES", strip_bytes)
@@ -44,6 +45,7 @@ def test_equals_direct_conv_in_float64(monkeypatch, shape, co, strip_bytes):
     _close(winograd.conv3x3(x, kernel, None), F.conv2d(x, w, None, padding=1))
 
 
+@torch.no_grad()
 def test_float32_rounding_stays_near_the_direct_conv():
     """Decoder-like widths: Winograd's extra rounding is ~1e-5 of the largest output (direct: ~3e-7)."""
     x, w, b = _data(3, (2, 128, 32, 32), 256, torch.float32)
@@ -53,16 +55,31 @@ def test_float32_rounding_stays_near_the_direct_conv():
     assert rel < 3e-5, rel
 
 
+@torch.no_grad()
 def test_inputs_it_does_not_take():
     x, w, b = _data(1, (1, 3, 8, 8), 4)
     kernel = winograd.transform_kernel(w)
     assert winograd.applies(x) and winograd.applies(x.float())
     for bad in (x[..., :6], x[:, :, :7], x.to(torch.bfloat16), x[0]):
         assert not winograd.applies(bad)
+    with torch.enable_grad():
+        assert not winograd.applies(x)  # autograd on: the direct conv (gradients work as usual)
     with pytest.raises(ValueError, match="multiples of 4"):
         winograd.conv3x3(x[..., :6], kernel, b)
     with pytest.raises(ValueError, match="does not fit 2 input channels"):
         winograd.conv3x3(x[:, :2], kernel, b)
+
+
+def test_decoder_with_autograd_on_uses_the_direct_convs(monkeypatch):
+    """Gradients through a decoder whose Winograd switch is on (e.g. someone fine-tuning it) still work."""
+    monkeypatch.setattr(winograd, "worthwhile", lambda ci, co: True)
+    cfg = SpadeDecoderConfig(input_nc=8, hidden_nc=6, output_nc=4, num_middle_blocks=1)
+    dec = _randomise(SpadeDecoder(cfg), 2)
+    set_winograd(dec, True)
+    feature = torch.randn(1, 8, 8, 8, dtype=torch.float64, requires_grad=True)
+    dec(feature).square().sum().backward()
+    assert feature.grad is not None and torch.isfinite(feature.grad).all()
+    assert not any("_winograd_kernels" in m.__dict__ for m in dec.modules())
 
 
 def test_kernel_cache_follows_the_weights(monkeypatch):

@@ -37,9 +37,11 @@ _KERNEL_MATRIX = (  # G (6x3)
 
 
 def applies(x: torch.Tensor) -> bool:
-    """Whether :func:`conv3x3` takes ``x``: a CPU ``(B, C, H, W)`` float32/float64 map, H and W multiples of 4."""
+    """Whether :func:`conv3x3` takes ``x``: a CPU ``(B, C, H, W)`` float32/float64 map, H and W multiples of 4,
+    with autograd off (inference: the transforms write into preallocated buffers)."""
     return (
-        x.dim() == 4
+        not torch.is_grad_enabled()
+        and x.dim() == 4
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
         and x.shape[2] % 4 == 0
