@@ -174,14 +174,15 @@ def accepts_keyword(func: Callable[..., Any], name: str) -> bool:
 # ----------------------------------------------------------------------------------------------- session
 
 
-TalkerFactory = Callable[[ModelDirs, Any, str], Any]
-"""``(model_dirs, device, dtype) -> pipeline`` with ``generate(options, progress=, cancel=)``, ``unload()``."""
+TalkerFactory = Callable[[ModelDirs, Any, str, bool], Any]
+"""``(model_dirs, device, dtype, winograd) -> pipeline`` with ``generate(options, progress=, cancel=)``,
+``unload()``."""
 
 
-def default_talker_factory(dirs: ModelDirs, device: Any, dtype: str) -> Any:
+def default_talker_factory(dirs: ModelDirs, device: Any, dtype: str, winograd: bool) -> Any:
     from ..pipeline import SadTalker
 
-    return SadTalker(model_dirs=dirs, device=device, dtype=dtype)
+    return SadTalker(model_dirs=dirs, device=device, dtype=dtype, winograd=winograd)
 
 
 @dataclass(frozen=True)
@@ -218,15 +219,16 @@ class Session:
         )
 
     def talker(self, settings: WebUISettings) -> Any:
-        """The pipeline for the current folders, device and precision (rebuilt when one of them changed)."""
+        """The pipeline for the current folders, device, precision and CPU convolution choice (rebuilt when
+        one of them changed)."""
         dirs = self.model_dirs()
         device = self.host.device()
         dtype = settings.dtype if str(device).startswith(("cuda", "xpu", "mps")) else "float32"
-        key = (dirs.checkpoints, dirs.gfpgan, str(device), dtype)
+        key = (dirs.checkpoints, dirs.gfpgan, str(device), dtype, settings.cpu_winograd)
         with self._lock:
             if self._talker is None or self._key != key:
                 self.unload()
-                self._talker = self.factory(dirs, device, dtype)
+                self._talker = self.factory(dirs, device, dtype, settings.cpu_winograd)
                 self._key = key
             return self._talker
 

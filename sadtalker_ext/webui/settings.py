@@ -38,6 +38,8 @@ SPECS: tuple[Spec, ...] = (
          info="off: models are unloaded after every generation (frees VRAM, next run loads again)"),
     Spec("sadtalker_dtype", "float32", "SadTalker precision", "Radio", {"choices": list(DTYPE_CHOICES)},
          info="applies to the renderer's SPADE decoder; float16 on a GPU, bfloat16 also on CPUs with AVX-512 BF16/AMX; parity is checked in float32"),
+    Spec("sadtalker_cpu_winograd", True, "Fast convolutions on the CPU (Winograd)", "Checkbox",
+         info="CPU, float32: about 1.7x faster rendering for ~0.8 GB more RAM while the models are loaded; no effect on a GPU"),
     Spec("sadtalker_default_size", 256, "Default face renderer size", "Radio", {"choices": [256, 512]}),
     Spec("sadtalker_default_preprocess", "crop", "Default preprocess mode", "Dropdown",
          {"choices": list(PREPROCESS_MODES)}),
@@ -88,6 +90,7 @@ class WebUISettings:
     date_subfolder: bool
     keep_models_loaded: bool
     dtype: str
+    cpu_winograd: bool
     default_size: int
     default_preprocess: str
     default_face_detector: str
@@ -119,6 +122,7 @@ class WebUISettings:
             date_subfolder=bool(get("sadtalker_date_subfolder")),
             keep_models_loaded=bool(get("sadtalker_keep_models_loaded")),
             dtype=choice("sadtalker_dtype", DTYPE_CHOICES),
+            cpu_winograd=bool(get("sadtalker_cpu_winograd")),
             default_size=choice("sadtalker_default_size", (256, 512)),
             default_preprocess=choice("sadtalker_default_preprocess", PREPROCESS_MODES),
             default_face_detector=choice("sadtalker_default_face_detector", FACE_DETECTORS),

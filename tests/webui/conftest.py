@@ -40,8 +40,8 @@ class FakeTalker:
     frame_hook=)`` reports the real stage names, renders ``frames`` gray frames in chunks of
     ``options.batch_size``, honours ``cancel`` between chunks and writes a small file at ``options.output``."""
 
-    def __init__(self, dirs, device, dtype, *, frames=6, hook=True, on_render=None, fail=None):
-        self.dirs, self.device, self.dtype = dirs, device, dtype
+    def __init__(self, dirs, device, dtype, winograd=True, *, frames=6, hook=True, on_render=None, fail=None):
+        self.dirs, self.device, self.dtype, self.winograd = dirs, device, dtype, winograd
         self.frames = frames
         self.calls: list = []
         self.hook_outputs: list[np.ndarray] = []
@@ -144,8 +144,8 @@ def make_extension(webui):
     def make(**kw):
         talkers: list[FakeTalker] = []
 
-        def factory(dirs, device, dtype):
-            t = FakeTalker(dirs, device, dtype, **kw)
+        def factory(dirs, device, dtype, winograd):
+            t = FakeTalker(dirs, device, dtype, winograd, **kw)
             talkers.append(t)
             return t
 

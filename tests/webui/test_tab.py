@@ -121,6 +121,19 @@ def test_generate_through_queue_wrapper(make_extension, webui, tmp_path):
     assert len(talkers) == 1 and len(talkers[0].calls) == 2  # same pipeline object reused
 
 
+def test_cpu_winograd_setting_reaches_a_new_pipeline(make_extension, webui, tmp_path):
+    """Turning the setting off rebuilds the pipeline with direct convolutions (SadTalker(winograd=False))."""
+    ext, talkers = make_extension()
+    pic, wav = sample_png(tmp_path / "f.png"), sample_wav(tmp_path / "a.wav")
+    from sadtalker_ext.webui.jobs import generate_single
+
+    wrapped = ext.host.wrap_gpu_call(lambda *a: generate_single(ext.session, *a), [None, ""])
+    wrapped("task(a)", *form_values(source=str(pic), driven_audio=str(wav)))
+    webui.shared.opts.data["sadtalker_cpu_winograd"] = False
+    wrapped("task(b)", *form_values(source=str(pic), driven_audio=str(wav)))
+    assert [t.winograd for t in talkers] == [True, False] and talkers[0].unloads == 1
+
+
 def test_unload_after_run_when_setting_off(make_extension, webui, tmp_path):
     ext, talkers = make_extension()
     webui.shared.opts.data["sadtalker_keep_models_loaded"] = False
