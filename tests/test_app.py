@@ -85,6 +85,23 @@ def test_main_without_gradio(monkeypatch, caplog):
 def test_parser_defaults_are_local_only():
     args = app.build_parser().parse_args([])
     assert args.host == "127.0.0.1" and args.share is False and args.port == 7860
+    assert args.no_winograd is False and app.build_parser().parse_args(["--no-winograd"]).no_winograd
+
+
+def test_no_winograd_reaches_the_pipeline(monkeypatch):
+    pytest.importorskip("gradio")
+    seen = {}
+
+    class Demo:
+        def queue(self):
+            return self
+
+        def launch(self, **kw):
+            seen["launch"] = kw
+
+    monkeypatch.setattr(app, "build_app", lambda **kw: seen.update(kw) or Demo())
+    assert app.main(["--no_winograd", "--device", "cpu"]) == 0
+    assert seen["winograd"] is False and seen["launch"]["server_name"] == "127.0.0.1"
 
 
 def test_build_app_with_gradio(tmp_path):
