@@ -204,9 +204,12 @@ def winograd_kernel_mb(nets) -> float:
 
 def warm_up(nets, image, device, *, baseline: bool = False) -> None:
     """On CUDA, one untimed 2-frame render first (kernel selection, allocator growth, lazy loading).
-    On a CPU, one decoder call: builds the Winograd kernels (once per process; timed in the load section)."""
+    On a CPU, one decoder call if the float32 decoder's Winograd kernels are not built yet (once per
+    process; timed in the load section)."""
     if device.type == "cpu":
-        decoder_call(nets, image.shape[-1], device)
+        dec = nets.generator.decoder
+        if dec.winograd and dec.fc.weight.dtype == torch.float32 and not winograd_kernel_mb(nets):
+            decoder_call(nets, image.shape[-1], device)
         return
     if device.type != "cuda":
         return
