@@ -103,7 +103,8 @@ def conv3x3(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) ->
     """
     if not applies(x):
         raise ValueError(
-            f"Winograd conv needs a CPU float (B, C, H, W) map with H, W multiples of 4, got {x.shape}"
+            f"Winograd conv needs a CPU float32/float64 (B, C, H, W) map with H, W multiples of 4 and "
+            f"autograd off, got {tuple(x.shape)} {x.dtype} (grad enabled: {torch.is_grad_enabled()})"
         )
     batch, ci, height, width = x.shape
     co = kernel.shape[1]
