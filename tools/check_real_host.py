@@ -1,16 +1,19 @@
-"""Acceptance check of this extension inside a REAL AUTOMATIC1111 WebUI checkout (not part of CI).
+"""Acceptance check of this extension inside a REAL WebUI checkout: AUTOMATIC1111, Forge or SD.Next, told
+apart by their files (not part of CI).
 
-Given ``--webui DIR`` (a WebUI work tree with its ``repositories/``) and ``--python HOST_PY`` (the WebUI's venv
-interpreter), it:
+Given ``--webui DIR`` (a WebUI work tree, for A1111 with its ``repositories/``) and ``--python HOST_PY`` (the
+WebUI's venv interpreter), it:
 
 1. copies this repository's files into ``DIR/extensions/<--name>`` (default ``My SadTalker.v2``: spaces and
    dots on purpose);
 2. snapshots ``pip freeze --all`` of the host interpreter, runs ``install.py`` the way
    ``launch_utils.run_extension_installer`` does (host interpreter, cwd = WebUI root, ``PYTHONPATH`` = WebUI
-   root), and snapshots again: the two must be identical;
+   root; SD.Next: cwd = the extension folder), and snapshots again: the two must be identical;
 3. writes stand-in checkpoints (``tests/standin.py``, reduced-width renderer) unless ``--checkpoints`` is
    given, and starts ``launch.py`` CPU-only with ``--api``, the ``--sadtalker-*`` folder flags and a
-   private settings file (face detector ``dlib``);
+   private settings file (face detector ``dlib``; SD.Next: ``--config``, the ``Standard`` theme, and
+   ``--skip-requirements --skip-torch --experimental`` so that it starts offline but still runs extension
+   installers);
 4. checks ``GET /sadtalker/v1/version`` and ``/models``, ``POST /sadtalker/v1/generate`` (a two-frame idle
    video), and in headless Chromium the "SadTalker" tab and a Generate click that must end with a video;
 5. stops the host, compares ``pip freeze`` once more, removes the copy (unless ``--keep``) and prints a
@@ -44,10 +47,30 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SHARED_MEDIA = REPO.parent / "shared" / "media"
 DEFAULT_NAME = "My SadTalker.v2"
-HOST_FLAGS = (
-    "--skip-torch-cuda-test", "--skip-version-check", "--use-cpu", "all", "--no-half",
-    "--precision", "full", "--no-download-sd-model", "--api",
-)  # fmt: skip
+SDNEXT_DEFAULT_NAME = "My_SadTalker.v2"
+"""SD.Next runs ``install.py`` through an unquoted shell command: a folder name with a space breaks it."""
+HOST_FLAGS = {
+    "a1111": (
+        "--skip-torch-cuda-test", "--skip-version-check", "--use-cpu", "all", "--no-half",
+        "--precision", "full", "--no-download-sd-model", "--api",
+    ),
+    "sdnext": (
+        "--use-cpu", "all", "--no-half", "--precision", "full", "--api", "--skip-requirements",
+        "--skip-torch", "--experimental", "--debug",
+    ),
+}  # fmt: skip
+HOST_NAMES = {"a1111": "AUTOMATIC1111 WebUI", "forge": "WebUI Forge", "sdnext": "SD.Next"}
+
+
+def detect_host(webui: Path) -> str:
+    """``"sdnext"``, ``"forge"`` or ``"a1111"`` from the checkout's files."""
+    if (webui / "installer.py").is_file() and (webui / "modules" / "detailer").is_dir():
+        return "sdnext"
+    if (webui / "modules_forge").is_dir():
+        return "forge"
+    return "a1111"
+
+
 CHROMIUM_ARGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -138,13 +161,16 @@ def freeze_diff(before: list[str], after: list[str]) -> tuple[list[str], list[st
     return changed, added
 
 
-def run_installer_like_host(python: str, webui: Path, ext_dir: Path) -> subprocess.CompletedProcess:
-    """What ``launch_utils.run_extension_installer`` does: host python, cwd webui root, PYTHONPATH=webui root."""
+def run_installer_like_host(
+    python: str, webui: Path, ext_dir: Path, kind: str
+) -> subprocess.CompletedProcess:
+    """What the host's extension installer does: host python, PYTHONPATH=webui root, cwd the webui root
+    (A1111 ``launch_utils.run_extension_installer``, Forge) or the extension folder (SD.Next ``installer.py``)."""
     env = os.environ.copy()
     env["PYTHONPATH"] = f"{webui}{os.pathsep}{env.get('PYTHONPATH', '')}"
     return subprocess.run(
         [python, str(ext_dir / "install.py")],
-        cwd=str(webui),
+        cwd=str(ext_dir if kind == "sdnext" else webui),
         env=env,
         capture_output=True,
         text=True,
@@ -258,6 +284,9 @@ def browser(profile: Path):
     return drv
 
 
+TAB_BUTTONS = "#tabs > .tab-nav button, #tabs > div > .tab-nav button"
+
+
 def check_tab_in_browser(report: Report, base: str, picture: Path, work: Path, timeout: float) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -268,11 +297,19 @@ def check_tab_in_browser(report: Report, base: str, picture: Path, work: Path, t
     try:
         drv.get(base + "/")
         wait = WebDriverWait(drv, 120)
-        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#tabs > .tab-nav button")))
-        names = [b.text.strip() for b in drv.find_elements(By.CSS_SELECTOR, "#tabs > .tab-nav button")]
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, TAB_BUTTONS)))
+        names = [b.text.strip() for b in drv.find_elements(By.CSS_SELECTOR, TAB_BUTTONS)]
         has_tab = report.add("tab: 'SadTalker' in the WebUI tab bar", "SadTalker" in names, ", ".join(names))
         errors = [e.text for e in drv.find_elements(By.CSS_SELECTOR, "#sadtalker_error")]
-        report.add("tab: no import-error tab", not errors, errors[0][:300] if errors else "real tab")
+        real = drv.find_elements(By.ID, "sadtalker_generate")
+        report.add(
+            "tab: the real SadTalker tab (Generate button, no error tab)",
+            has_tab and bool(real) and not errors,
+            errors[0][:300] if errors else ("real tab" if real else "no #sadtalker_generate in the page"),
+        )
+        notes = [e.text for e in drv.find_elements(By.ID, "sadtalker_host_notes")]
+        if notes:
+            report.add("tab: host notes shown", True, " | ".join(n.strip() for n in notes)[:300])
         scripts = [
             s.get_attribute("src") or ""
             for s in drv.find_elements(By.CSS_SELECTOR, "head script[src]")
@@ -284,9 +321,7 @@ def check_tab_in_browser(report: Report, base: str, picture: Path, work: Path, t
         if not has_tab:
             return
         button = next(
-            b
-            for b in drv.find_elements(By.CSS_SELECTOR, "#tabs > .tab-nav button")
-            if b.text.strip() == "SadTalker"
+            b for b in drv.find_elements(By.CSS_SELECTOR, TAB_BUTTONS) if b.text.strip() == "SadTalker"
         )
         step = "open the tab"
         button.click()
@@ -342,7 +377,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--webui", required=True, type=Path, help="the WebUI root (holds launch.py)")
     p.add_argument("--python", required=True, help="the WebUI's venv python")
-    p.add_argument("--name", default=DEFAULT_NAME, help=f"extension folder name (default {DEFAULT_NAME!r})")
+    p.add_argument(
+        "--name",
+        help=f"extension folder name (default {DEFAULT_NAME!r}; SD.Next {SDNEXT_DEFAULT_NAME!r}, no spaces)",
+    )
     p.add_argument("--port", type=int, default=0, help="WebUI port (default: a free one)")
     p.add_argument("--checkpoints", type=Path, help="checkpoint folder (default: build stand-ins)")
     p.add_argument("--gfpgan-dir", type=Path, help="face model folder (default: an empty one; dlib is used)")
@@ -367,17 +405,20 @@ def main(argv: list[str] | None = None) -> int:
     webui = args.webui.resolve()
     if not (webui / "launch.py").is_file():
         raise SystemExit(f"{webui} has no launch.py")
+    kind = detect_host(webui)
+    print(f"host: {HOST_NAMES[kind]} at {webui}", flush=True)
     report = Report()
     work = args.work or Path(tempfile.mkdtemp(prefix="sadtalker_real_host_"))
     work.mkdir(parents=True, exist_ok=True)
-    ext_dir = webui / "extensions" / args.name
+    name = args.name or (SDNEXT_DEFAULT_NAME if kind == "sdnext" else DEFAULT_NAME)
+    ext_dir = webui / "extensions" / name
     host: Host | None = None
     try:
         count = install_copy(ext_dir)
         report.add("install: copy into extensions/", True, f"{count} files -> {ext_dir}")
 
         before = pip_freeze(args.python)
-        res = run_installer_like_host(args.python, webui, ext_dir)
+        res = run_installer_like_host(args.python, webui, ext_dir, kind)
         (work / "install.log").write_text(res.stdout + res.stderr)
         after = pip_freeze(args.python)
         said = [line for line in res.stdout.splitlines() if line.startswith("[SadTalker]")]
@@ -400,18 +441,25 @@ def main(argv: list[str] | None = None) -> int:
         gfpgan = args.gfpgan_dir or work / "gfpgan"
         gfpgan.mkdir(parents=True, exist_ok=True)
         settings_file = work / "config.json"
-        settings_file.write_text(json.dumps({"sadtalker_default_face_detector": "dlib"}))
+        settings: dict[str, object] = {"sadtalker_default_face_detector": "dlib"}
+        if kind == "sdnext":
+            settings["theme_type"] = "Standard"  # the modern UI theme is fetched from the network
+        settings_file.write_text(json.dumps(settings))
         port = args.port or free_port()
         base = f"http://127.0.0.1:{port}"
-        flags = [
-            *HOST_FLAGS, "--port", str(port), "--ui-settings-file", str(settings_file),
-            "--ui-config-file", str(work / "ui-config.json"),
-            "--sadtalker-checkpoint-dir", str(ckpt), "--sadtalker-gfpgan-dir", str(gfpgan),
-        ]  # fmt: skip
+        if kind == "sdnext":
+            flags = [*HOST_FLAGS["sdnext"], "--port", str(port), "--config", str(settings_file)]
+        else:
+            flags = [
+                *HOST_FLAGS["a1111"], "--port", str(port), "--ui-settings-file", str(settings_file),
+                "--ui-config-file", str(work / "ui-config.json"),
+            ]  # fmt: skip
+        flags += ["--sadtalker-checkpoint-dir", str(ckpt), "--sadtalker-gfpgan-dir", str(gfpgan)]
         if args.skip_prepare_environment:
             flags.append("--skip-prepare-environment")
         flags += args.host_arg
         started = time.monotonic()
+        log_start = host_log_size(webui)
         host = Host(args.python, webui, flags, work / "webui.log")
         ready = host.wait_ready(base, args.start_timeout)
         report.add(
@@ -421,12 +469,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not ready:
             return finish(report, host, args, ext_dir)
-        log_text = host.text()
+        # SD.Next's console wraps lines at 80 characters: read its unwrapped log file instead
+        log_text = host.text() + host_log_file(webui, kind, log_start)
         bad = [
             line
             for line in log_text.splitlines()
             if ("sadtalker" in line.lower() and ("error" in line.lower() or "traceback" in line.lower()))
             or "Error running install.py" in line
+            or ("Extension installer error" in line and name in line)
         ]
         report.add("host log: no SadTalker errors at start", not bad, " | ".join(bad[:3]))
 
@@ -469,8 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if path.is_file():
             report.add(
-                "api: video under the WebUI outputs folder",
-                path.resolve().is_relative_to(webui / "outputs"),
+                "api: video under the WebUI outputs folder, absolute path",
+                path.is_absolute() and path.resolve().is_relative_to(webui / "outputs"),
                 str(path),
             )
 
@@ -485,6 +535,21 @@ def main(argv: list[str] | None = None) -> int:
             host.stop()
         if not args.keep and ext_dir.exists():
             shutil.rmtree(ext_dir)
+
+
+def host_log_size(webui: Path) -> int:
+    log = webui / "sdnext.log"
+    return log.stat().st_size if log.is_file() else 0
+
+
+def host_log_file(webui: Path, kind: str, start: int) -> str:
+    """What SD.Next wrote to ``sdnext.log`` (unwrapped lines) since byte ``start``; "" for the other hosts."""
+    log = webui / "sdnext.log"
+    if kind != "sdnext" or not log.is_file():
+        return ""
+    with open(log, "rb") as f:
+        f.seek(start)
+        return "\n" + f.read().decode(errors="replace")
 
 
 def finish(report: Report, host: Host, args: argparse.Namespace, ext_dir: Path, before=None) -> int:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
 from pathlib import Path
 from typing import Any
 
 from . import api, jobs, settings, ui
-from .host import Host
+from .host import Host, host_name
+
+log = logging.getLogger(__name__)
 
 
 class Extension:
@@ -24,7 +28,13 @@ class Extension:
         self.send_to = ui.SendToButtons(self.host)
 
     def ui_tabs(self) -> list[tuple[Any, str, str]]:
-        return [(ui.build_tab(self.session), ui.TAB_TITLE, ui.TAB_ID)]
+        """The SadTalker tab; if building it fails, a tab that shows why (the host would drop it silently)."""
+        try:
+            tab = ui.build_tab(self.session)
+        except Exception as exc:
+            log.error("SadTalker: the tab could not be built on %s: %s", host_name(), exc, exc_info=True)
+            tab = ui.error_tab(traceback.format_exc())
+        return [(tab, ui.TAB_TITLE, ui.TAB_ID)]
 
     def ui_settings(self) -> None:
         settings.on_ui_settings(self.host)

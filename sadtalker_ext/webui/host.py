@@ -9,7 +9,11 @@ methods, and each lookup falls back where A1111 1.6-1.10, Forge (gradio 4) and S
 from __future__ import annotations
 
 import contextlib
+import functools
+import html
 import importlib
+import importlib.util
+import inspect
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -24,6 +28,10 @@ TASK_NAME = "sadtalker"
 
 RestoreFn = Callable[[np.ndarray], np.ndarray]
 """``rgb (H, W, 3) uint8 -> rgb (H, W, 3) uint8``."""
+
+
+class HostFeatureMissing(RuntimeError):
+    """The host lacks something a feature needs; the message names the host and the missing piece."""
 
 
 def gradio_major() -> int:
@@ -47,6 +55,24 @@ class Host:
     def module(name: str) -> Any:
         """``modules.<name>`` (ImportError when the host has no such module)."""
         return importlib.import_module(f"modules.{name}")
+
+    @classmethod
+    def module_with(cls, names: Sequence[str], *attrs: str) -> Any:
+        """The first ``modules.<name>`` that imports and really has every attribute in ``attrs``.
+
+        SD.Next keeps modules with the A1111 names (``paths_internal``, ``infotext_utils``) as empty stubs, so
+        an import that succeeds proves nothing; the attributes decide. :class:`HostFeatureMissing` when none fits.
+        """
+        for name in names:
+            try:
+                mod = cls.module(name)
+            except ImportError:
+                continue
+            if mod is not None and all(hasattr(mod, a) for a in attrs):
+                return mod
+        wanted = ", ".join(attrs)
+        tried = ", ".join(f"modules.{n}" for n in names)
+        raise HostFeatureMissing(f"{host_name()} offers no {wanted} (looked in {tried})")
 
     @property
     def shared(self) -> Any:
@@ -119,11 +145,53 @@ class Host:
 
     # ------------------------------------------------------------------ queue and progress
     def wrap_gpu_call(
-        self, func: Callable[..., Sequence[Any]], extra_outputs: list[Any]
+        self, func: Callable[..., Sequence[Any]], extra_outputs: list[Any], name: str | None = None
     ) -> Callable[..., Any]:
-        """``call_queue.wrap_gradio_gpu_call``: queue lock, job bookkeeping, error HTML, timing."""
+        """``call_queue.wrap_gradio_gpu_call``: queue lock, job bookkeeping, progress, timing.
+
+        ``func`` may be a ``functools.partial``: the host gets a plain named function (SD.Next reads
+        ``func.__name__``, and takes ``name=``). An unexpected exception becomes ``[*extra_outputs, error html]``
+        here, logged with its traceback, instead of in the host's wrapper: SD.Next's wrapper appends the error
+        to the very ``extra_outputs`` list it was given, so every later error would return one output more.
+        """
         call_queue = self.module("call_queue")
-        return call_queue.wrap_gradio_gpu_call(func, extra_outputs=extra_outputs)
+        job_name = (
+            name
+            or getattr(func, "__name__", None)
+            or getattr(getattr(func, "func", None), "__name__", "sadtalker")
+        )
+        fallback = list(extra_outputs)
+
+        def run(*args: Any, **kwargs: Any) -> Sequence[Any]:
+            try:
+                return func(*args, **kwargs)
+            except Exception as exc:
+                self.report_error(f"SadTalker: {job_name} failed", exc)
+                text = html.escape(f"{type(exc).__name__}: {exc}")
+                return [*fallback, f"<div class='error'>{text}</div>"]
+
+        run.__name__ = run.__qualname__ = job_name
+        if isinstance(func, functools.partial):
+            run.__doc__ = func.func.__doc__
+        wrap = call_queue.wrap_gradio_gpu_call
+        kw: dict[str, Any] = {"extra_outputs": extra_outputs}
+        if accepts_keyword(wrap, "name"):
+            kw["name"] = job_name
+        return wrap(run, **kw)
+
+    def report_error(self, message: str, exc: BaseException) -> None:
+        """Log ``exc`` with its traceback the host's way (A1111/Forge ``errors.report``, SD.Next
+        ``errors.display``), else through :mod:`logging`."""
+        try:
+            errors = self.module("errors")
+        except ImportError:
+            errors = None
+        if callable(getattr(errors, "report", None)):
+            errors.report(message, exc_info=True)
+        elif callable(getattr(errors, "display", None)):
+            errors.display(exc, message)
+        else:
+            log.error("%s", message, exc_info=exc)
 
     @contextlib.contextmanager
     def queue_lock(self) -> Iterator[None]:
@@ -137,40 +205,49 @@ class Host:
 
     @contextlib.contextmanager
     def job(self, name: str) -> Iterator[Any]:
-        """``state.begin(job=...)`` ... ``state.end()`` for work started outside the gradio wrapper (API)."""
+        """``state.begin(job=...)`` ... ``state.end()`` for work started outside the gradio wrapper (API);
+        SD.Next: ``begin(title=...)`` returns a job id that ``end()`` takes back."""
         state = self.state
-        try:
-            state.begin(job=name)
-        except TypeError:  # SD.Next: begin(title=..., ...)
-            state.begin()
+        if accepts_keyword(state.begin, "job"):
+            job_id = state.begin(job=name)
+        elif accepts_keyword(state.begin, "title"):
+            job_id = state.begin(title=name)
+        else:
+            job_id = state.begin()
         try:
             yield state
         finally:
-            state.end()
+            if job_id is not None and accepts_keyword(state.end, "task_id"):
+                state.end(job_id)
+            else:
+                state.end()
 
     def interrupt(self) -> None:
         self.state.interrupt()
 
     # ------------------------------------------------------------------ paths
-    def _paths(self) -> Any:
-        try:
-            return self.module("paths_internal")
-        except ImportError:
-            return self.module("paths")
+    def _path_attr(self, attr: str) -> Any:
+        """``paths_internal.<attr>`` (A1111 1.6+, Forge), else ``paths.<attr>`` (SD.Next: ``paths_internal`` is
+        an empty stub there)."""
+        return getattr(self.module_with(("paths_internal", "paths"), attr), attr)
 
     def data_path(self) -> Path:
-        return Path(self._paths().data_path)
+        """The WebUI data folder, absolute (SD.Next's ``data_path`` may be ``""``: its working folder)."""
+        return Path(self._path_attr("data_path") or ".").expanduser().resolve()
 
     def models_path(self) -> Path:
-        return Path(self._paths().models_path)
+        return self._absolute(self._path_attr("models_path"))
 
     def outputs_root(self) -> Path:
-        """``opts.outdir_samples`` when the user set one, else ``<data_path>/outputs``."""
+        """``opts.outdir_samples`` when the user set one, else the host's default output folder (absolute)."""
         custom = self.opt("outdir_samples", "") or ""
         if custom:
             return self._absolute(custom)
-        default = getattr(self._paths(), "default_output_dir", None)
-        return Path(default) if default else self.data_path() / "outputs"
+        try:
+            default = self._path_attr("default_output_dir")
+        except HostFeatureMissing:
+            default = None
+        return self._absolute(default) if default else self.data_path() / "outputs"
 
     def _absolute(self, value: str | Path) -> Path:
         p = Path(value).expanduser()
@@ -181,14 +258,30 @@ class Host:
         return self._absolute(value)
 
     # ------------------------------------------------------------------ face restoration
-    def face_restorer_names(self) -> list[str]:
-        """Names of the host's face restorers (``['CodeFormer', 'GFPGAN']`` on A1111); [] when unavailable."""
+    def _restorers(self) -> list[Any]:
         try:
-            restorers = list(getattr(self.shared, "face_restorers", []) or [])
+            return list(getattr(self.shared, "face_restorers", None) or [])
         except ImportError:
             return []
+
+    def restorers_note(self) -> str:
+        """One line when the host has no face restorer list (SD.Next: its *detailer* re-runs a diffusion model
+        on a processing job and cannot restore video frames); "" on A1111 / Forge."""
+        try:
+            has_list = hasattr(self.shared, "face_restorers")
+        except ImportError:
+            has_list = False
+        if has_list:
+            return ""
+        return (
+            f"{host_name()} has no GFPGAN/CodeFormer face restorers (shared.face_restorers); "
+            "use SadTalker's own enhancer (gfpgan) instead."
+        )
+
+    def face_restorer_names(self) -> list[str]:
+        """Names of the host's face restorers (``['CodeFormer', 'GFPGAN']`` on A1111); [] when unavailable."""
         names = []
-        for r in restorers:
+        for r in self._restorers():
             name = r.name() if callable(getattr(r, "name", None)) else getattr(r, "name", None)
             if name and name != "None":
                 names.append(str(name))
@@ -198,7 +291,7 @@ class Host:
         """A frame function running the host restorer ``name`` (None for ``""``/``None``/unknown names)."""
         if not name or name == "None":
             return None
-        for r in list(getattr(self.shared, "face_restorers", []) or []):
+        for r in self._restorers():
             rname = r.name() if callable(getattr(r, "name", None)) else getattr(r, "name", None)
             if rname == name:
 
@@ -211,11 +304,14 @@ class Host:
 
     # ------------------------------------------------------------------ send-to and callbacks
     def paste_module(self) -> Any:
-        """``modules.infotext_utils`` (1.8+, Forge), else ``generation_parameters_copypaste`` (1.6, 1.7)."""
-        try:
-            return self.module("infotext_utils")
-        except ImportError:
-            return self.module("generation_parameters_copypaste")
+        """``modules.infotext_utils`` (1.8+, Forge), else ``generation_parameters_copypaste`` (1.6, 1.7, and
+        SD.Next, whose ``infotext_utils`` is an empty stub): the first with the send-to functions."""
+        return self.module_with(
+            ("infotext_utils", "generation_parameters_copypaste"),
+            "add_paste_fields",
+            "register_paste_params_button",
+            "ParamBinding",
+        )
 
     def tool_button(self, value: str, elem_id: str, tooltip: str) -> Any:
         """The host's ``ToolButton`` (fits in the image button rows), else a small gr.Button."""
@@ -231,3 +327,25 @@ class Host:
     @property
     def callbacks(self) -> Any:
         return self.module("script_callbacks")
+
+
+def host_name() -> str:
+    """``"SD.Next"``, ``"Forge"`` or ``"AUTOMATIC1111 WebUI"``, from what the host's files offer (for messages)."""
+    find = importlib.util.find_spec
+    try:
+        if find("modules.detailer") is not None or find("modules.sd_detect") is not None:
+            return "SD.Next"
+        if find("modules_forge") is not None:
+            return "Forge"
+    except (ImportError, ValueError):
+        pass
+    return "AUTOMATIC1111 WebUI"
+
+
+def accepts_keyword(func: Callable[..., Any], name: str) -> bool:
+    """True when ``func`` takes a keyword argument ``name`` (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())

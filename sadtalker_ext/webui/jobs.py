@@ -7,7 +7,6 @@ them with a stand-in host and a fake pipeline.
 from __future__ import annotations
 
 import html
-import inspect
 import itertools
 import logging
 import tempfile
@@ -26,7 +25,7 @@ from ..errors import CancelledError, InputError, SadTalkerError
 from ..form import file_value, options_from_values
 from ..options import GenerationOptions
 from ..paths import ModelDirs, resolve_model_dirs
-from .host import Host, RestoreFn
+from .host import Host, RestoreFn, accepts_keyword
 from .settings import NO_RESTORER, WebUISettings, result_root
 
 log = logging.getLogger(__name__)
@@ -160,15 +159,6 @@ def _resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(np.asarray(rgb, np.uint8)).resize((width, height), Image.LANCZOS))
-
-
-def accepts_keyword(func: Callable[..., Any], name: str) -> bool:
-    """True when ``func`` takes keyword ``name`` (or ``**kwargs``)."""
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 # ----------------------------------------------------------------------------------------------- session

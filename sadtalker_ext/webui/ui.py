@@ -6,18 +6,27 @@ Only arguments that gradio 3.41 (A1111 1.6-1.10) and 4.x (Forge) both accept are
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import html
+import logging
 from typing import Any
 
 from ..options import BACKGROUND_ENHANCERS, FACE_DETECTORS, IMPLEMENTED_ENHANCERS, PREPROCESS_MODES, REF_MODES
 from . import jobs, models_panel
-from .host import Host, gradio_major
+from .host import Host, HostFeatureMissing, gradio_major, host_name
 from .settings import NO_RESTORER, WebUISettings
+
+log = logging.getLogger(__name__)
 
 TAB_TITLE = "SadTalker"
 TAB_ID = "sadtalker"
 """``on_ui_tabs`` elem_id: the host wraps the tab as ``#tab_sadtalker``; paste target name ``sadtalker``."""
 SEND_SOURCES = ("txt2img", "img2img", "extras")
+SDNEXT_SEND_SOURCES = ("txt2img", "img2img", "control", "extras", "gallery")
+"""SD.Next's result panels (``ui_common.create_output_panel``): gallery ``{tab}_gallery``, then a row of
+send buttons ``control_tab``, ``txt2img_tab``, ``img2img_tab``, ``extras_tab``, ``caption_tab``."""
+SDNEXT_LAST_SEND_BUTTON = "caption_tab"
 
 
 def _sources(*names: str) -> dict[str, Any]:
@@ -47,7 +56,14 @@ def build_tab(session: jobs.Session) -> Any:
 
     host = session.host
     settings = WebUISettings.read(host)
+    notes = host_notes(host)
     with gr.Blocks(analytics_enabled=False) as tab:
+        if notes:
+            gr.HTML(
+                "".join(f"<p>{html.escape(n)}</p>" for n in notes),
+                elem_id="sadtalker_host_notes",
+                elem_classes=["sadtalker-note"],
+            )
         with gr.Row(equal_height=False, elem_id="sadtalker_main"):
             with gr.Column(elem_id="sadtalker_inputs"):
                 c = _input_section()
@@ -59,8 +75,37 @@ def build_tab(session: jobs.Session) -> Any:
         c.update(_models_section(session))
         inputs = [c[name] for name in jobs.FORM_FIELDS]
         _wire(session, c, inputs)
-    register_paste_target(host, c["source"])
+    with contextlib.suppress(HostFeatureMissing):  # already logged and shown by host_notes()
+        register_paste_target(host, c["source"])
     tab.sadtalker_components = c  # for tests and other extensions
+    return tab
+
+
+def host_notes(host: Host) -> list[str]:
+    """Features this host cannot offer, one line each (also logged once): shown at the top of the tab."""
+    notes = []
+    try:
+        host.paste_module()
+    except HostFeatureMissing as exc:
+        notes.append(f"Send to SadTalker is not available: {exc}.")
+    restorers = host.restorers_note()
+    if restorers:
+        notes.append(restorers)
+    for note in notes:
+        log.warning("SadTalker: %s", note)
+    return notes
+
+
+def error_tab(message: str) -> Any:
+    """A tab that shows why the SadTalker tab could not be built (instead of no tab at all)."""
+    import gradio as gr
+
+    with gr.Blocks(analytics_enabled=False) as tab:
+        gr.HTML(
+            "<div class='sadtalker-error'><h3>SadTalker could not build its tab</h3>"
+            f"<p>Host: {html.escape(host_name())}</p><pre>{html.escape(message)}</pre></div>",
+            elem_id="sadtalker_error",
+        )
     return tab
 
 
@@ -199,7 +244,7 @@ def _wire(session: jobs.Session, c: dict[str, Any], inputs: list[Any]) -> None:
     host = session.host
     gpu = host.wrap_gpu_call
     c["generate"].click(
-        fn=gpu(functools.partial(jobs.generate_single, session), extra_outputs=[None, ""]),
+        fn=gpu(functools.partial(jobs.generate_single, session), [None, ""], "sadtalker_generate"),
         inputs=[c["id_task"], *inputs],
         outputs=[c["video"], c["infotext"], c["html_log"]],
         **_js("sadtalker_submit"),
@@ -207,7 +252,7 @@ def _wire(session: jobs.Session, c: dict[str, Any], inputs: list[Any]) -> None:
     c["interrupt"].click(fn=lambda: host.state.interrupt(), inputs=[], outputs=[])
     c["skip"].click(fn=lambda: host.state.skip(), inputs=[], outputs=[])
     c["batch_generate"].click(
-        fn=gpu(functools.partial(jobs.generate_batch, session), extra_outputs=[None, ""]),
+        fn=gpu(functools.partial(jobs.generate_batch, session), [None, ""], "sadtalker_generate_batch"),
         inputs=[c["batch_id_task"], c["batch_pictures"], c["batch_recordings"], *inputs],
         outputs=[c["batch_videos"], c["batch_infotext"], c["batch_html_log"]],
         **_js("sadtalker_submit_batch"),
@@ -217,7 +262,9 @@ def _wire(session: jobs.Session, c: dict[str, Any], inputs: list[Any]) -> None:
         fn=lambda: (session.unload(), models_panel.status_html(session))[1], inputs=[], outputs=[c["status"]]
     )
     c["download"].click(
-        fn=gpu(functools.partial(models_panel.download_weights, session), extra_outputs=[gr.update()]),
+        fn=gpu(
+            functools.partial(models_panel.download_weights, session), [gr.update()], "sadtalker_download"
+        ),
         inputs=[c["dl_id_task"], c["dl_sizes"], c["dl_full"], c["dl_detector"]],
         outputs=[c["status"], c["download_log"]],
         **_js("sadtalker_submit_download"),
@@ -231,30 +278,45 @@ def register_paste_target(host: Host, picture: Any) -> None:
 
 
 class SendToButtons:
-    """``on_after_component`` callback: a 🎤 button after each host row's "send to extras" button, wired to
-    our tab with ``register_paste_params_button`` (the host connects it once every tab exists)."""
+    """``on_after_component`` callback: a 🎤 button after each host row's "send to extras" button (A1111,
+    Forge: ``{tab}_send_to_extras``; SD.Next: the last of its ``*_tab`` send buttons, ``caption_tab``, after
+    the ``{tab}_gallery`` of the panel being built), wired to our tab with ``register_paste_params_button``
+    (the host connects it once every tab exists). Nothing is added where the host has no send-to functions
+    (:func:`host_notes` says so in the tab)."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
         self.galleries: dict[str, Any] = {}
         self.buttons: dict[str, Any] = {}
+        self._panel: str | None = None  # SD.Next: the result panel whose buttons come next
 
     def __call__(self, component: Any, **kwargs: Any) -> None:
         elem_id = getattr(component, "elem_id", None) or kwargs.get("elem_id")
         if not elem_id:
             return
-        for tab in SEND_SOURCES:
+        for tab in (*SEND_SOURCES, *SDNEXT_SEND_SOURCES):
             if elem_id == f"{tab}_gallery":
                 self.galleries[tab] = component
-            elif elem_id == f"{tab}_send_to_extras" and tab in self.galleries and tab not in self.buttons:
+                self._panel = tab
+                return
+        if elem_id.endswith("_send_to_extras"):
+            tab = elem_id[: -len("_send_to_extras")]
+            if tab in SEND_SOURCES and tab in self.galleries and tab not in self.buttons:
+                self.add_button(tab)
+        elif elem_id == SDNEXT_LAST_SEND_BUTTON and self._panel is not None:
+            tab, self._panel = self._panel, None
+            if tab not in self.buttons:
                 self.add_button(tab)
 
     def add_button(self, tab: str) -> Any:
+        try:
+            pc = self.host.paste_module()
+        except HostFeatureMissing:
+            return None  # the tab's host notes say why
         button = self.host.tool_button(
             "🎤", elem_id=f"{tab}_send_to_sadtalker", tooltip="Send image to SadTalker"
         )
         self.buttons[tab] = button
-        pc = self.host.paste_module()
         # No source_tabname: it asks the host to also copy prompt fields from the source tab's paste fields,
         # and the extras tab registers None there, so connect_paste_params_buttons() would fail on it and
         # take the whole UI down (seen in Forge main); the tab has no infotext fields to receive anyway.

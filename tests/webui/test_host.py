@@ -17,6 +17,8 @@ def test_paste_module_falls_back_to_the_1_6_name(webui, monkeypatch):
 
     assert Host().paste_module() is infotext_utils
     old = types.ModuleType("modules.generation_parameters_copypaste")
+    for name in ("add_paste_fields", "register_paste_params_button", "ParamBinding"):
+        setattr(old, name, getattr(infotext_utils, name))
     monkeypatch.setitem(sys.modules, "modules.infotext_utils", None)  # 1.6/1.7: no such module
     monkeypatch.setitem(sys.modules, "modules.generation_parameters_copypaste", old)
     assert Host().paste_module() is old
