@@ -168,9 +168,7 @@ def test_missing_weights_point_at_the_tabs_download_button(webui, tmp_path, over
     blocks = ext.ui_tabs()[0][0]
     fn = _generate_fn(blocks)
     pic, wav = sample_png(tmp_path / "f.png"), sample_wav(tmp_path / "a.wav")
-    video, _, html_log = fn.fn(
-        "task(w)", *form_values(source=str(pic), driven_audio=str(wav), **overrides), ""
-    )
+    video, _, html_log = fn.fn("task(w)", *form_values(source=str(pic), driven_audio=str(wav), **overrides))
     assert video is None and "class='error'" in html_log
     text = html.unescape(html_log)
     size = overrides.get("size", 256)
