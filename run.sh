@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Development entry point. Creates ./.venv (and for tests ./.venv-gradio4) on first use (Python 3.11, CPU torch):
-#   ./run.sh cli  [ARGS]   talking-head video from a picture + audio (python -m sadtalker_ext)
-#   ./run.sh app  [ARGS]   standalone gradio app on 127.0.0.1
-#   ./run.sh download [ARGS]   fetch the official weights (python -m sadtalker_ext.download)
-#   ./run.sh test [ARGS]   the test suite (pytest), then tests/webui again under gradio 4 (.venv-gradio4)
-#   ./run.sh test-gradio4 [ARGS]   only the gradio-4 pass (default tests/webui)
-#   ./run.sh setup         only (re)install the environments (.venv and .venv-gradio4)
+# Development entry point. Creates .venv/ beside this script (and for tests .venv-gradio4/) on first use
+# (Python 3.11, CPU torch). Run it from any folder: relative paths are read from where you are.
+#   run.sh cli  [ARGS]        talking-head video from a picture + audio (python -m sadtalker_ext)
+#   run.sh app  [ARGS]        standalone gradio app on 127.0.0.1
+#   run.sh download [ARGS]    fetch the official weights (python -m sadtalker_ext.download)
+#   run.sh test [ARGS]        the test suite (pytest, in the repository), then tests/webui under gradio 4
+#   run.sh test-gradio4 [ARGS]    only the gradio-4 pass (default tests/webui)
+#   run.sh setup              only (re)install the environments (.venv and .venv-gradio4)
+# SADTALKER_VENV / SADTALKER_VENV_GRADIO4 choose other environment folders, PYTHON the interpreter.
+
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cd "$here"
 venv="${SADTALKER_VENV:-$here/.venv}"
 # Forge's gradio 4 line (requirements-gradio4.txt): the WebUI tests run a second time there
 venv4="${SADTALKER_VENV_GRADIO4:-$here/.venv-gradio4}"
@@ -17,14 +19,14 @@ py="${PYTHON:-python3.11}"
 # make_venv DIR REQUIREMENTS: (re)install DIR when the requirement files changed since its last install
 make_venv() {
   local dir="$1" reqs="$2" stamp="$1/.installed" want
-  want="$(cat requirements.txt "$reqs" | sha256sum | cut -c1-16)"
+  want="$(cat "$here/requirements.txt" "$here/$reqs" | sha256sum | cut -c1-16)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
   if ! command -v "$py" >/dev/null 2>&1; then
     echo "run.sh: $py not found; set PYTHON to a Python 3.10/3.11 interpreter" >&2; exit 2
   fi
   [ -x "$dir/bin/python" ] || "$py" -m venv "$dir"
   "$dir/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0
-  "$dir/bin/python" -m pip install -q --disable-pip-version-check -r "$reqs"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check -r "$here/$reqs"
   echo "$want" > "$stamp"
 }
 setup() { make_venv "$venv" requirements-ci.txt; }
@@ -58,17 +60,21 @@ test_gradio4() {
 cmd="${1:-}"; [ $# -gt 0 ] && shift
 case "$cmd" in
   setup) setup; setup_gradio4 ;;
-  cli) setup; exec "$venv/bin/python" -m sadtalker_ext "$@" ;;
-  app) setup; exec "$venv/bin/python" -m sadtalker_ext.app "$@" ;;
-  download) setup; exec "$venv/bin/python" -m sadtalker_ext.download "$@" ;;
+  # the caller's folder stays the working folder (relative paths, ./results); the package comes from here
+  cli) setup; PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec "$venv/bin/python" -m sadtalker_ext "$@" ;;
+  app) setup; PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec "$venv/bin/python" -m sadtalker_ext.app "$@" ;;
+  download) setup; PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec "$venv/bin/python" -m sadtalker_ext.download "$@" ;;
   test)
     setup; setup_gradio4
+    cd "$here"  # test paths are relative to the repository
     rc=0; "$venv/bin/python" -m pytest "$@" || rc=$?
     rc4=0; test_gradio4 "$@" || rc4=$?
     [ "$rc" -ne 0 ] && echo "run.sh: pytest failed (exit $rc)" >&2
     [ "$rc4" -ne 0 ] && echo "run.sh: gradio 4 pass failed (exit $rc4)" >&2
     [ "$rc" -ne 0 ] && exit "$rc"
     exit "$rc4" ;;
-  test-gradio4) setup_gradio4; test_gradio4 "$@" ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  test-gradio4) setup_gradio4; cd "$here"; test_gradio4 "$@" ;;
+  *) # usage: the comment block at the top of this file
+    [ -n "$cmd" ] && echo "run.sh: unknown command '$cmd'" >&2
+    sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; exit 2 ;;
 esac

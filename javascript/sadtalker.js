@@ -35,10 +35,95 @@ function sadtalker_start_progress(panelId, previewId) {
     return id;
 }
 
-// Generate: the first input is the hidden task-id textbox (wrap_gradio_gpu_call reads it).
+// Upload names. gradio hands uploads to Python under temporary names (3.41: tmpcan1rlob.png for the picture,
+// speech-0-100.wav for the recording; 4.x: the picture as an image without a name), so the name the user
+// knows only exists here: remember the file picked or dropped on an input, keep it once that file became the
+// input's value (the input's upload event), and send the names of the values still shown with Generate.
+var SADTALKER_NAMED_INPUTS = ['sadtalker_picture', 'sadtalker_audio', 'sadtalker_ref_video'];
+var sadtalker_picked = {}; // elem_id -> name of the file picked or dropped, until the input has loaded it
+var sadtalker_uploads = {}; // elem_id -> {name, value}: the upload that became the input's value
+
+function sadtalker_named_input(event) {
+    var path = event.composedPath ? event.composedPath() : [event.target];
+    for (var i = 0; i < path.length; i++) {
+        if (path[i] && path[i].id && SADTALKER_NAMED_INPUTS.indexOf(path[i].id) >= 0) {
+            return path[i].id;
+        }
+    }
+    return null;
+}
+
+function sadtalker_note_pick(event, files) {
+    var id = sadtalker_named_input(event);
+    if (id && files && files.length) {
+        sadtalker_picked[id] = files[0].name;
+    }
+}
+
+function sadtalker_watch_picks(root) {
+    root.addEventListener('change', function(e) {
+        if (e.target && e.target.type === 'file') {
+            sadtalker_note_pick(e, e.target.files);
+        }
+    }, true);
+    root.addEventListener('drop', function(e) {
+        sadtalker_note_pick(e, e.dataTransfer ? e.dataTransfer.files : null);
+    }, true);
+}
+sadtalker_watch_picks(document);
+
+// The inputs' upload event (browser only, wired in ui.py): the picked file is now the input's value.
+function sadtalker_uploaded(id, value) {
+    var name = sadtalker_picked[id];
+    delete sadtalker_picked[id];
+    sadtalker_uploads[id] = name ? {name: name, value: value} : null;
+    return [];
+}
+
+function sadtalker_same_value(a, b) {
+    if (a === b) {
+        return a !== null && a !== undefined;
+    }
+    if (!a || !b || typeof a !== 'object' || typeof b !== 'object') {
+        return false;
+    }
+    var keys = ['path', 'data', 'url', 'name']; // gradio 4 file data: path; gradio 3: data URL
+    for (var i = 0; i < keys.length; i++) {
+        if (a[keys[i]] !== undefined || b[keys[i]] !== undefined) {
+            return a[keys[i]] === b[keys[i]];
+        }
+    }
+    return false;
+}
+
+// JSON {elem_id: file name} for the uploads that are still the inputs' values (a picture sent from a gallery,
+// pasted or edited since has no upload name: Python keeps its own).
+function sadtalker_upload_names(values) {
+    var names = {};
+    SADTALKER_NAMED_INPUTS.forEach(function(id) {
+        var upload = sadtalker_uploads[id];
+        if (upload && values.some(function(v) {
+            return sadtalker_same_value(upload.value, v);
+        })) {
+            names[id] = upload.name;
+        }
+    });
+    return JSON.stringify(names);
+}
+
+// The hidden upload-names textbox always holds this value in the page (ui.py): its place among the arguments
+// (gradio 3 also appends the outputs' values after the inputs) is where the names go.
+var SADTALKER_NAMES_SLOT = 'sadtalker:upload-names';
+
+// Generate: the first input is the hidden task-id textbox (wrap_gradio_gpu_call reads it); the upload-names
+// textbox gets the names of the files the user chose.
 function sadtalker_submit() {
     var res = Array.from(arguments);
     res[0] = sadtalker_start_progress('sadtalker_results_panel', 'sadtalker_video');
+    var slot = res.indexOf(SADTALKER_NAMES_SLOT, 1);
+    if (slot > 0) {
+        res[slot] = sadtalker_upload_names(res.slice(1, slot));
+    }
     return res;
 }
 
@@ -132,4 +217,10 @@ async function sadtalker_send_from_gallery(tab) {
 
 if (typeof onUiLoaded === 'function') {
     onUiLoaded(sadtalker_add_fallback_buttons);
+    onUiLoaded(function() {
+        var app = gradioApp();
+        if (app !== document && app instanceof ShadowRoot) { // change events do not leave a shadow root
+            sadtalker_watch_picks(app);
+        }
+    });
 }

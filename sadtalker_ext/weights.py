@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .errors import CheckpointError
-from .paths import EXTENSION_ROOT, ModelDirs, resolve_model_dirs
+from .paths import DATA_DIR, ModelDirs, resolve_model_dirs
 
 log = logging.getLogger(__name__)
 
-MANIFEST_PATH = EXTENSION_ROOT / "models" / "weights.json"
+MANIFEST_PATH = DATA_DIR / "weights.json"
 """The packaged manifest."""
 
 DEST_CHECKPOINTS = "checkpoints"

@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..paths import EXTENSION_ROOT
+from ..paths import DATA_DIR
 
-STANDARD_LANDMARKS_FILE = EXTENSION_ROOT / "models" / "lm3d_std_5p.json"
+STANDARD_LANDMARKS_FILE = DATA_DIR / "lm3d_std_5p.json"
 TARGET_SIZE = 224
 RESCALE_FACTOR = 102.0
 

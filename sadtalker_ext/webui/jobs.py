@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import html
 import itertools
+import json
 import logging
+import os
+import shutil
 import tempfile
 import threading
 import time
@@ -21,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import CancelledError, InputError, SadTalkerError
+from ..errors import CancelledError, CheckpointError, InputError, SadTalkerError
 from ..form import file_value, options_from_values
 from ..options import GenerationOptions
 from ..paths import ModelDirs, resolve_model_dirs
@@ -383,12 +386,133 @@ def picture_file(value: Any, folder: Path) -> Any:
     return str(path)
 
 
+UPLOAD_NAME_FIELDS = {
+    "sadtalker_picture": "source",
+    "sadtalker_audio": "driven_audio",
+    "sadtalker_ref_video": "ref_video",
+}
+"""elem_id of a tab input -> its form field, for the upload names ``javascript/sadtalker.js`` sends."""
+UPLOAD_NAMES_SLOT = "sadtalker:upload-names"
+"""Value of the tab's hidden upload-names textbox in the page; the script puts the names in its place (what
+arrives unchanged means no names: a host that did not load the script)."""
+_SAME_KIND = ({".jpg", ".jpeg"}, {".tif", ".tiff"})
+
+
+def upload_names(value: Any) -> dict[str, str]:
+    """The tab's hidden upload-names value (JSON ``{elem_id: file name}`` that ``javascript/sadtalker.js``
+    records when the user picks or drops a file) -> ``{form field: file name}``; anything malformed is ignored.
+
+    gradio hands uploads to Python under temporary names (3.41: ``tmpcan1rlob.png`` for the picture,
+    ``speech-0-100.wav`` for the recording; gradio 4: the tab's PIL picture has no name at all), so the name
+    the user knows only exists in the browser.
+    """
+    try:
+        raw = json.loads(value) if isinstance(value, str) and value.strip() else {}
+    except ValueError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    names: dict[str, str] = {}
+    for elem_id, field in UPLOAD_NAME_FIELDS.items():
+        name = _safe_file_name(raw.get(elem_id))
+        if name:
+            names[field] = name
+    return names
+
+
+def _safe_file_name(name: Any) -> str | None:
+    """A plain file name (no folders, no control characters, at most 120 characters) or None."""
+    if not isinstance(name, str):
+        return None
+    name = "".join(ch for ch in name.replace("\\", "/").rsplit("/", 1)[-1] if ch.isprintable()).strip()
+    name = name.lstrip(".")
+    if not name:
+        return None
+    stem, suffix = Path(name).stem, Path(name).suffix
+    if len(suffix) > 10:
+        stem, suffix = name, ""
+    return stem[: 120 - len(suffix)] + suffix
+
+
+def with_user_names(form: dict[str, Any], names: Mapping[str, str], folder: Path) -> dict[str, Any]:
+    """Give each uploaded file the user's name: a link (or copy) ``folder/<field>/<name>`` replaces the temp
+    path, so progress text, infotext and the output name show ``face.png``, not gradio's temp name. The suffix
+    stays the file's own where the content differs in kind (gradio 3 re-encodes the recording as wav)."""
+    form = dict(form)
+    for field, name in names.items():
+        path = file_value(form.get(field))
+        if not path or not Path(path).is_file():
+            continue
+        actual = Path(path).suffix.lower()
+        wanted = Path(name).suffix.lower()
+        same_kind = wanted == actual or any({wanted, actual} <= kind for kind in _SAME_KIND)
+        target = name if same_kind or not actual else Path(name).stem + Path(path).suffix
+        if target == Path(path).name:
+            continue
+        dest = folder / field / target
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, dest)
+        except OSError:  # another file system, or links not allowed: copy
+            shutil.copyfile(path, dest)
+        form[field] = str(dest)
+    return form
+
+
 def generate_single(session: Session, id_task: str, *values: Any) -> list[Any]:
-    """The Generate button (wrapped by ``wrap_gradio_gpu_call``): ``[video, infotext, html]``."""
-    form = dict(zip(FORM_FIELDS, values, strict=True))
+    """The Generate button (wrapped by ``wrap_gradio_gpu_call``): ``[video, infotext, html]``.
+
+    ``values``: the :data:`FORM_FIELDS` values, then (from the tab) the upload names (:func:`upload_names`).
+    """
+    count = len(FORM_FIELDS)
+    if len(values) not in (count, count + 1):
+        raise TypeError(f"generate_single: expected {count} form values (+ upload names), got {len(values)}")
+    form = dict(zip(FORM_FIELDS, values[:count], strict=True))
+    names = upload_names(values[count]) if len(values) > count else {}
     with tempfile.TemporaryDirectory(prefix="sadtalker_picture_") as tmp:
         form["source"] = picture_file(form.get("source"), Path(tmp))
+        form = with_user_names(form, names, Path(tmp))
         return _generate_single(session, form)
+
+
+def tab_error_text(session: Session, options: GenerationOptions, exc: SadTalkerError) -> str:
+    """The message the tab shows for ``exc``: missing weight files point at the tab's own Download button
+    (the pipeline's message names the command line, right for the CLI); anything else unchanged."""
+    if not isinstance(exc, CheckpointError):
+        return str(exc)
+    from ..weights import MISSING, missing_files, required_files
+
+    try:
+        selection = required_files(
+            options.size,
+            options.preprocess,
+            enhancer=options.enhancer == "gfpgan",
+            detector=options.face_detector == "retinaface",
+            background=options.background_enhancer == "realesrgan",
+        )
+        rows = [r for r in missing_files(selection, session.model_dirs()) if r.state == MISSING]
+    except SadTalkerError:
+        return str(exc)
+    if not rows:  # not a missing file (a damaged or refused one): the loader's own words
+        return str(exc)
+    ticks = [f"size {', '.join(str(s) for s in selection.sizes)}"]
+    ticks += [f"'{label}'" for flag, label in DOWNLOAD_BOXES.items() if getattr(selection, flag)]
+    lines = [f"Missing weight file{'s' if len(rows) > 1 else ''}:"]
+    lines += [f"  {r.name} -> {r.path.parent}" for r in rows]
+    lines.append(
+        "Fetch them in this tab: open Models (below), tick " + ", ".join(ticks)
+        + ", and press 'Download missing weights'."
+    )  # fmt: skip
+    return "\n".join(lines)
+
+
+DOWNLOAD_BOXES = {
+    "full": "Full-picture modes (full / extfull)",
+    "detector": "RetinaFace + FAN face detector",
+    "enhancer": "GFPGAN face enhancer",
+    "background": "Real-ESRGAN background enhancer",
+}
+"""``weights.Selection`` flag -> label of its checkbox in the Models section (the tab's download row)."""
 
 
 def _generate_single(session: Session, form: dict[str, Any]) -> list[Any]:
@@ -408,7 +532,7 @@ def _generate_single(session: Session, form: dict[str, Any]) -> list[Any]:
     except CancelledError:
         return [None, "", message_html("Interrupted: no video was written.")]
     except SadTalkerError as exc:
-        return [None, "", message_html(str(exc), "error")]
+        return [None, "", message_html(tab_error_text(session, options, exc), "error")]
     finally:
         session.finish(settings)
     return [str(outcome.video_path), outcome.infotext, _saved_html([outcome.video_path])]
@@ -459,6 +583,9 @@ def generate_batch(session: Session, id_task: str, pictures: Any, recordings: An
                 state.skipped = False
                 problems.append(f"{label}: skipped")
                 continue
+            except CheckpointError as exc:  # the same files for every pair: say it once, stop
+                problems.append(tab_error_text(session, options, exc))
+                break
             except SadTalkerError as exc:
                 problems.append(f"{label}: {exc}")
                 continue

@@ -11,7 +11,13 @@ from .jobs import Session, cancel_requested, message_html
 
 
 def download_weights(
-    session: Session, id_task: str, sizes: Sequence[Any], full: bool, detector: bool
+    session: Session,
+    id_task: str,
+    sizes: Sequence[Any],
+    full: bool,
+    detector: bool,
+    enhancer: bool = False,
+    background: bool = False,
 ) -> list[Any]:
     """The Download button: fetch the selected weight files with the host progress bar; ``[status html, log]``."""
     from ..download import download
@@ -19,7 +25,14 @@ def download_weights(
 
     state = session.host.state
     chosen = tuple(sorted({int(s) for s in (sizes or [256])}))
-    selection = Selection(sizes=chosen, full=bool(full), detector=bool(detector), crop=True)
+    selection = Selection(
+        sizes=chosen,
+        full=bool(full),
+        detector=bool(detector),
+        enhancer=bool(enhancer),
+        background=bool(background),
+        crop=True,
+    )
     state.job_count = 1
     state.textinfo = "SadTalker: checking weight files"
 

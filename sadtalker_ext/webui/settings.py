@@ -32,7 +32,7 @@ class Spec:
 
 SPECS: tuple[Spec, ...] = (
     Spec("sadtalker_result_dir", "", "Output folder for SadTalker videos", "Textbox",
-         info="empty: <outputs>/SadTalker; relative paths start at the WebUI folder", restrict_api=True),
+         info="empty: SadTalker inside the WebUI's outputs folder (outputs/SadTalker); relative paths start at the WebUI folder", restrict_api=True),
     Spec("sadtalker_date_subfolder", True, "Save videos into a dated subfolder (YYYY-MM-DD)", "Checkbox"),
     Spec("sadtalker_keep_models_loaded", True, "Keep SadTalker models in memory between generations", "Checkbox",
          info="off: models are unloaded after every generation (frees VRAM, next run loads again)"),

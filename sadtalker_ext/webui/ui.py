@@ -128,6 +128,11 @@ def _input_section() -> dict[str, Any]:
         )
         c["ref_mode"] = gr.Radio(list(REF_MODES), value="pose", label="The reference video provides",
                                  elem_id="sadtalker_ref_mode")  # fmt: skip
+    # the names of the files the user chose (gradio gives Python temp names): javascript/sadtalker.js replaces
+    # this placeholder with them when Generate is clicked (the page's value stays the placeholder)
+    c["upload_names"] = gr.Textbox(
+        value=jobs.UPLOAD_NAMES_SLOT, visible=False, elem_id="sadtalker_upload_names"
+    )
     return c
 
 
@@ -226,10 +231,14 @@ def _models_section(session: jobs.Session) -> dict[str, Any]:
             c["dl_sizes"] = gr.CheckboxGroup(
                 ["256", "512"], value=["256"], label="Sizes", elem_id="sadtalker_dl_sizes"
             )
-            c["dl_full"] = gr.Checkbox(label="Full-picture modes (full / extfull)", value=True,
+            c["dl_full"] = gr.Checkbox(label=jobs.DOWNLOAD_BOXES["full"], value=True,
                                        elem_id="sadtalker_dl_full")  # fmt: skip
-            c["dl_detector"] = gr.Checkbox(label="RetinaFace + FAN face detector", value=True,
+            c["dl_detector"] = gr.Checkbox(label=jobs.DOWNLOAD_BOXES["detector"], value=True,
                                            elem_id="sadtalker_dl_detector")  # fmt: skip
+            c["dl_enhancer"] = gr.Checkbox(label=jobs.DOWNLOAD_BOXES["enhancer"], value=False,
+                                           elem_id="sadtalker_dl_enhancer")  # fmt: skip
+            c["dl_background"] = gr.Checkbox(label=jobs.DOWNLOAD_BOXES["background"], value=False,
+                                             elem_id="sadtalker_dl_background")  # fmt: skip
         c["dl_id_task"] = gr.Textbox(visible=False, elem_id="sadtalker_dl_id_task")
         c["download"] = gr.Button("Download missing weights", elem_id="sadtalker_download")
         with gr.Column(elem_id="sadtalker_download_panel"):
@@ -245,10 +254,15 @@ def _wire(session: jobs.Session, c: dict[str, Any], inputs: list[Any]) -> None:
     gpu = host.wrap_gpu_call
     c["generate"].click(
         fn=gpu(functools.partial(jobs.generate_single, session), [None, ""], "sadtalker_generate"),
-        inputs=[c["id_task"], *inputs],
+        inputs=[c["id_task"], *inputs, c["upload_names"]],
         outputs=[c["video"], c["infotext"], c["html_log"]],
         **_js("sadtalker_submit"),
     )
+    for elem_id, field in jobs.UPLOAD_NAME_FIELDS.items():
+        # browser only: remember which file became this input's value (its name travels with Generate)
+        c[field].upload(
+            fn=None, inputs=[c[field]], outputs=[], **_js(f"(v) => sadtalker_uploaded('{elem_id}', v)")
+        )
     c["interrupt"].click(fn=lambda: host.state.interrupt(), inputs=[], outputs=[])
     c["skip"].click(fn=lambda: host.state.skip(), inputs=[], outputs=[])
     c["batch_generate"].click(
@@ -265,7 +279,14 @@ def _wire(session: jobs.Session, c: dict[str, Any], inputs: list[Any]) -> None:
         fn=gpu(
             functools.partial(models_panel.download_weights, session), [gr.update()], "sadtalker_download"
         ),
-        inputs=[c["dl_id_task"], c["dl_sizes"], c["dl_full"], c["dl_detector"]],
+        inputs=[
+            c["dl_id_task"],
+            c["dl_sizes"],
+            c["dl_full"],
+            c["dl_detector"],
+            c["dl_enhancer"],
+            c["dl_background"],
+        ],
         outputs=[c["status"], c["download_log"]],
         **_js("sadtalker_submit_download"),
     )

@@ -245,3 +245,76 @@ def test_js_fallback_button_without_python_binding(driver, make_extension, webui
         driver.find_element(By.ID, "sadtalker_generate").click()
         _wait(lambda: "speech recording" in driver.find_element(By.ID, "sadtalker_html_log").text,
               what="form error", driver=driver)  # fmt: skip
+
+
+def _infotext(driver) -> str:
+    return driver.execute_script(
+        "const t = document.querySelector('#sadtalker_infotext textarea'); return t ? t.value : '';"
+    )
+
+
+def _upload(driver, elem_id: str, path: Path) -> None:
+    """Pick ``path`` in the input's file dialog (what a user's click on the upload area does)."""
+    from selenium.webdriver.common.by import By
+
+    field = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} input[type=file]"),
+                  what=f"{elem_id} upload input", driver=driver)[0]  # fmt: skip
+    field.send_keys(str(path))
+
+
+@pytest.mark.slow
+def test_generate_keeps_the_names_of_uploaded_files(driver, make_extension, webui, monkeypatch, tmp_path):
+    """gradio hands Python temp names (3.41: ``tmpcan1rlob.png``, ``speech-0-100.wav``; 4: a nameless PIL
+    picture): the tab's script sends the names the user picked, so the infotext and the video name show them;
+    a picture sent from a gallery afterwards no longer carries the uploaded file's name."""
+    from selenium.webdriver.common.by import By
+
+    from tests.webui.conftest import sample_wav
+
+    gallery_picture = sample_png(tmp_path / "gallery" / "00003-9.png", size=(40, 30), color=(10, 200, 30))
+    face = sample_png(tmp_path / "my pictures" / "face.png", size=(48, 64), color=(200, 120, 90))
+    speech = sample_wav(tmp_path / "my recordings" / "speech.wav")
+    with _served(webui, make_extension, monkeypatch, gallery_picture) as url:
+        driver.get(url)
+        tab = _wait(lambda: sadtalker_tab(driver), what="SadTalker tab button", driver=driver)
+        tab.click()
+        for elem_id, path in (("sadtalker_picture", face), ("sadtalker_audio", speech)):
+            _upload(driver, elem_id, path)
+            # the file became the input's value (its upload event reached the tab's script)
+            _wait(lambda elem_id=elem_id: driver.execute_script(f"return !!sadtalker_uploads['{elem_id}'];"),
+                  what=f"{elem_id} upload", driver=driver)  # fmt: skip
+        driver.find_element(By.ID, "sadtalker_generate").click()
+        info = _wait(lambda: _infotext(driver), what="infotext", driver=driver)
+        assert "Picture: face.png" in info and "Audio: speech.wav" in info, info
+        videos = sorted(p.name for p in (webui.root / "outputs").rglob("*.mp4"))
+        assert len(videos) == 1 and videos[0].startswith("face__speech"), videos
+
+        # the picture replaced by "send to SadTalker": the upload's name no longer applies to it
+        assert _select_tab(driver, "txt2img")
+        _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#txt2img_gallery img"), what="gallery image")
+        driver.find_element(By.ID, "txt2img_send_to_sadtalker").click()
+        _wait(lambda: _selected_tab(driver) == "SadTalker", what="tab switch", driver=driver)
+        time.sleep(1.0)  # the sent picture lands in the input
+        driver.execute_script("document.querySelector('#sadtalker_infotext textarea').value = '';")
+        driver.find_element(By.ID, "sadtalker_generate").click()
+        info = _wait(lambda: "Picture:" in _infotext(driver) and _infotext(driver), what="second infotext")
+        assert "Picture: face.png" not in info and "Audio: speech.wav" in info, info
+
+
+def sadtalker_tab(driver):
+    from selenium.webdriver.common.by import By
+
+    for button in driver.find_elements(By.CSS_SELECTOR, "#tabs > .tab-nav > button, #tabs .tab-nav button"):
+        if button.text.strip() == "SadTalker":
+            return button
+    return None
+
+
+def _select_tab(driver, label: str) -> bool:
+    from selenium.webdriver.common.by import By
+
+    for button in driver.find_elements(By.CSS_SELECTOR, "#tabs > .tab-nav > button, #tabs .tab-nav button"):
+        if button.text.strip() == label:
+            button.click()
+            return True
+    return False
