@@ -183,6 +183,23 @@ def read_mapping_checkpoint(path: str | Path, component: str = "mapping") -> dic
     return state
 
 
+def _listed(items: list[str], limit: int) -> str:
+    """``a, b, c`` (every item when at most ``limit``, else the first ``limit`` and how many more)."""
+    shown = ", ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more"
+
+
+def describe_key_problems(missing: list[str], extra: list[str], limit: int = 20) -> str:
+    """``N missing key(s): ...; M unexpected key(s) (not in the network): ...`` (names listed up to
+    ``limit`` each); empty parts are left out."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {_listed(missing, limit)}")
+    if extra:
+        parts.append(f"{len(extra)} unexpected key(s) (not in the network): {_listed(extra, limit)}")
+    return "; ".join(parts)
+
+
 def load_strict(
     module: nn.Module, state: Mapping[str, torch.Tensor], *, file: str | Path, component: str
 ) -> None:
@@ -204,12 +221,10 @@ def load_strict(
                 continue
         fixed[key] = value
     problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s), e.g. {missing[:3]}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
+    if missing or unexpected:
+        problems.append(describe_key_problems(missing, unexpected))
     if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es), e.g. {mismatched[:3]}")
+        problems.append(f"{len(mismatched)} shape mismatch(es): {_listed(mismatched, 5)}")
     if problems:
         raise CheckpointError(
             f"{component}: {file} does not fit the network: " + "; ".join(problems) + ". "
