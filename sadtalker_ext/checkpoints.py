@@ -11,8 +11,10 @@ Every failure raises :class:`CheckpointError` naming the file, the component and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
+import re
 import struct
 import threading
 from collections.abc import Callable, Mapping
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .paths import ModelDirs, resolve_model_dirs
 
 SAFETENSORS_256 = "SadTalker_V0.0.2_256.safetensors"
 SAFETENSORS_512 = "SadTalker_V0.0.2_512.safetensors"
@@ -141,6 +144,38 @@ def read_safetensors_prefix(
     return out
 
 
+def _refused_pickle_message(path: Path, component: str, torch_text: str) -> str:
+    """What a refused pickle is and where the official file comes from. torch's own text advises turning the
+    safety off (``weights_only=False``, allow-listing globals): only the name of what was refused is kept."""
+    from .weights import download_command_for
+
+    get = f"Get the official file with: {download_command_for(path.name, _dirs_of(path))}"
+    found = re.search(r"GLOBAL ([\w.]+)", torch_text)
+    if found:
+        return (
+            f"{component}: {path} is not a plain weight file: it refers to the Python object "
+            f"'{found.group(1)}', and loading it could run code, so it was refused. {get}"
+        )
+    return (
+        f"{component}: {path} cannot be read: it is not a plain weight file (not a torch checkpoint of plain "
+        f"tensors). {get}"
+    )
+
+
+def _dirs_of(path: Path) -> ModelDirs:
+    """Model folders with ``path``'s folder in the role its file has (for the downloader command)."""
+    from .weights import DEST_CHECKPOINTS, load_manifest
+
+    default = resolve_model_dirs()
+    try:
+        wf = load_manifest().get(path.name)
+    except (KeyError, CheckpointError):
+        return default
+    if wf.dest == DEST_CHECKPOINTS:
+        return dataclasses.replace(default, checkpoints=path.parent)
+    return dataclasses.replace(default, gfpgan=path.parent)
+
+
 def read_torch_pickle(path: str | Path, component: str) -> object:
     """Unpickle a torch ``.pth``/``.pth.tar`` file onto the CPU without running code.
 
@@ -154,11 +189,8 @@ def read_torch_pickle(path: str | Path, component: str) -> object:
         # ``.format_version`` entry) and then returns None. weights_only=True is the stricter check anyway.
         return torch.serialization.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{component}: {path} cannot be read: it needs more than plain tensors to load and was refused "
-            f"(it could run code), or it is not a torch checkpoint. Use the official file. Detail: {first}"
-        ) from exc
+        # not chained: torch's text advises turning the safety off
+        raise CheckpointError(_refused_pickle_message(Path(path), component, str(exc))) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"{component}: {path} cannot be read: it is not a readable torch checkpoint or is truncated: {exc}. "

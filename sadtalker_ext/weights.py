@@ -372,6 +372,23 @@ def download_command(selection: Selection, dirs: ModelDirs | None = None) -> str
     return shlex.join(parts)
 
 
+def download_command_for(
+    name: str, dirs: ModelDirs | None = None, *, manifest: Manifest | None = None
+) -> str:
+    """The downloader command that fetches the official file ``name`` (``--all`` when the manifest does not
+    tie it to a feature); see :func:`download_command`."""
+    try:
+        wf = (manifest or load_manifest()).get(name)
+    except (KeyError, CheckpointError):
+        wf = None
+    feats = set(wf.needed_for) if wf is not None else set()
+    if not feats & {"256", "512", "crop", *OPTIONAL_FEATURES}:
+        return shlex.join(["python", "-m", "sadtalker_ext.download", "--all"])
+    sizes = tuple(int(s) for s in ("256", "512") if s in feats) or (256,)
+    selection = Selection(sizes=sizes, **{f: f in feats for f in OPTIONAL_FEATURES})
+    return download_command(selection, dirs)
+
+
 def missing_files(
     selection: Selection | Sequence[str], dirs: ModelDirs | None = None, *, manifest: Manifest | None = None
 ) -> list[WeightStatus]:

@@ -79,3 +79,40 @@ def test_extra_and_missing_keys_are_both_listed(eighth, tmp_path):
     msg = str(info.value)
     assert "1 missing key(s): predictor.down_blocks.down1.conv.weight;" in msg, msg
     assert "1 unexpected key(s) (not in the network): predictor.extra_head.weight." in msg, msg
+
+
+# ----------------------------------------------------------------------------------------------- pickles
+
+
+class _Planted:
+    """An object whose unpickling would create a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("name", ["mapping_00229-model.pth.tar", "GFPGANv1.4.pth"])
+def test_refused_pickle_never_suggests_turning_the_safety_off(tmp_path, name):
+    from sadtalker_ext.enhance import load_gfpgan
+
+    marker = tmp_path / "ran"
+    path = tmp_path / name
+    torch.save({"mapping": {"w": torch.zeros(2)}, "params_ema": {}, "x": _Planted(marker)}, str(path))
+    with pytest.raises(CheckpointError) as info:
+        if name.startswith("mapping"):
+            checkpoints.read_mapping_checkpoint(path)
+        else:
+            load_gfpgan(path, "cpu", torch.float32)
+    msg = str(info.value)
+    assert not marker.exists()
+    assert f"{path} is not a plain weight file" in msg and "Python object 'getattr'" in msg, msg
+    for advice in ("weights_only", "safe_globals", "trust", "\x1b"):
+        assert advice not in msg, msg
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    if name.startswith("mapping"):
+        assert msg.endswith(f"python -m sadtalker_ext.download --size 256 --checkpoint_dir {tmp_path}")
+    else:
+        assert msg.endswith(f"python -m sadtalker_ext.download --size 256 --enhancer --gfpgan_dir {tmp_path}")
