@@ -116,3 +116,39 @@ def test_refused_pickle_never_suggests_turning_the_safety_off(tmp_path, name):
         assert msg.endswith(f"python -m sadtalker_ext.download --size 256 --checkpoint_dir {tmp_path}")
     else:
         assert msg.endswith(f"python -m sadtalker_ext.download --size 256 --enhancer --gfpgan_dir {tmp_path}")
+
+
+# ----------------------------------------------------------------------------------------------- options
+
+
+def test_options_from_python_coerce_numeric_strings():
+    from sadtalker_ext.options import GenerationOptions
+
+    opts = GenerationOptions(
+        source="face.png", driven_audio="speech.wav", batch_size="2", size="512", pose_style="7",
+        expression_scale="1.5", seed="11", still="yes", use_blink="false", input_yaw="0 20",
+    )  # fmt: skip
+    assert (opts.batch_size, opts.size, opts.pose_style, opts.seed) == (2, 512, 7, 11)
+    assert opts.expression_scale == 1.5 and opts.still is True and opts.use_blink is False
+    assert opts.input_yaw == (0.0, 20.0)
+    assert opts == GenerationOptions.from_mapping(opts.to_dict())
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("batch_size", "two", "batch_size must be a whole number; got 'two'"),
+        ("batch_size", 2.5, "batch_size must be a whole number; got 2.5"),
+        ("batch_size", None, "batch_size must be a whole number; got None"),
+        ("batch_size", "0", "batch_size must be from 1 to 64; got 0"),
+        ("expression_scale", "big", "expression_scale must be a number; got 'big'"),
+        ("size", [256], "size must be a whole number; got [256]"),
+        ("still", "maybe", "still: invalid value 'maybe'"),
+    ],
+)
+def test_options_from_python_refuse_with_the_field_name(field, value, needle):
+    from sadtalker_ext.options import GenerationOptions
+
+    with pytest.raises(InputError) as info:
+        GenerationOptions(source="face.png", driven_audio="speech.wav", **{field: value})
+    assert needle in str(info.value)
