@@ -152,3 +152,41 @@ def test_options_from_python_refuse_with_the_field_name(field, value, needle):
     with pytest.raises(InputError) as info:
         GenerationOptions(source="face.png", driven_audio="speech.wav", **{field: value})
     assert needle in str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------- pictures
+
+BIG = 14_000  # 196 MP: above the picture limit (100 MP) and above what Pillow refuses to open (2 x 89.5 MP)
+
+
+@pytest.fixture(scope="module")
+def big_pictures(tmp_path_factory) -> dict[str, Path]:
+    """A 14000x14000 gray JPEG and PNG (small files: one flat colour)."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("big")
+    out = {"jpg": folder / "huge.jpg", "png": folder / "huge.png"}
+    with Image.new("L", (BIG, BIG), 128) as img:
+        img.save(out["jpg"], quality=50)
+        img.save(out["png"], compress_level=1)
+    return out
+
+
+def test_huge_jpeg_is_decoded_at_reduced_scale(big_pictures):
+    from sadtalker_ext.images import MAX_PIXELS, load_rgb
+
+    rgb = load_rgb(big_pictures["jpg"])
+    h, w, c = rgb.shape
+    assert c == 3 and h == w and BIG // h in (2, 4, 8) and BIG % h == 0 and h * w <= MAX_PIXELS
+    assert abs(int(rgb[h // 2, w // 2, 0]) - 128) <= 2  # the picture, not a placeholder
+
+
+def test_huge_png_gets_its_size_the_limit_and_what_to_do(big_pictures):
+    from sadtalker_ext.images import load_rgb
+
+    with pytest.raises(InputError) as info:
+        load_rgb(big_pictures["png"])
+    msg = str(info.value)
+    assert f"'huge.png' is {BIG}x{BIG} = 196.0 megapixels, more than the limit of 100.0 MP" in msg, msg
+    assert "Downscale the picture" in msg and "JPEG" in msg
+    assert "bomb" not in msg and "DOS" not in msg
