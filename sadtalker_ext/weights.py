@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shlex
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,6 +300,39 @@ def model_status(
         size = path.stat().st_size if path.is_file() else 0
         rows.append(WeightStatus(wf.name, state, size, path, wf.needed_for, detail))
     return rows
+
+
+_unofficial_warned: set[tuple[str, int]] = set()
+_unofficial_lock = threading.Lock()
+
+
+def warn_unofficial(rows: Iterable[WeightStatus], *, manifest: Manifest | None = None) -> list[str]:
+    """Log a warning for every row that is neither present nor missing (a file of another size than the
+    official one: a stand-in, another release, or an incomplete copy), once per file and size per process;
+    returns the messages logged by this call. The loaders check each file's tensors when they read it."""
+    logged = []
+    for r in rows:
+        if r.state in (PRESENT, MISSING):
+            continue
+        key = (str(Path(r.path).resolve()), r.size)
+        with _unofficial_lock:
+            if key in _unofficial_warned:
+                continue
+            _unofficial_warned.add(key)
+        try:
+            official = (manifest or load_manifest()).get(r.name).size
+        except (KeyError, CheckpointError):
+            official = 0
+        if r.size and official and r.size != official:
+            msg = (
+                f"{r.name} ({r.path}): not the official file (size differs: {r.size} bytes, the official one "
+                f"has {official}); results will not match the paper's models"
+            )
+        else:
+            msg = f"{r.name} ({r.path}): {r.detail}"
+        log.warning("%s", msg)
+        logged.append(msg)
+    return logged
 
 
 OPTIONAL_FEATURES = ("full", "enhancer", "detector", "background")

@@ -190,3 +190,59 @@ def test_huge_png_gets_its_size_the_limit_and_what_to_do(big_pictures):
     assert f"'huge.png' is {BIG}x{BIG} = 196.0 megapixels, more than the limit of 100.0 MP" in msg, msg
     assert "Downscale the picture" in msg and "JPEG" in msg
     assert "bomb" not in msg and "DOS" not in msg
+
+
+# ----------------------------------------------------------------------------------------------- stand-ins
+
+DETECTOR_FILES = ("detection_Resnet50_Final.pth", "alignment_WFLW_4HG.pth")
+
+
+def _standin_folders(root: Path) -> tuple[Path, Path]:
+    """Reduced-width checkpoints and (never loaded here) detector files: every size differs from the official."""
+    ck = standin.write_reduced_checkpoints(root / "ck")
+    gf = root / "gf"
+    gf.mkdir()
+    for name in DETECTOR_FILES:
+        (gf / name).write_bytes(b"stand-in" * 100)
+    return ck, gf
+
+
+def test_cli_says_standins_are_not_official_once_each(tmp_path):
+    import subprocess
+    import sys
+
+    ck, gf = _standin_folders(tmp_path)
+    empty = tmp_path / "speech.wav"
+    empty.write_bytes(b"")  # the run stops at the audio, right after the weight check
+    proc = subprocess.run(
+        [sys.executable, "-m", "sadtalker_ext", "--source_image", str(standin.MEDIA_DIR / "full3.png"),
+         "--driven_audio", str(empty), "--checkpoint_dir", str(ck), "--gfpgan_dir", str(gf),
+         "--result_dir", str(tmp_path / "out")],
+        cwd=standin.REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "'speech.wav' is empty" in proc.stderr, proc.stderr
+    for name in (ST256, standin.FILES[2], *DETECTOR_FILES):
+        lines = [ln for ln in proc.stderr.splitlines() if name in ln]
+        assert len(lines) == 1, proc.stderr
+        assert "not the official file (size differs" in lines[0], lines[0]
+        assert lines[0].endswith("results will not match the paper's models"), lines[0]
+    assert "corrupt" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_standin_warning_is_logged_once_per_file_per_process(tmp_path, caplog):
+    import logging
+
+    from sadtalker_ext.options import GenerationOptions
+    from sadtalker_ext.pipeline import SadTalker
+
+    ck, gf = _standin_folders(tmp_path)
+    opts = GenerationOptions(source="face.png", driven_audio="speech.wav")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):  # e.g. the WebUI builds a new pipeline when a setting changes
+            talker = SadTalker(checkpoint_dir=ck, gfpgan_dir=gf)
+            talker.check_weights(opts)
+            talker.check_weights(opts)
+    texts = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    for name in (ST256, standin.FILES[2], *DETECTOR_FILES):
+        about = [t for t in texts if name in t]
+        assert len(about) == 1 and "not the official file (size differs" in about[0], texts
