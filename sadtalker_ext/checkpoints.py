@@ -192,6 +192,8 @@ def read_torch_pickle(path: str | Path, component: str) -> object:
         # not chained: torch's text advises turning the safety off
         raise CheckpointError(_refused_pickle_message(Path(path), component, str(exc))) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        if "weights_only" in str(exc):  # a refusal worded by torch, whatever its exception type
+            raise CheckpointError(_refused_pickle_message(Path(path), component, str(exc))) from None
         raise CheckpointError(
             f"{component}: {path} cannot be read: it is not a readable torch checkpoint or is truncated: {exc}. "
             "Download it again."
