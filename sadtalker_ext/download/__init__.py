@@ -16,8 +16,11 @@ Each file goes to ``<folder>/<name>.part`` first (resumed with an HTTP Range req
 connection or an earlier interrupted run), is verified (size, sha256 when known, safetensors header or
 mapping tensors against ``models/sadtalker_v002_keys.json``) and only then renamed to its final name.
 Sources are tried in order: ``--mirror``, the official GitHub release, the authors' Hugging Face
-repository (``HF_ENDPOINT`` honoured). Proxies come from the environment (``http_proxy`` /
-``https_proxy`` / ``no_proxy``), as urllib reads them.
+repository (``HF_ENDPOINT`` honoured). A source that cannot serve the file and would not on a retry (host not
+found, connection refused, HTTP 4xx, not a URL) is left at once; timeouts, server errors (5xx, 408, 429) and
+connections cut mid-transfer are retried with growing pauses. A failed file's report names every source tried
+and why it failed, on one line. Proxies come from the environment (``http_proxy`` / ``https_proxy`` /
+``no_proxy``), as urllib reads them.
 """
 
 from __future__ import annotations
@@ -450,8 +453,8 @@ def download(
     ``selection``: a :class:`Selection`, explicit file names, or None for every file. ``dirs``: target
     folders (default :func:`resolve_model_dirs`). Existing files are checked (size and header; sha256 too
     when ``verify_existing``) and kept; a corrupt one is reported and only replaced when
-    ``replace_corrupt``. ``retries``: extra attempts per source on connection trouble, pausing
-    ``backoff * 2**k`` s (at most 30 s). ``dry_run``: only check, no network.
+    ``replace_corrupt``. ``retries``: extra attempts per source on transient trouble (timeouts, 5xx, 408/429,
+    cut connections), pausing ``backoff * 2**k`` s (at most 30 s). ``dry_run``: only check, no network.
     """
     manifest = manifest or load_manifest()
     dirs = dirs or resolve_model_dirs()
