@@ -374,11 +374,13 @@ class SadTalker:
 
         Only presence is checked here (cheap); the loaders check each file's tensors when they read it.
         """
-        from .weights import MISSING, download_command, model_status, warn_unofficial
+        from .weights import MISSING, download_command, model_status
 
         selection = self.required_weights(options)
         rows = model_status(self.dirs, names=self._selection_names(selection), check_structure=False)
         missing = [r for r in rows if r.state == MISSING]
+        from .weights import warn_unofficial
+
         warn_unofficial(rows)  # once per file per process: the loaders check the tensors anyway
         if missing:
             lines = [f"missing weight file{'s' if len(missing) > 1 else ''}:"]
