@@ -11,8 +11,10 @@ Every failure raises :class:`CheckpointError` naming the file, the component and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
+import re
 import struct
 import threading
 from collections.abc import Callable, Mapping
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .paths import ModelDirs, resolve_model_dirs
 
 SAFETENSORS_256 = "SadTalker_V0.0.2_256.safetensors"
 SAFETENSORS_512 = "SadTalker_V0.0.2_512.safetensors"
@@ -141,6 +144,38 @@ def read_safetensors_prefix(
     return out
 
 
+def _refused_pickle_message(path: Path, component: str, torch_text: str) -> str:
+    """What a refused pickle is and where the official file comes from. torch's own text advises turning the
+    safety off (``weights_only=False``, allow-listing globals): only the name of what was refused is kept."""
+    from .weights import download_command_for
+
+    get = f"Get the official file with: {download_command_for(path.name, _dirs_of(path))}"
+    found = re.search(r"GLOBAL ([\w.]+)", torch_text)
+    if found:
+        return (
+            f"{component}: {path} is not a plain weight file: it refers to the Python object "
+            f"'{found.group(1)}', and loading it could run code, so it was refused. {get}"
+        )
+    return (
+        f"{component}: {path} cannot be read: it is not a plain weight file (not a torch checkpoint of plain "
+        f"tensors). {get}"
+    )
+
+
+def _dirs_of(path: Path) -> ModelDirs:
+    """Model folders with ``path``'s folder in the role its file has (for the downloader command)."""
+    from .weights import DEST_CHECKPOINTS, load_manifest
+
+    default = resolve_model_dirs()
+    try:
+        wf = load_manifest().get(path.name)
+    except (KeyError, CheckpointError):
+        return default
+    if wf.dest == DEST_CHECKPOINTS:
+        return dataclasses.replace(default, checkpoints=path.parent)
+    return dataclasses.replace(default, gfpgan=path.parent)
+
+
 def read_torch_pickle(path: str | Path, component: str) -> object:
     """Unpickle a torch ``.pth``/``.pth.tar`` file onto the CPU without running code.
 
@@ -154,12 +189,11 @@ def read_torch_pickle(path: str | Path, component: str) -> object:
         # ``.format_version`` entry) and then returns None. weights_only=True is the stricter check anyway.
         return torch.serialization.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{component}: {path} cannot be read: it needs more than plain tensors to load and was refused "
-            f"(it could run code), or it is not a torch checkpoint. Use the official file. Detail: {first}"
-        ) from exc
+        # not chained: torch's text advises turning the safety off
+        raise CheckpointError(_refused_pickle_message(Path(path), component, str(exc))) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        if "weights_only" in str(exc):  # a refusal worded by torch, whatever its exception type
+            raise CheckpointError(_refused_pickle_message(Path(path), component, str(exc))) from None
         raise CheckpointError(
             f"{component}: {path} cannot be read: it is not a readable torch checkpoint or is truncated: {exc}. "
             "Download it again."
@@ -183,6 +217,23 @@ def read_mapping_checkpoint(path: str | Path, component: str = "mapping") -> dic
     return state
 
 
+def _listed(items: list[str], limit: int) -> str:
+    """``a, b, c`` (every item when at most ``limit``, else the first ``limit`` and how many more)."""
+    shown = ", ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more"
+
+
+def describe_key_problems(missing: list[str], extra: list[str], limit: int = 20) -> str:
+    """``N missing key(s): ...; M unexpected key(s) (not in the network): ...`` (names listed up to
+    ``limit`` each); empty parts are left out."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {_listed(missing, limit)}")
+    if extra:
+        parts.append(f"{len(extra)} unexpected key(s) (not in the network): {_listed(extra, limit)}")
+    return "; ".join(parts)
+
+
 def load_strict(
     module: nn.Module, state: Mapping[str, torch.Tensor], *, file: str | Path, component: str
 ) -> None:
@@ -204,12 +255,10 @@ def load_strict(
                 continue
         fixed[key] = value
     problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s), e.g. {missing[:3]}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
+    if missing or unexpected:
+        problems.append(describe_key_problems(missing, unexpected))
     if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es), e.g. {mismatched[:3]}")
+        problems.append(f"{len(mismatched)} shape mismatch(es): {_listed(mismatched, 5)}")
     if problems:
         raise CheckpointError(
             f"{component}: {file} does not fit the network: " + "; ".join(problems) + ". "

@@ -15,7 +15,9 @@ What :func:`load_rgb` accepts and does:
 - pictures smaller than :data:`MIN_SIDE` pixels on a side, empty or unreadable files raise
   :class:`~sadtalker_ext.errors.InputError` with what is wrong and what to do;
 - pictures above ``max_pixels`` (default :data:`MAX_PIXELS`, 100 MP): JPEGs are decoded at a reduced scale
-  (1/2, 1/4 or 1/8, in the decoder, so the full-size bitmap never exists); other formats raise InputError.
+  (1/2, 1/4 or 1/8, in the decoder, so the full-size bitmap never exists), however large their header says
+  they are (Pillow's own decompression-bomb refusal is replaced by these checks); other formats raise
+  InputError naming the picture's size, the limit and what to do.
 
 Arrays passed in are taken as RGB (or gray / RGBA) in ``uint8``, ``uint16`` (scaled to 8 bit) or float
 in [0, 1]. :func:`save_png` writes an array as a lossless PNG (exact pixels round-trip).
@@ -26,13 +28,15 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
+import struct
 import subprocess
 import warnings
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from .errors import InputError
 
@@ -127,16 +131,23 @@ def _load_file(path: Path, max_pixels: int, alpha: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            try:
+                img = Image.open(path)
+            except Image.DecompressionBombError as exc:
+                # Pillow refuses to even open pictures above twice its own limit; the size checks below (and
+                # the reduced-scale decoding of JPEGs) are this module's, so open it without that refusal.
+                img = _open_without_bomb_check(path)
+                if img is None:
+                    pixels = re.search(r"\((\d+) pixels\)", str(exc))
+                    size = f"{int(pixels.group(1)) / 1e6:.0f} megapixels" if pixels else "too large"
+                    raise InputError(
+                        f"'{path.name}' is {size}, more than the limit of {max_pixels / 1e6:.0f} MP. "
+                        f"{_DOWNSCALE_ADVICE}"
+                    ) from None
             try:
                 return _decode_pil_file(img, path, max_pixels, alpha)
             finally:
                 img.close()
-    except Image.DecompressionBombError as exc:
-        raise InputError(
-            f"'{path.name}' is too large to decode safely ({exc}). Downscale it to at most "
-            f"{max_pixels / 1e6:.0f} megapixels first."
-        ) from exc
     except UnidentifiedImageError:
         pass  # maybe a video or animation with an unusual suffix: let ffmpeg try
     except (OSError, SyntaxError, ValueError) as exc:
@@ -153,10 +164,28 @@ def _load_file(path: Path, max_pixels: int, alpha: str) -> np.ndarray:
         ) from exc
 
 
+def _open_without_bomb_check(path: Path) -> Image.Image | None:
+    """Open ``path`` with the first Pillow plugin that accepts it, as ``Image.open`` does, but without its
+    decompression-bomb refusal: only the header is read here. None when no plugin accepts the file."""
+    Image.init()
+    with path.open("rb") as fh:
+        prefix = fh.read(16)
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        verdict = (not accept) or accept(prefix)
+        if not verdict or isinstance(verdict, str | bytes):
+            continue
+        try:
+            return factory(str(path))  # a path: the image opens (and later closes) its own file
+        except (SyntaxError, IndexError, TypeError, ValueError, OSError, struct.error):
+            continue
+    return None
+
+
 def _decode_pil_file(img: Image.Image, path: Path, max_pixels: int, alpha: str) -> np.ndarray:
     w, h = img.size
     if w * h > max_pixels:
-        if img.format == "JPEG":
+        if isinstance(img, JpegImagePlugin.JpegImageFile):  # JPEG and MPO (camera JPEGs)
             scale = 2
             while scale < 8 and (w // scale) * (h // scale) > max_pixels:
                 scale *= 2
@@ -169,12 +198,18 @@ def _decode_pil_file(img: Image.Image, path: Path, max_pixels: int, alpha: str) 
     return _pil_to_rgb(ImageOps.exif_transpose(img), alpha)
 
 
+_DOWNSCALE_ADVICE = (
+    "Downscale the picture (a face of a few hundred pixels is enough), or save it as JPEG: "
+    "large JPEGs are decoded at reduced scale."
+)
+
+
 def _check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> None:
     w, h = size
     if w * h > max_pixels:
         raise InputError(
             f"{name} is {w}x{h} = {w * h / 1e6:.1f} megapixels, more than the limit of {max_pixels / 1e6:.1f} MP. "
-            "Downscale the picture (a face of a few hundred pixels is enough) or raise the pixel limit."
+            + _DOWNSCALE_ADVICE
         )
 
 

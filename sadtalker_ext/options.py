@@ -84,6 +84,13 @@ class GenerationOptions:
         def fail(msg: str) -> None:
             raise InputError(msg)
 
+        # Loosely typed values from Python callers (``batch_size="2"``) get the same coercion and the same
+        # field-named errors as the CLI, the form and the API (:meth:`from_mapping`).
+        for f in fields(self):
+            value = getattr(self, f.name)
+            coerced = _coerce(f.name, value)
+            if coerced is not value:
+                object.__setattr__(self, f.name, coerced)
         if not self.source:
             fail("source: a picture (or video) is required")
         if self.driven_audio is None and self.idle_seconds is None and self.ref_mode != "all":
@@ -161,14 +168,20 @@ def _coerce(name: str, value: Any) -> Any:
     try:
         if name in _INTS:
             if value is None or value == "":
-                return None if name == "seed" else _raise(name, value)
+                return None if name == "seed" else _raise(name, value, "a whole number")
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                return _raise(name, value)
-            return int(value)
+                return _raise(name, value, "a whole number")
+            try:
+                return int(value)
+            except (TypeError, ValueError, OverflowError):
+                return _raise(name, value, "a whole number")
         if name in _FLOATS:
             if value is None or value == "":
-                return None if name == "idle_seconds" else _raise(name, value)
-            return float(value)
+                return None if name == "idle_seconds" else _raise(name, value, "a number")
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                return _raise(name, value, "a number")
         if name in _BOOLS:
             if isinstance(value, str):
                 low = value.strip().lower()
@@ -189,5 +202,7 @@ def _coerce(name: str, value: Any) -> Any:
         raise InputError(f"{name}: cannot use {value!r} ({exc})") from exc
 
 
-def _raise(name: str, value: Any) -> Any:
+def _raise(name: str, value: Any, expected: str = "") -> Any:
+    if expected:
+        raise InputError(f"{name} must be {expected}; got {value!r}")
     raise InputError(f"{name}: invalid value {value!r}")

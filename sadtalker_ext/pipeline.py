@@ -261,7 +261,6 @@ class SadTalker:
         self.keep_partial = keep_partial
         self._models: dict[tuple, Any] = {}
         self._lock = threading.RLock()
-        self._warned: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ models
     def _model(self, key: tuple, factory: Callable[[], Any]) -> Any:
@@ -380,10 +379,9 @@ class SadTalker:
         selection = self.required_weights(options)
         rows = model_status(self.dirs, names=self._selection_names(selection), check_structure=False)
         missing = [r for r in rows if r.state == MISSING]
-        for r in rows:
-            if r.state not in (MISSING, "present") and (r.name, r.detail) not in self._warned:
-                self._warned.add((r.name, r.detail))  # once per file: the loaders check the tensors anyway
-                log.warning("%s: %s (%s)", r.name, r.state, r.detail)
+        from .weights import warn_unofficial
+
+        warn_unofficial(rows)  # once per file per process: the loaders check the tensors anyway
         if missing:
             lines = [f"missing weight file{'s' if len(missing) > 1 else ''}:"]
             lines += [f"  {r.name} -> put it in {r.path.parent}" for r in missing]

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shlex
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,6 +302,39 @@ def model_status(
     return rows
 
 
+_unofficial_warned: set[tuple[str, int]] = set()
+_unofficial_lock = threading.Lock()
+
+
+def warn_unofficial(rows: Iterable[WeightStatus], *, manifest: Manifest | None = None) -> list[str]:
+    """Log a warning for every row that is neither present nor missing (a file of another size than the
+    official one: a stand-in, another release, or an incomplete copy), once per file and size per process;
+    returns the messages logged by this call. The loaders check each file's tensors when they read it."""
+    logged = []
+    for r in rows:
+        if r.state in (PRESENT, MISSING):
+            continue
+        key = (str(Path(r.path).resolve()), r.size)
+        with _unofficial_lock:
+            if key in _unofficial_warned:
+                continue
+            _unofficial_warned.add(key)
+        try:
+            official = (manifest or load_manifest()).get(r.name).size
+        except (KeyError, CheckpointError):
+            official = 0
+        if r.size and official and r.size != official:
+            msg = (
+                f"{r.name} ({r.path}): not the official file (size differs: {r.size} bytes, the official one "
+                f"has {official}); results will not match the paper's models"
+            )
+        else:
+            msg = f"{r.name} ({r.path}): {r.detail}"
+        log.warning("%s", msg)
+        logged.append(msg)
+    return logged
+
+
 OPTIONAL_FEATURES = ("full", "enhancer", "detector", "background")
 """Boolean :class:`Selection` fields, each also a ``sadtalker_ext.download`` flag of that name."""
 
@@ -370,6 +404,23 @@ def download_command(selection: Selection, dirs: ModelDirs | None = None) -> str
         if dirs.gfpgan != default.gfpgan:
             parts += ["--gfpgan_dir", str(dirs.gfpgan)]
     return shlex.join(parts)
+
+
+def download_command_for(
+    name: str, dirs: ModelDirs | None = None, *, manifest: Manifest | None = None
+) -> str:
+    """The downloader command that fetches the official file ``name`` (``--all`` when the manifest does not
+    tie it to a feature); see :func:`download_command`."""
+    try:
+        wf = (manifest or load_manifest()).get(name)
+    except (KeyError, CheckpointError):
+        wf = None
+    feats = set(wf.needed_for) if wf is not None else set()
+    if not feats & {"256", "512", "crop", *OPTIONAL_FEATURES}:
+        return shlex.join(["python", "-m", "sadtalker_ext.download", "--all"])
+    sizes = tuple(int(s) for s in ("256", "512") if s in feats) or (256,)
+    selection = Selection(sizes=sizes, **{f: f in feats for f in OPTIONAL_FEATURES})
+    return download_command(selection, dirs)
 
 
 def missing_files(

@@ -46,6 +46,7 @@ class Site:
     cut_always: dict[str, int] = field(default_factory=dict)
     no_length: set[str] = field(default_factory=set)
     redirects: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)  # URL path -> HTTP status to answer (e.g. 503)
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
     sent: int = 0  # body bytes written
     proxied: list[str] = field(default_factory=list)  # hosts asked for through us as an HTTP proxy
@@ -95,6 +96,13 @@ def _handler(site: Site):
                 cut = site.cut_once.pop(path, None)
             if cut is None:
                 cut = site.cut_always.get(path)
+            if path in site.errors:
+                body = b"error"
+                self.send_response(site.errors[path])
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             if path in site.redirects:
                 self.send_response(302)
                 self.send_header("Location", site.redirects[path])
@@ -638,3 +646,144 @@ def test_selection_and_missing_message(tmp_path):
     assert "--background" in w.download_command(w.required_files(256, background=True))
     assert ST256 not in msg and MAP229 not in msg
     assert w.required_files(256, "extcrop").names(man) == [ST256, MAP229]
+
+
+# ----------------------------------------------------------------------------------------------- failures
+
+
+def _closed_port() -> int:
+    """A loopback port nobody listens on: connecting to it is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_cli(args: list[str], hf_endpoint: str = "http://127.0.0.1:9"):
+    """``python -m sadtalker_ext.download`` as a user runs it (no proxy for loopback)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["no_proxy"] = "127.0.0.1,localhost"
+    env["HF_ENDPOINT"] = hf_endpoint
+    return subprocess.run(
+        [sys.executable, "-m", "sadtalker_ext.download", "--no-tqdm", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_cli_refuses_a_mirror_that_is_not_a_url(site, small, tmp_path):
+    man = _manifest(tmp_path, [_entry(ST256, small[ST256], [f"{site.base}/gh/{ST256}"])], small["keys"])
+    proc = _run_cli(["--manifest", str(man.source), "--checkpoint_dir", str(tmp_path / "ck"),
+                     "--gfpgan_dir", str(tmp_path / "gf"), "--mirror", "notaurl"])  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --mirror 'notaurl'") and "https://" in lines[0]
+    assert site.requests == [] and not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "parent-file"])
+def test_cli_refuses_a_checkpoint_dir_that_is_a_file(site, small, tmp_path, where):
+    man = _manifest(tmp_path, [_entry(ST256, small[ST256], [f"{site.base}/gh/{ST256}"])], small["keys"])
+    site.files[f"/gh/{ST256}"] = small[ST256]
+    blocker = tmp_path / "ckpt.txt"
+    blocker.write_text("keep me")
+    ckpt = blocker if where == "file" else blocker / "sub"
+    proc = _run_cli(["--manifest", str(man.source), "--checkpoint_dir", str(ckpt),
+                     "--gfpgan_dir", str(tmp_path / "gf")])  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --checkpoint_dir") and "is a file" in lines[0]
+    assert site.requests == [] and blocker.read_text() == "keep me"
+
+
+def test_library_download_into_a_file_fails_that_file_without_raising(site, small, tmp_path):
+    site.files[f"/gh/{ST256}"] = small[ST256]
+    man = _manifest(tmp_path, [_entry(ST256, small[ST256], [f"{site.base}/gh/{ST256}"])], small["keys"])
+    (tmp_path / "ckpt").write_text("a file")
+    report = dl.download([ST256], _dirs(tmp_path), manifest=man, **FAST)
+    assert report.results[0].status == "failed"
+    assert "cannot create the folder" in report.results[0].detail and site.requests == []
+
+
+def test_cli_refused_mirror_fails_fast_and_the_summary_names_every_source(site, small, tmp_path):
+    # mirror: a closed loopback port (refused); official URL: 404; Hugging Face: 404 on the same server
+    entry = _entry(ST256, small[ST256], [f"{site.base}/gh/{ST256}"])
+    entry["hf"] = {"repo": "org/repo", "revision": "abc", "path": ST256}
+    man = _manifest(tmp_path, [entry], small["keys"])
+    mirror = f"http://127.0.0.1:{_closed_port()}/m"
+    args = ["--manifest", str(man.source), "--checkpoint_dir", str(tmp_path / "ck"), "--gfpgan_dir",
+            str(tmp_path / "gf"), "--mirror", mirror]  # fmt: skip
+    proc = _run_cli(args, hf_endpoint=site.base)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    # nothing retried: one request for each of the two 404 sources, no retry announced for the mirror
+    assert site.paths_requested() == [f"/gh/{ST256}", f"/org/repo/resolve/abc/{ST256}"]
+    assert "retry" not in proc.stderr
+    failed = [ln for ln in proc.stdout.splitlines() if ln.strip().startswith("failed")]
+    assert len(failed) == 1, proc.stdout
+    line = failed[0]
+    assert f"{mirror}/{ST256}: connection refused" in line
+    assert f"{site.base}/gh/{ST256}: HTTP 404" in line
+    assert f"{site.base}/org/repo/resolve/abc/{ST256}: HTTP 404" in line
+    assert line.count(mirror) == 1 and "attempts" not in line
+
+
+def test_no_network_each_source_is_looked_up_once(small, tmp_path, monkeypatch):
+    lookups: list[str] = []
+
+    def no_dns(host, *args, **kwargs):
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    entries = []
+    for name in (ST256, GFP):
+        entry = _entry(name, small[name], [f"http://github.invalid/gh/{name}"])
+        entry["hf"] = {"repo": "org/repo", "revision": "abc", "path": name}
+        entries.append(entry)
+    man = _manifest(tmp_path, entries, small["keys"])
+    report = dl.download(
+        None, _dirs(tmp_path), manifest=man, mirror="http://mirror.invalid/m", hf_endpoint="http://hf.invalid",
+        backoff=0.0, timeout=10.0, retries=4,
+    )  # fmt: skip
+    assert lookups == ["mirror.invalid", "github.invalid", "hf.invalid"] * 2
+    for res in report.results:
+        assert res.status == "failed"
+        assert res.detail.count("host not found") == 3 and "attempts" not in res.detail, res.detail
+        for host in ("mirror.invalid", "github.invalid", "hf.invalid"):
+            assert res.detail.count(host) == 1, res.detail
+    assert len(report.summary().splitlines()) == 2  # one line per file
+
+
+@pytest.mark.parametrize("code", [503, 429])
+def test_transient_http_errors_are_retried_then_reported_once(site, small, tmp_path, code):
+    site.errors[f"/gh/{GFP}"] = code
+    man = _manifest(tmp_path, [_entry(GFP, small[GFP], [f"{site.base}/gh/{GFP}"])], small["keys"])
+    report = dl.download([GFP], _dirs(tmp_path), manifest=man, backoff=0.0, timeout=10.0, retries=2)
+    assert len(site.requests) == 3  # 1 + 2 retries
+    res = report.results[0]
+    assert res.status == "failed" and res.detail.count(f"/gh/{GFP}") == 1
+    assert f"HTTP {code}" in res.detail and "(3 attempts)" in res.detail, res.detail
+
+
+@pytest.mark.parametrize("code", [401, 403, 418])
+def test_client_errors_are_not_retried(site, small, tmp_path, code):
+    site.errors[f"/gh/{GFP}"] = code
+    man = _manifest(tmp_path, [_entry(GFP, small[GFP], [f"{site.base}/gh/{GFP}"])], small["keys"])
+    report = dl.download([GFP], _dirs(tmp_path), manifest=man, backoff=0.0, timeout=10.0, retries=3)
+    assert len(site.requests) == 1 and report.results[0].status == "failed"
+
+
+def test_library_mirror_that_is_not_a_url_fails_that_source_only(site, small, tmp_path):
+    site.files[f"/gh/{GFP}"] = small[GFP]
+    man = _manifest(tmp_path, [_entry(GFP, small[GFP], [f"{site.base}/gh/{GFP}"])], small["keys"])
+    report = dl.download([GFP], _dirs(tmp_path), manifest=man, mirror="notaurl", **FAST)
+    assert report.ok, report.summary()  # the official URL after the unusable mirror
+    site.files.clear()
+    report = dl.download([GFP], _dirs(tmp_path / "c"), manifest=man, mirror="notaurl", **FAST)
+    assert report.results[0].status == "failed"
+    assert "notaurl/" in report.results[0].detail and "not a usable URL" in report.results[0].detail

@@ -176,6 +176,10 @@ def load_audio(path: str | Path, *, max_seconds: float | None = DEFAULT_MAX_SECO
     p = Path(path)
     if not p.is_file():
         raise InputError(f"Audio file not found: '{p}'.")
+    if p.stat().st_size == 0:
+        raise InputError(
+            f"Audio '{p.name}' is empty (0 bytes); the upload or copy probably failed. Choose the file again."
+        )
     got = _read_soundfile(p, max_seconds)
     via_ffmpeg = got is None
     if got is None:

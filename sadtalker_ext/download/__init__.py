@@ -16,16 +16,21 @@ Each file goes to ``<folder>/<name>.part`` first (resumed with an HTTP Range req
 connection or an earlier interrupted run), is verified (size, sha256 when known, safetensors header or
 mapping tensors against ``models/sadtalker_v002_keys.json``) and only then renamed to its final name.
 Sources are tried in order: ``--mirror``, the official GitHub release, the authors' Hugging Face
-repository (``HF_ENDPOINT`` honoured). Proxies come from the environment (``http_proxy`` /
-``https_proxy`` / ``no_proxy``), as urllib reads them.
+repository (``HF_ENDPOINT`` honoured). A source that cannot serve the file and would not on a retry (host not
+found, connection refused, HTTP 4xx, not a URL) is left at once; timeouts, server errors (5xx, 408, 429) and
+connections cut mid-transfer are retried with growing pauses. A failed file's report names every source tried
+and why it failed, on one line. Proxies come from the environment (``http_proxy`` / ``https_proxy`` /
+``no_proxy``), as urllib reads them.
 """
 
 from __future__ import annotations
 
+import errno
 import http.client
 import logging
 import re
 import shutil
+import socket
 import ssl
 import time
 import urllib.error
@@ -53,7 +58,9 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"sadtalker-ext-downloader/{__version__}"
 CHUNK = 1 << 20
 DISK_MARGIN = 16 << 20
-_PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
+_TRANSIENT_HTTP = {408, 425, 429}
+"""4xx answers worth a retry (timeout, too early, too many requests); every other 4xx fails the source at once."""
+_UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH}
 
 # Statuses of a FileResult.
 DOWNLOADED = "downloaded"
@@ -114,17 +121,20 @@ class DownloadReport:
         return [r for r in self.results if r.status in statuses]
 
     def summary(self) -> str:
+        """One line per file: status, name, destination and (when there is one) why, e.g. every source
+        tried and what each answered for a failed file."""
         lines = []
         for r in self.results:
             line = f"{r.status:>14}  {r.name}  -> {r.path}"
             if r.detail:
-                line += f"\n{'':>16}{r.detail}"
+                line += f"  ({r.detail})"
             lines.append(line)
         return "\n".join(lines)
 
 
 class _NotThere(Exception):
-    """The source does not have the file (HTTP 4xx): try the next source."""
+    """The source cannot give the file and retrying will not change that (HTTP 4xx, host not found,
+    connection refused, invalid URL, certificate refused): try the next source at once."""
 
 
 class _BadContent(Exception):
@@ -132,7 +142,7 @@ class _BadContent(Exception):
 
 
 class _Transient(Exception):
-    """Connection trouble or a server error: retry the same source after a pause."""
+    """Timeout, server error (5xx) or a connection cut mid-transfer: retry the same source after a pause."""
 
 
 class _LocalFailure(Exception):
@@ -166,6 +176,23 @@ def _parse_content_range(value: str | None) -> tuple[int, int] | None:
     return int(m.group(1)), (int(m.group(3)) if m.group(3) != "*" else 0)
 
 
+def _raise_connect_error(exc: BaseException) -> None:
+    """Raise _NotThere for connection errors that retrying cannot fix, else _Transient."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, socket.gaierror):
+        raise _NotThere(f"host not found (DNS: {reason.strerror or reason})") from exc
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        raise _NotThere(f"TLS certificate refused: {reason.verify_message or reason}") from exc
+    if isinstance(reason, OSError) and reason.errno in _UNREACHABLE_ERRNOS:
+        what = "connection refused" if reason.errno == errno.ECONNREFUSED else "unreachable"
+        raise _NotThere(f"{what} ({reason.strerror or reason})") from exc
+    if isinstance(reason, str):  # urllib's own complaints about the URL, e.g. "no host given"
+        raise _NotThere(reason) from exc
+    if isinstance(reason, TimeoutError):
+        raise _Transient("timed out") from exc
+    raise _Transient(f"cannot connect: {reason}") from exc
+
+
 def _fetch_into(
     url: str,
     part: Path,
@@ -186,10 +213,10 @@ def _fetch_into(
         offset = 0
     if expected and offset == expected:
         return 0  # complete from an earlier run; verification decides
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
-    if offset:
-        req.add_header("Range", f"bytes={offset}-")
     try:
+        req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+        if offset:
+            req.add_header("Range", f"bytes={offset}-")
         resp = opener.open(req, timeout=timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
@@ -204,11 +231,13 @@ def _fetch_into(
                 return 0  # the part file is already complete; verification decides
             part.unlink()
             raise _Transient(f"HTTP 416 for a resume at byte {offset}; restarting the file") from exc
-        if exc.code in _PERMANENT_HTTP:
+        if 400 <= exc.code < 500 and exc.code not in _TRANSIENT_HTTP:
             raise _NotThere(f"HTTP {exc.code} {exc.reason}") from exc
         raise _Transient(f"HTTP {exc.code} {exc.reason}") from exc
+    except ValueError as exc:  # urllib: "unknown url type", a URL without a host, ...
+        raise _NotThere(f"not a usable URL ({exc})") from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        raise _Transient(f"cannot connect: {getattr(exc, 'reason', exc)}") from exc
+        _raise_connect_error(exc)
     received = 0
     with resp:
         if offset and resp.status == 206:
@@ -270,6 +299,27 @@ def _free_bytes(folder: Path) -> int | None:
         return None
 
 
+class _Tried:
+    """Every source tried for one file, in order, with its last failure and how many attempts it got."""
+
+    def __init__(self) -> None:
+        self._why: dict[str, str] = {}
+        self._attempts: dict[str, int] = {}
+
+    def add(self, url: str, why: str) -> None:
+        self._why[url] = why
+        self._attempts[url] = self._attempts.get(url, 0) + 1
+
+    def text(self, first: str = "") -> str:
+        """One line: ``first`` (a local problem), then ``tried URL: why[ (N attempts)], ...``."""
+        parts = []
+        for url, why in self._why.items():
+            n = self._attempts[url]
+            parts.append(f"{url}: {why}" + (f" ({n} attempts)" if n > 1 else ""))
+        tried = ("tried " + "; ".join(parts)) if parts else ""
+        return "; ".join(p for p in (first, tried) if p)
+
+
 def _download_file(
     wf: WeightFile,
     dest: Path,
@@ -285,10 +335,15 @@ def _download_file(
     opener: urllib.request.OpenerDirector,
     cancel: Callable[[], bool] | None,
 ) -> tuple[bool, str, str, int]:
-    """Fetch ``wf`` to ``dest`` through ``dest.part``. Returns (ok, detail, source url, bytes fetched)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """Fetch ``wf`` to ``dest`` through ``dest.part``. Returns (ok, detail, source url, bytes fetched).
+
+    On failure ``detail`` is one line naming every source tried and why it failed."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return False, f"cannot create the folder {dest.parent}: {exc.strerror or exc}", "", 0
     part = dest.with_name(dest.name + ".part")
-    problems: list[str] = []
+    tried = _Tried()
     fetched = 0
     sources = wf.sources(mirror, hf_endpoint)
     if not sources:
@@ -302,12 +357,8 @@ def _download_file(
             have = part.stat().st_size if part.is_file() else 0
             free = _free_bytes(dest.parent)
             if wf.size and free is not None and free < wf.size - have + DISK_MARGIN:
-                return (
-                    False,
-                    f"not enough disk space in {dest.parent}: {free} bytes free, {wf.size - have} needed",
-                    url,
-                    fetched,
-                )
+                msg = f"not enough disk space in {dest.parent}: {free} bytes free, {wf.size - have} needed"
+                return False, tried.text(msg), url, fetched
             started = time.monotonic()
             attempt_bytes = [0]
 
@@ -336,23 +387,22 @@ def _download_file(
                     url, part, wf.size, opener=opener, timeout=timeout, on_bytes=on_bytes, cancel=cancel
                 )
             except _LocalFailure as exc:
-                problems.append(str(exc))
-                return False, "; ".join(problems[-6:]), url, fetched + attempt_bytes[0]
+                return False, tried.text(str(exc)), url, fetched + attempt_bytes[0]
             except _NotThere as exc:
                 fetched += attempt_bytes[0]
-                problems.append(f"{url}: {exc}")
+                tried.add(url, str(exc))
                 log.info("%s: %s: %s", wf.name, url, exc)
                 break
             except _BadContent as exc:
                 fetched += attempt_bytes[0]
-                problems.append(f"{url}: {exc}")
+                tried.add(url, str(exc))
                 log.warning("%s: %s: %s", wf.name, url, exc)
                 part.unlink(missing_ok=True)
                 break
             except _Transient as exc:
                 fetched += attempt_bytes[0]
                 attempt += 1
-                problems.append(f"{url}: {exc}")
+                tried.add(url, str(exc))
                 log.warning("%s: %s: %s (attempt %d of %d)", wf.name, url, exc, attempt, retries + 1)
                 if attempt > retries:
                     break
@@ -371,14 +421,14 @@ def _download_file(
                     msg = f"verified, but cannot rename {part.name} to {dest}: {exc}; close what uses it and re-run"
                     return False, msg, url, fetched
                 return True, detail, url, fetched
-            problems.append(f"{url}: the downloaded file failed verification: {detail}")
+            tried.add(url, f"the downloaded file failed verification: {detail}")
             log.warning("%s from %s failed verification: %s", wf.name, url, detail)
             part.unlink(missing_ok=True)
             if inherited:
                 inherited = 0
                 continue  # the resumed prefix may be what was wrong: fetch this source once from byte 0
             break
-    return False, "; ".join(problems[-6:]), "", fetched
+    return False, tried.text(), "", fetched
 
 
 def download(
@@ -403,8 +453,8 @@ def download(
     ``selection``: a :class:`Selection`, explicit file names, or None for every file. ``dirs``: target
     folders (default :func:`resolve_model_dirs`). Existing files are checked (size and header; sha256 too
     when ``verify_existing``) and kept; a corrupt one is reported and only replaced when
-    ``replace_corrupt``. ``retries``: extra attempts per source on connection trouble, pausing
-    ``backoff * 2**k`` s (at most 30 s). ``dry_run``: only check, no network.
+    ``replace_corrupt``. ``retries``: extra attempts per source on transient trouble (timeouts, 5xx, 408/429,
+    cut connections), pausing ``backoff * 2**k`` s (at most 30 s). ``dry_run``: only check, no network.
     """
     manifest = manifest or load_manifest()
     dirs = dirs or resolve_model_dirs()

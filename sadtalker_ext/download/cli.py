@@ -6,8 +6,11 @@ import argparse
 import logging
 import sys
 import time
+import urllib.parse
+from pathlib import Path
 
-from ..paths import resolve_model_dirs
+from ..errors import CheckpointError
+from ..paths import ModelDirs, resolve_model_dirs
 from ..weights import CORRUPT, Selection, load_manifest, model_status
 from . import WOULD_DOWNLOAD, Progress, download
 
@@ -132,12 +135,55 @@ def selection_from_args(args: argparse.Namespace) -> Selection | None:
     )
 
 
+def mirror_problem(mirror: str) -> str | None:
+    """Why ``mirror`` cannot be a download base URL (None when it is an http(s) URL with a host)."""
+    parts = urllib.parse.urlsplit(mirror)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return (
+            f"--mirror {mirror!r} is not an http:// or https:// URL; give the base URL that serves "
+            "<base>/<file name>, e.g. --mirror https://my.mirror/sadtalker"
+        )
+    return None
+
+
+def folder_problem(folder: Path, option: str) -> str | None:
+    """Why ``folder`` cannot hold downloaded files (it or a parent is a file), or None."""
+    if folder.exists() and not folder.is_dir():
+        return f"{option} {folder} is a file, not a folder; give a folder (it is created when missing)"
+    for parent in folder.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{option} {folder} cannot be created: {parent} is a file, not a folder"
+            break
+    return None
+
+
+def _input_problems(args: argparse.Namespace, dirs: ModelDirs) -> list[str]:
+    problems = []
+    if args.mirror is not None and (why := mirror_problem(args.mirror)):
+        problems.append(why)
+    for folder, option in ((dirs.checkpoints, "--checkpoint_dir"), (dirs.gfpgan, "--gfpgan_dir")):
+        if why := folder_problem(folder, option):
+            problems.append(why)
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; exit code 0 when everything selected is present and verified, else 1."""
+    """CLI entry point; exit code 0 when everything selected is present and verified, 1 when not, 2 for
+    unusable arguments (a one-line ``error:`` each, before anything is downloaded)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    manifest = load_manifest(args.manifest) if args.manifest else load_manifest()
+    try:
+        manifest = load_manifest(args.manifest) if args.manifest else load_manifest()
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     dirs = resolve_model_dirs(args.checkpoint_dir, args.gfpgan_dir)
+    problems = _input_problems(args, dirs)
+    for why in problems:
+        print(f"error: {why}", file=sys.stderr)
+    if problems:
+        return 2
     print(f"checkpoints: {dirs.checkpoints} ({dirs.checkpoints_source})")
     print(f"face models: {dirs.gfpgan} ({dirs.gfpgan_source})")
     if args.status:

@@ -57,9 +57,57 @@ def _infer(config_cls, state: dict[str, torch.Tensor], *, file: Path, component:
     return cfg
 
 
+def _key_names(net_cls, cfg) -> set[str]:
+    """State-dict key names of ``net_cls(cfg)``, built on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        return set(net_cls(cfg).state_dict())
+
+
+def _official_key_problem(net_cls, config_cls, state, cfg, *, file: Path, component: str) -> str | None:
+    """When ``state``'s key names are closer to the official network's than to the network inferred from
+    its shapes (``cfg``; None when inference failed), the file is an official one with keys missing or
+    added, and the inferred widths/block counts are an artefact of those: a message naming exactly the
+    missing and the extra keys. None when the inferred network explains the file at least as well."""
+    official = config_cls()
+    if cfg == official:
+        return None  # load_strict compares against this very network
+    names = set(state)
+    try:
+        expected = _key_names(net_cls, official)
+    except (ValueError, RuntimeError):
+        return None
+    missing = sorted(expected - names)
+    extra = sorted(names - expected)
+    if not missing and not extra:
+        return None
+    if cfg is None and len(missing) + len(extra) > len(expected) // 10:
+        return None  # not an official file with a few keys off: the inference error says more
+    if cfg is not None:
+        try:
+            inferred = _key_names(net_cls, cfg)
+        except (ValueError, RuntimeError):
+            inferred = None
+        if inferred is not None and len(inferred ^ names) <= len(missing) + len(extra):
+            return None
+    return (
+        f"{component}: {file} does not fit the network: "
+        + checkpoints.describe_key_problems(missing, extra)
+        + ". The file is damaged or not the official release; download it again."
+    )
+
+
 def _build(net_cls, config_cls, state, *, file: Path, component: str, device) -> nn.Module:
     """The network of ``state``, float32, eval mode, on ``device``."""
-    cfg = _infer(config_cls, state, file=file, component=component)
+    try:
+        cfg = _infer(config_cls, state, file=file, component=component)
+    except CheckpointError:
+        problem = _official_key_problem(net_cls, config_cls, state, None, file=file, component=component)
+        if problem:
+            raise CheckpointError(problem) from None
+        raise
+    problem = _official_key_problem(net_cls, config_cls, state, cfg, file=file, component=component)
+    if problem:
+        raise CheckpointError(problem)
     try:
         with torch.device("meta"):
             net = net_cls(cfg)
