@@ -437,13 +437,19 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
                 if gradio3:
                     # gradio 3's picture component sends the pixels without the file name; a file input
                     # keeps it (output videos are named after the picture), with a preview beside it
-                    source = gr.File(label="Face picture", file_types=["image"])
+                    source = gr.File(
+                        label="Face picture", file_types=["image"], elem_id="sadtalker_app_source"
+                    )
                     source_preview = gr.Image(label="Picture", interactive=False, height=240)
                 else:
-                    source = gr.Image(label="Face picture", type="filepath")
+                    source = gr.Image(label="Face picture", type="filepath", elem_id="sadtalker_app_source")
                 # the player needs no server-side ffmpeg: the event hands the raw upload to the pipeline,
                 # which decodes any format (wav, mp3, m4a, ...) with the bundled ffmpeg
-                driven_audio = gr.Audio(label="Speech recording (wav, mp3, m4a, ...)", type="filepath")
+                driven_audio = gr.Audio(
+                    label="Speech recording (wav, mp3, m4a, ...)",
+                    type="filepath",
+                    elem_id="sadtalker_app_audio",
+                )
                 with gr.Row():
                     idle_mode = gr.Checkbox(label="Idle mode (no speech)", value=False)
                     idle_seconds = gr.Number(label="Idle length (s)", value=5)
@@ -479,7 +485,7 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
                 video = gr.Video(label="Result")
                 info = gr.Textbox(label="Details", lines=4)
                 with gr.Row():
-                    run_button = gr.Button("Generate", variant="primary")
+                    run_button = gr.Button("Generate", variant="primary", elem_id="sadtalker_app_generate")
                     stop_button = gr.Button("Stop")
         with gr.Accordion("Models", open=bool(banner_text)):
             status = gr.Markdown(status_markdown(talker))

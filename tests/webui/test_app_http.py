@@ -12,11 +12,13 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.webui.conftest import sample_png, sample_wav
+from tests.webui.test_browser import _wait, driver  # noqa: F401 - the headless Chromium fixture
 
 gr = pytest.importorskip("gradio")
 httpx = pytest.importorskip("httpx")
@@ -191,3 +193,40 @@ def test_first_view_shows_missing_weights_download_and_the_usable_detector(serve
     assert "Download missing weights" in buttons
     audio = [t for t, p in props if str(p.get("label", "")).startswith("Speech recording")]
     assert audio == ["audio"]  # a player
+
+
+def test_browser_upload_keeps_names_and_shows_the_error(served, driver):  # noqa: F811 - the fixture
+    """Headless Chromium uploads a picture and a recording the way a user does and presses Generate: the
+    pipeline gets both files under the user's names, and the missing-weights message appears in one line."""
+    from selenium.webdriver.common.by import By
+
+    base, talker, _, tmp = served
+    picture = sample_png(tmp / "browser" / "my face.png")
+    speech = sample_wav(tmp / "browser" / "hello world.wav")
+    calls_before = len(talker.calls)
+    driver.get(base)
+    for elem_id, path in (("sadtalker_app_source", picture), ("sadtalker_app_audio", speech)):
+        field = _wait(
+            lambda e=elem_id: driver.find_elements(By.CSS_SELECTOR, f"#{e} input[type=file]"),
+            what=f"file input of #{elem_id}",
+            driver=driver,
+        )[0]
+        driver.execute_script("arguments[0].style.display = 'block'; arguments[0].hidden = false;", field)
+        field.send_keys(str(path))
+    player = (
+        "#sadtalker_app_audio audio, #sadtalker_app_audio [data-testid=waveform-controls]"  # gradio 3 / 4
+    )
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, player), what="audio player", driver=driver)
+    time.sleep(1.0)  # let the uploads settle before the click (the button does not wait for them)
+    driver.find_element(By.ID, "sadtalker_app_generate").click()
+    _wait(lambda: len(talker.calls) > calls_before, timeout=60, what="a generation", driver=driver)
+    options = talker.calls[-1]
+    assert Path(options.source).name == "my face.png" and Path(options.driven_audio).name == "hello world.wav"
+    toast = "//*[contains(text(), 'Weight files missing for these settings')]"  # the error pop-up's text
+    text = _wait(
+        lambda: [e.text for e in driver.find_elements(By.XPATH, toast) if e.text],
+        what="the missing-weights message",
+        driver=driver,
+    )[0]
+    assert "Download missing weights" in text and "SadTalker_V0.0.2_256.safetensors" in text
+    assert "\\n" not in text  # gradio 3 showed the repr of a multi-line message: literal backslash-n
