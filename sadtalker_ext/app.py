@@ -161,7 +161,8 @@ class UploadGuard:
             return None
         if isinstance(value, str):
             if value.startswith("data:"):
-                return self._write(self._decode(value, label), upload_name(None, field), field, scratch)
+                data = self._decode(value, label)
+                return self._write(data, upload_name(None, field, _suffix_of(data, field)), field, scratch)
             return self._inside(value, None, field, scratch)
         if not isinstance(value, Mapping):
             raise InputError(f"{label}: expected an uploaded file, got {type(value).__name__}")
@@ -332,10 +333,8 @@ def download_missing(talker: Any, options: GenerationOptions, progress: Any = No
     selection = talker.required_weights(options.replace(face_detector="retinaface"))
 
     def on_progress(p: Any) -> None:
-        if progress is not None:
-            progress(
-                (min(p.done, p.total), max(p.total, 1)), desc=f"[{p.index}/{p.count}] {p.name}: {p.phase}"
-            )
+        total = max(int(p.total or 0), 1)
+        progress((min(int(p.done or 0), total), total), desc=f"[{p.index}/{p.count}] {p.name}: {p.phase}")
 
     report = download(selection, talker.dirs, progress=on_progress if progress is not None else None)
     verdict = "All needed files are present." if report.ok else "**Some files could not be fetched:**"
