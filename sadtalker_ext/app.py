@@ -3,8 +3,9 @@
 gradio is an optional dependency, imported only inside :func:`build_app` / :func:`main`; without it
 ``main`` says how to install it and exits with status 1. The form-to-options logic
 (:func:`options_from_form`) and the status text (:func:`status_markdown`) are plain functions, so
-they can be tested without gradio. The UI uses only components and arguments that gradio 3.41
-(A1111 1.x) and 4.x both accept.
+they can be tested without gradio. The UI runs under gradio 3.41 (A1111 1.x) and 4.x; the one
+difference: under gradio 3 the picture input is a file input with a preview beside it, because gradio 3's
+picture component sends the pixels without the file name (output videos are named after the picture).
 
 File inputs are never preprocessed by gradio (``preprocess=False``): a client of the HTTP API can send any
 path in a file value, and gradio 3 would open and copy it. :class:`UploadGuard` accepts only files inside
@@ -439,7 +440,9 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
                     source = gr.File(
                         label="Face picture", file_types=["image"], elem_id="sadtalker_app_source"
                     )
-                    source_preview = gr.Image(label="Picture", interactive=False, height=240)
+                    source_preview = gr.Image(
+                        label="Picture", interactive=False, height=240, elem_id="sadtalker_app_preview"
+                    )
                 else:
                     source = gr.Image(label="Face picture", type="filepath", elem_id="sadtalker_app_source")
                 # the player needs no server-side ffmpeg: the event hands the raw upload to the pipeline,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -217,7 +216,9 @@ def test_browser_upload_keeps_names_and_shows_the_error(served, driver):  # noqa
         "#sadtalker_app_audio audio, #sadtalker_app_audio [data-testid=waveform-controls]"  # gradio 3 / 4
     )
     _wait(lambda: driver.find_elements(By.CSS_SELECTOR, player), what="audio player", driver=driver)
-    time.sleep(1.0)  # let the uploads settle before the click (the button does not wait for them)
+    # both uploads done: the picture shows (gradio 3: in the preview beside the file input)
+    shown = "#sadtalker_app_preview img" if GRADIO3 else "#sadtalker_app_source img"
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, shown), what="the picture", driver=driver)
     driver.find_element(By.ID, "sadtalker_app_generate").click()
     _wait(lambda: len(talker.calls) > calls_before, timeout=60, what="a generation", driver=driver)
     options = talker.calls[-1]
