@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_pipeline_e2e import media, tiny_checkpoints, vector  # noqa: F401 - shared fixtures
 from tests.webui.conftest import sample_png, sample_wav
 from tests.webui.test_browser import _wait, driver  # noqa: F401 - the headless Chromium fixture
 
@@ -231,3 +232,33 @@ def test_browser_upload_keeps_names_and_shows_the_error(served, driver):  # noqa
     )[0]
     assert "Download missing weights" in text and "SadTalker_V0.0.2_256.safetensors" in text
     assert "\\n" not in text  # gradio 3 showed the repr of a multi-line message: literal backslash-n
+
+
+def test_real_generation_names_the_video_after_the_uploads(tiny_checkpoints, media, tmp_path, monkeypatch):  # noqa: F811
+    """The real pipeline (stand-in weights, dlib landmarks) behind a launched app: two uploaded files with
+    the user's names give a two-frame video named after them."""
+    from sadtalker_ext import app
+    from sadtalker_ext.pipeline import SadTalker
+    from sadtalker_ext.video import probe
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio_uploads"))
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    talker = SadTalker(
+        checkpoint_dir=tiny_checkpoints, gfpgan_dir=tmp_path / "gf", result_dir=tmp_path / "out"
+    )
+    demo = app.build_app(talker)
+    port = _free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        picture = _upload(base, "my face.png", Path(media["picture"]).read_bytes())
+        speech = _upload(base, "hello.wav", Path(media["cut"](2)).read_bytes())
+        values = _form(source=_file_value(picture, "my face.png"), driven_audio=_file_value(speech, "hello.wav"),
+                       seed=3)  # fmt: skip
+        status, error, data = _generate(base, values)
+    finally:
+        demo.close()
+    assert status == 200 and not error, error
+    video = Path(data[1].splitlines()[0])  # the Details box starts with the video's path
+    assert video.parent == tmp_path / "out" and video.name.startswith("my face__hello")
+    assert video.is_file() and probe(video).num_frames == 2
