@@ -3,19 +3,32 @@
 gradio is an optional dependency, imported only inside :func:`build_app` / :func:`main`; without it
 ``main`` says how to install it and exits with status 1. The form-to-options logic
 (:func:`options_from_form`) and the status text (:func:`status_markdown`) are plain functions, so
-they can be tested without gradio. The UI uses only components and arguments that gradio 3.41
-(A1111 1.x) and 4.x both accept.
+they can be tested without gradio. The UI runs under gradio 3.41 (A1111 1.x) and 4.x; the one
+difference: under gradio 3 the picture input is a file input with a preview beside it, because gradio 3's
+picture component sends the pixels without the file name (output videos are named after the picture).
+
+File inputs are never preprocessed by gradio (``preprocess=False``): a client of the HTTP API can send any
+path in a file value, and gradio 3 would open and copy it. :class:`UploadGuard` accepts only files inside
+gradio's upload folder (or the folders given with ``--allowed_dir``), resolved with symlinks followed, and
+inline (base64) uploads, which it writes into a private temporary folder under the user's file name.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import importlib.util
 import logging
+import os
+import shutil
+import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from .errors import SadTalkerError
+from .errors import CheckpointError, InputError, SadTalkerError
 from .form import options_from_values
 from .options import (
     BACKGROUND_ENHANCERS,
@@ -63,50 +76,338 @@ def status_markdown(talker: Any) -> str:
         mark = {"present": "present", "missing": "**missing**"}.get(r.state, f"**{r.state}**")
         lines.append(f"| {r.name} | {mark} | {', '.join(r.needed_for)} |")
     if any(r.state != "present" for r in rows):
-        lines += ["", "Fetch missing files with `python -m sadtalker_ext.download` (see `--help` there)."]
+        lines += [
+            "",
+            "Fetch missing files with **Download missing weights** below, or with "
+            "`python -m sadtalker_ext.download` (see `--help` there).",
+        ]
     loaded = talker.loaded
     lines += ["", f"Device: `{talker.device}`, dtype `{str(talker.dtype).removeprefix('torch.')}`; "
               f"models in memory: {', '.join(loaded) if loaded else 'none'}"]  # fmt: skip
     return "\n".join(lines)
 
 
-def build_app(talker: Any = None, **talker_kw: Any):
+# ---------------------------------------------------------------------------------------------- uploads
+UPLOAD_FIELDS = {"source": "face picture", "driven_audio": "speech recording", "ref_video": "reference video"}
+"""File inputs of the form and how messages name them."""
+
+DEFAULT_UPLOAD_NAMES = {"source": "picture", "driven_audio": "speech", "ref_video": "reference"}
+MAX_INLINE_BYTES = 200 << 20
+"""Largest inline (base64) upload accepted, decoded."""
+
+_SIGNATURES = (
+    (b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"), (b"ID3", ".mp3"),
+    (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"\x1aE\xdf\xa3", ".webm"),
+)  # fmt: skip
+
+
+def gradio_upload_dir() -> Path:
+    """The folder gradio (3.41 and 4.x alike) saves uploads into: ``$GRADIO_TEMP_DIR`` or ``<temp>/gradio``."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+
+
+def _suffix_of(data: bytes, field: str) -> str:
+    for magic, suffix in _SIGNATURES:
+        if data.startswith(magic):
+            return suffix
+    if data[:4] == b"RIFF":
+        return {b"WEBP": ".webp", b"WAVE": ".wav"}.get(data[8:12], ".bin")
+    if data[4:8] == b"ftyp":
+        return ".mp4"
+    return {"source": ".png", "driven_audio": ".wav"}.get(field, ".mp4")
+
+
+def upload_name(name: Any, field: str, suffix: str = "") -> str:
+    """The user's file name from an upload value, reduced to a safe base name (no folders, no control
+    characters, no leading dot, at most 120 characters); ``picture`` / ``speech`` / ``reference`` when
+    there is none. ``suffix`` is added when the name has none."""
+    text = str(name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    text = "".join(ch for ch in text if ch.isprintable()).strip().lstrip(".").strip()
+    if not text:
+        text = DEFAULT_UPLOAD_NAMES[field]
+    stem, dot, ext = text.rpartition(".")
+    if not dot:
+        stem, ext = text, ""
+    stem, ext = stem[:100] or DEFAULT_UPLOAD_NAMES[field], ext[:15]
+    return f"{stem}.{ext}" if ext else stem + suffix
+
+
+class UploadGuard:
+    """Turns the raw value of a file input (what a browser or an API client sent) into a local path the
+    pipeline may read, or refuses it with :class:`InputError`.
+
+    Accepted: a path (string, gradio 3 ``{'name', 'is_file': True}`` or gradio 4 ``{'path'}``) whose real
+    location (symlinks and ``..`` resolved) is inside gradio's upload folder or one of ``allowed_dirs``;
+    inline data (a ``data:`` URL, or gradio 3 ``{'name', 'data'}``), written into ``scratch``. The user's
+    original file name (``orig_name`` or the uploaded name) is kept, so output names say ``face__speech``.
+    """
+
+    def __init__(self, allowed_dirs: Iterable[str | Path] = (), upload_dir: str | Path | None = None) -> None:
+        self.allowed_dirs = tuple(Path(d) for d in allowed_dirs)
+        roots: list[Path] = []
+        for d in (upload_dir or gradio_upload_dir(), *self.allowed_dirs):
+            real = Path(os.path.realpath(Path(d).expanduser()))
+            if real not in roots:
+                roots.append(real)
+        self.roots = tuple(roots)
+
+    def resolve(self, value: Any, field: str, scratch: Path) -> str | None:
+        """The value of input ``field`` -> a readable local path (None when empty); see the class."""
+        label = UPLOAD_FIELDS[field]
+        if isinstance(value, list | tuple):
+            if len(value) > 1:
+                raise InputError(f"{label}: one file is expected, got {len(value)}")
+            value = value[0] if value else None
+        if value is None or value == "" or value == {}:
+            return None
+        if isinstance(value, str):
+            if value.startswith("data:"):
+                data = self._decode(value, label)
+                return self._write(data, upload_name(None, field, _suffix_of(data, field)), field, scratch)
+            return self._inside(value, None, field, scratch)
+        if not isinstance(value, Mapping):
+            raise InputError(f"{label}: expected an uploaded file, got {type(value).__name__}")
+        crop = (value.get("crop_min") or 0, value.get("crop_max", 100))
+        if crop != (0, 100) and crop != (0, None):
+            raise InputError(
+                f"{label}: trimming in the player is not applied here; trim the recording before uploading it"
+            )
+        if value.get("path"):  # gradio 4 FileData
+            return self._inside(value["path"], value.get("orig_name"), field, scratch)
+        name = value.get("name")
+        if value.get("is_file"):  # gradio 3: a file already on the server
+            return self._inside(name, value.get("orig_name"), field, scratch)
+        if value.get("data"):  # gradio 3: the file inline, base64
+            data = self._decode(value["data"], label)
+            return self._write(data, upload_name(value.get("orig_name") or name, field, _suffix_of(data, field)),
+                               field, scratch)  # fmt: skip
+        if value.get("url"):
+            raise InputError(f"{label}: URLs are not accepted; upload the file itself")
+        raise InputError(f"{label}: the upload has no file in it; upload the file again")
+
+    def _inside(self, raw: Any, orig_name: Any, field: str, scratch: Path) -> str:
+        label = UPLOAD_FIELDS[field]
+        if not isinstance(raw, str) or not raw.strip() or "\x00" in raw:
+            raise InputError(f"{label}: invalid file reference; upload the file again")
+        if "://" in raw:
+            raise InputError(f"{label}: URLs are not accepted; upload the file itself")
+        real = Path(os.path.realpath(Path(raw).expanduser()))
+        if not any(real == root or real.is_relative_to(root) for root in self.roots):
+            extra = " or a folder given with --allowed_dir" if self.allowed_dirs else ""
+            raise InputError(
+                f"{label}: refused: the file is not one uploaded through this app (only files in gradio's "
+                f"upload folder{extra} are read); upload the file in the page"
+            )
+        if not real.is_file():
+            raise InputError(
+                f"{label}: the uploaded file is no longer there (uploads are temporary); upload it again"
+            )
+        name = upload_name(orig_name or Path(raw).name, field, real.suffix)
+        if name == real.name:
+            return str(real)
+        link = self._slot(scratch, field) / name
+        try:
+            link.symlink_to(real)
+        except OSError:  # no symlinks here (Windows without the privilege): a copy
+            shutil.copyfile(real, link)
+        return str(link)
+
+    @staticmethod
+    def _slot(scratch: Path, field: str) -> Path:
+        folder = scratch / field
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    @staticmethod
+    def _decode(data: Any, label: str) -> bytes:
+        if not isinstance(data, str) or not data:
+            raise InputError(f"{label}: expected base64 data")
+        if data.startswith("data:"):
+            head, _, data = data.partition(",")
+            if ";base64" not in head:
+                raise InputError(f"{label}: only base64 data URLs are accepted")
+        data = "".join(data.split())
+        if len(data) // 4 * 3 > MAX_INLINE_BYTES:
+            raise InputError(f"{label}: larger than {MAX_INLINE_BYTES >> 20} MB; use a smaller file")
+        try:
+            decoded = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InputError(
+                f"{label}: the upload is not valid base64 data ({exc}); upload the file again"
+            ) from exc
+        if not decoded:
+            raise InputError(f"{label}: the uploaded file is empty")
+        return decoded
+
+    def _write(self, data: bytes, name: str, field: str, scratch: Path) -> str:
+        path = self._slot(scratch, field) / name
+        path.write_bytes(data)
+        return str(path)
+
+
+# ---------------------------------------------------------------------------------------------- first contact
+def dlib_usable(model_dir: str | Path | None = None) -> bool:
+    """True when the dlib face backend can run: dlib importable and its 68-point model present."""
+    if importlib.util.find_spec("dlib") is None:
+        return False
+    from .face.dlib_backend import predictor_path
+
+    try:
+        predictor_path(model_dir)
+    except InputError:
+        return False
+    return True
+
+
+def one_line(message: str) -> str:
+    """A message for gradio's error pop-up, which does not render line breaks: lines joined with ``; ``."""
+    parts = [line.strip().removeprefix("- ").strip() for line in str(message).splitlines()]
+    return "; ".join(p for p in parts if p).replace(":;", ":")
+
+
+def missing_rows(talker: Any, options: GenerationOptions) -> list[Any]:
+    """Weight files the generation ``options`` needs that are missing or incomplete."""
+    from .weights import missing_files
+
+    return missing_files(talker.required_weights(options), talker.dirs)
+
+
+def missing_weights_error(talker: Any, options: GenerationOptions) -> str | None:
+    """One-line message naming the weight files ``options`` lacks and how to get them; None when none."""
+    from .weights import download_command
+
+    rows = missing_rows(talker, options)
+    if not rows:
+        return None
+    names = ", ".join(f"{r.name} ({r.state}, goes in {r.path.parent})" for r in rows)
+    command = download_command(talker.required_weights(options), talker.dirs)
+    return (
+        f"Weight files missing for these settings: {names}. Press 'Download missing weights' in the "
+        f"Models panel, or run: {command}"
+    )
+
+
+def first_contact(talker: Any) -> tuple[str, str]:
+    """``(face detector to preselect, Markdown banner)`` for the first view.
+
+    The detector is RetinaFace unless its weights are missing and dlib can run. The banner (empty when all
+    is well) lists, as a Markdown list, the weight files the default settings lack and says where the
+    Download button is, and says when dlib was preselected and why.
+    """
+    from .weights import download_command
+
+    try:
+        base = GenerationOptions(source="picture.png", idle_seconds=1.0)
+        detector_rows = missing_rows(talker, base)  # retinaface: the default
+        detector_missing = [r for r in detector_rows if "detector" in r.needed_for]
+        detector = "dlib" if detector_missing and dlib_usable(talker.dirs.gfpgan) else "retinaface"
+        options = base.replace(face_detector=detector)
+        rows = missing_rows(talker, options)
+    except SadTalkerError as exc:
+        return "retinaface", f"**Model status unavailable:** {exc}"
+    lines: list[str] = []
+    if rows:
+        lines.append(f"**Weight files are missing** for the default settings (size 256, crop, {detector}):")
+        lines.append("")
+        lines += [f"- `{r.name}` ({r.state}) → `{r.path.parent}`" for r in rows]
+        lines.append("")
+        lines.append(
+            "Press **Download missing weights** in the *Models* panel below, or run "
+            f"`{download_command(talker.required_weights(options), talker.dirs)}`."
+        )
+    if detector == "dlib":
+        if lines:
+            lines.append("")
+        names = ", ".join(f"`{r.name}`" for r in detector_missing)
+        lines.append(
+            f"**Face detector: dlib** (preselected because the RetinaFace weights {names} are missing; dlib's "
+            "68-point model is installed, non-commercial licence). The Download button fetches RetinaFace "
+            "too; then choose it under *Free view and advanced*."
+        )
+    return detector, "\n".join(lines)
+
+
+def download_missing(talker: Any, options: GenerationOptions, progress: Any = None) -> str:
+    """Fetch the weight files ``options`` need plus the RetinaFace detector; the summary as Markdown."""
+    from .download import download
+
+    selection = talker.required_weights(options.replace(face_detector="retinaface"))
+
+    def on_progress(p: Any) -> None:
+        total = max(int(p.total or 0), 1)
+        progress((min(int(p.done or 0), total), total), desc=f"[{p.index}/{p.count}] {p.name}: {p.phase}")
+
+    report = download(selection, talker.dirs, progress=on_progress if progress is not None else None)
+    verdict = "All needed files are present." if report.ok else "**Some files could not be fetched:**"
+    return f"{verdict}\n\n```\n{report.summary()}\n```"
+
+
+# ---------------------------------------------------------------------------------------------- the UI
+def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **talker_kw: Any):
     """Build the gradio Blocks UI around one :class:`~sadtalker_ext.pipeline.SadTalker` (made from
-    ``talker_kw`` when not given). Returns the ``gr.Blocks`` (not launched)."""
+    ``talker_kw`` when not given). ``allowed_dirs``: server folders whose files the file inputs may name
+    besides gradio's upload folder. Returns the ``gr.Blocks`` (not launched)."""
     import gradio as gr
 
     if talker is None:
         from .pipeline import SadTalker
 
         talker = SadTalker(**talker_kw)
+    gradio3 = int(str(gr.__version__).split(".")[0]) < 4
+    guard = UploadGuard(allowed_dirs)
     cancel_event = threading.Event()
     busy = threading.Lock()
+    detector, banner_text = first_contact(talker)
+
+    def banner_update(text: str) -> Any:
+        return gr.update(value=text, visible=bool(text))
 
     def generate(*values: Any, progress=gr.Progress()):  # noqa: B008 - gradio injects the tracker
         form = dict(zip(FORM_FIELDS, values, strict=True))
+        scratch = Path(tempfile.mkdtemp(prefix="sadtalker_app_"))
         try:
-            options = options_from_form(form)
-        except SadTalkerError as exc:
-            raise gr.Error(str(exc)) from exc
-        if not busy.acquire(blocking=False):
-            raise gr.Error("a generation is already running; wait or press Stop")
-        cancel_event.clear()
-        try:
+            try:
+                for field in UPLOAD_FIELDS:
+                    form[field] = guard.resolve(form[field], field, scratch)
+                options = options_from_form(form)
+            except SadTalkerError as exc:
+                raise gr.Error(one_line(str(exc))) from exc
+            if not busy.acquire(blocking=False):
+                raise gr.Error("a generation is already running; wait or press Stop")
+            cancel_event.clear()
+            try:
 
-            def on_progress(stage: str, done: int, total: int) -> None:
-                progress((done, max(total, 1)), desc=stage)
+                def on_progress(stage: str, done: int, total: int) -> None:
+                    progress((done, max(total, 1)), desc=stage)
 
-            result = talker.generate(options, progress=on_progress, cancel=cancel_event)
-        except SadTalkerError as exc:
-            raise gr.Error(str(exc)) from exc
+                result = talker.generate(options, progress=on_progress, cancel=cancel_event)
+            except CheckpointError as exc:
+                raise gr.Error(missing_weights_error(talker, options) or one_line(str(exc))) from exc
+            except SadTalkerError as exc:
+                raise gr.Error(one_line(str(exc))) from exc
+            finally:
+                busy.release()
         finally:
-            busy.release()
+            shutil.rmtree(scratch, ignore_errors=True)
         info = (
             f"{result.video_path}\n{result.num_frames} frames ({result.num_frames / 25:.2f} s), "
             f"{result.width}x{result.height}, seed {result.seed}\n"
             + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
         )
-        return str(result.video_path), info, status_markdown(talker)
+        return str(result.video_path), info, status_markdown(talker), banner_update(first_contact(talker)[1])
+
+    def preview(value: Any):
+        """gradio 3: the picture input is a file input (it keeps the file name); this shows the picture."""
+        from .images import load_rgb
+
+        scratch = Path(tempfile.mkdtemp(prefix="sadtalker_app_"))
+        try:
+            path = guard.resolve(value, "source", scratch)
+            return None if path is None else load_rgb(path)
+        except SadTalkerError as exc:
+            raise gr.Error(one_line(str(exc))) from exc
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def stop() -> str:
         cancel_event.set()
@@ -116,14 +417,41 @@ def build_app(talker: Any = None, **talker_kw: Any):
         talker.unload()
         return status_markdown(talker)
 
+    def fetch(size: Any, preprocess_mode: Any, enhancer_name: Any, background: Any, progress=gr.Progress()):  # noqa: B008
+        try:
+            options = GenerationOptions.from_mapping({
+                "source": "picture.png", "idle_seconds": 1.0, "size": int(float(size or 256)),
+                "preprocess": preprocess_mode or "crop", "enhancer": enhancer_name or "none",
+                "background_enhancer": background or "none",
+            })  # fmt: skip
+        except (SadTalkerError, TypeError, ValueError) as exc:
+            raise gr.Error(one_line(str(exc))) from exc
+        text = download_missing(talker, options, progress)
+        return text, status_markdown(talker), banner_update(first_contact(talker)[1])
+
     with gr.Blocks(title="SadTalker") as demo:
         gr.Markdown("## SadTalker: one face picture + speech -> talking-head video")
+        banner = gr.Markdown(banner_text, visible=bool(banner_text))
         with gr.Row():
             with gr.Column():
-                source = gr.Image(label="Face picture", type="filepath")
-                # gr.File, not gr.Audio / gr.Video: those re-encode uploads with a system ffmpeg/ffprobe
-                # (absent on many machines); the pipeline decodes any format with the bundled ffmpeg.
-                driven_audio = gr.File(label="Speech recording (wav, mp3, m4a, ... or a video)")
+                if gradio3:
+                    # gradio 3's picture component sends the pixels without the file name; a file input
+                    # keeps it (output videos are named after the picture), with a preview beside it
+                    source = gr.File(
+                        label="Face picture", file_types=["image"], elem_id="sadtalker_app_source"
+                    )
+                    source_preview = gr.Image(
+                        label="Picture", interactive=False, height=240, elem_id="sadtalker_app_preview"
+                    )
+                else:
+                    source = gr.Image(label="Face picture", type="filepath", elem_id="sadtalker_app_source")
+                # the player needs no server-side ffmpeg: the event hands the raw upload to the pipeline,
+                # which decodes any format (wav, mp3, m4a, ...) with the bundled ffmpeg
+                driven_audio = gr.Audio(
+                    label="Speech recording (wav, mp3, m4a, ...)",
+                    type="filepath",
+                    elem_id="sadtalker_app_audio",
+                )
                 with gr.Row():
                     idle_mode = gr.Checkbox(label="Idle mode (no speech)", value=False)
                     idle_seconds = gr.Number(label="Idle length (s)", value=5)
@@ -143,9 +471,7 @@ def build_app(talker: Any = None, **talker_kw: Any):
                     input_yaw = gr.Textbox(label="Yaw keys (degrees, e.g. '0 20 -20')", value="")
                     input_pitch = gr.Textbox(label="Pitch keys (degrees)", value="")
                     input_roll = gr.Textbox(label="Roll keys (degrees)", value="")
-                    face_detector = gr.Dropdown(
-                        list(FACE_DETECTORS), value="retinaface", label="Face detector"
-                    )
+                    face_detector = gr.Dropdown(list(FACE_DETECTORS), value=detector, label="Face detector")
                     face_index = gr.Number(label="Face index (several faces)", value=0, precision=0)
                     enhancer = gr.Dropdown(
                         list(IMPLEMENTED_ENHANCERS),
@@ -161,23 +487,44 @@ def build_app(talker: Any = None, **talker_kw: Any):
                 video = gr.Video(label="Result")
                 info = gr.Textbox(label="Details", lines=4)
                 with gr.Row():
-                    run_button = gr.Button("Generate", variant="primary")
+                    run_button = gr.Button("Generate", variant="primary", elem_id="sadtalker_app_generate")
                     stop_button = gr.Button("Stop")
-        with gr.Accordion("Models", open=False):
+        with gr.Accordion("Models", open=bool(banner_text)):
             status = gr.Markdown(status_markdown(talker))
             with gr.Row():
+                download_button = gr.Button("Download missing weights", variant="primary")
                 refresh_button = gr.Button("Refresh status")
                 unload_button = gr.Button("Unload models")
+            download_log = gr.Markdown("")
         inputs = [
             source, driven_audio, idle_mode, idle_seconds, ref_video, ref_mode, preprocess, still, pose_style,
             expression_scale, size, batch_size, use_blink, seed, input_yaw, input_pitch, input_roll,
             face_detector, face_index, enhancer, background_enhancer,
         ]  # fmt: skip
-        run_button.click(generate, inputs=inputs, outputs=[video, info, status])
+        # preprocess=False: gradio must not open the file values itself (see UploadGuard)
+        run_button.click(
+            generate,
+            inputs=inputs,
+            outputs=[video, info, status, banner],
+            preprocess=False,
+            api_name="generate",
+        )
+        if gradio3:
+            source.change(preview, inputs=[source], outputs=[source_preview], preprocess=False)
         stop_button.click(stop, inputs=None, outputs=[info])
-        refresh_button.click(lambda: status_markdown(talker), inputs=None, outputs=[status])
+        refresh_button.click(
+            lambda: (status_markdown(talker), banner_update(first_contact(talker)[1])),
+            inputs=None,
+            outputs=[status, banner],
+        )
         unload_button.click(unload, inputs=None, outputs=[status])
+        download_button.click(
+            fetch,
+            inputs=[size, preprocess, enhancer, background_enhancer],
+            outputs=[download_log, status, banner],
+        )
     demo.sadtalker = talker  # for tests and embedding
+    demo.upload_guard = guard
     return demo
 
 
@@ -196,6 +543,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gfpgan_dir", "--gfpgan-dir", dest="gfpgan_dir", help="face-model weights folder")
     p.add_argument(
         "--result_dir", "--result-dir", dest="result_dir", default="./results", help="video folder"
+    )
+    p.add_argument(
+        "--allowed_dir",
+        "--allowed-dir",
+        dest="allowed_dirs",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a server folder whose files the file inputs may name (repeatable); by default only files "
+        "uploaded through the page (gradio's upload folder) are read",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
@@ -227,6 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dtype=args.dtype,
             result_dir=args.result_dir,
             winograd=not args.no_winograd,
+            allowed_dirs=args.allowed_dirs,
         )
     except SadTalkerError as exc:
         log.error("%s", exc)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import builtins
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +111,132 @@ def test_build_app_with_gradio(tmp_path):
     talker = SadTalker(checkpoint_dir=tmp_path / "ck", gfpgan_dir=tmp_path / "gf")
     demo = app.build_app(talker)
     assert demo.sadtalker is talker
+
+
+# ------------------------------------------------------------------ uploads (HTTP tests: tests/webui/test_app_http.py)
+def test_upload_guard_roots_links_and_names(tmp_path):
+    up, lib, scratch = tmp_path / "up", tmp_path / "lib", tmp_path / "scratch"
+    (up / "abc").mkdir(parents=True)
+    lib.mkdir()
+    uploaded = up / "abc" / "tmp1234.png"
+    uploaded.write_bytes(b"picture")
+    outside = lib / "face.png"
+    outside.write_bytes(b"library picture")
+    (up / "link.png").symlink_to(outside)
+    guard = app.UploadGuard(upload_dir=up)
+    # inside the upload folder: kept, under the user's name (a link in the scratch folder)
+    got = Path(guard.resolve({"path": str(uploaded), "orig_name": "my face.png"}, "source", scratch))
+    assert got.name == "my face.png" and got.read_bytes() == b"picture" and got.is_relative_to(scratch)
+    assert guard.resolve({"name": str(uploaded), "is_file": True}, "source", scratch) == str(
+        uploaded.resolve()
+    )
+    for hostile in (str(outside), str(up / ".." / "lib" / "face.png"), str(up / "link.png"), "/etc/passwd"):
+        for value in (hostile, {"path": hostile}, {"name": hostile, "is_file": True}, [{"path": hostile}]):
+            with pytest.raises(InputError, match="face picture: refused") as err:
+                guard.resolve(value, "source", scratch)
+            assert "library picture" not in str(err.value)
+    # a folder the user allowed (--allowed_dir)
+    allowed = app.UploadGuard([lib], upload_dir=up)
+    assert allowed.resolve(str(outside), "source", scratch) == str(outside.resolve())
+    with pytest.raises(InputError, match="--allowed_dir"):
+        allowed.resolve(str(tmp_path / "elsewhere.png"), "source", scratch)
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ({"path": "http://example.com/a.wav"}, "URLs are not accepted"),
+        ([{"path": "a"}, {"path": "b"}], "one file is expected"),
+        ({"name": "a.wav", "data": "!!!"}, "not valid base64"),
+        ({"name": "a.wav", "data": "data:audio/wav,abc"}, "only base64 data URLs"),
+        ({"name": "a.wav", "data": "data:audio/wav;base64,"}, "expected base64 data|empty"),
+        ({"name": "a.wav", "data": "UklGRg==", "crop_min": 10, "crop_max": 90}, "trimming"),
+        ({"orig_name": "a.wav"}, "no file in it"),
+        (42, "expected an uploaded file"),
+    ],
+)
+def test_upload_guard_refusals(tmp_path, value, needle):
+    with pytest.raises(InputError, match=needle):
+        app.UploadGuard(upload_dir=tmp_path / "up").resolve(value, "driven_audio", tmp_path / "s")
+
+
+def test_inline_uploads_keep_a_safe_name(tmp_path):
+    guard = app.UploadGuard(upload_dir=tmp_path / "up")
+    wav = b"RIFF\x00\x00\x00\x00WAVEfmt "
+    data = "data:audio/wav;base64," + base64.b64encode(wav).decode()
+    got = Path(
+        guard.resolve({"name": "C:\\Users\\me\\..\\my speech.wav", "data": data}, "driven_audio", tmp_path)
+    )
+    assert got.name == "my speech.wav" and got.read_bytes() == wav and got.parent.parent == tmp_path
+    nameless = Path(guard.resolve(data, "driven_audio", tmp_path / "b"))
+    assert nameless.name == "speech.wav"
+    assert app.upload_name("../../.bashrc", "source", ".png") == "bashrc.png"
+    assert app.upload_name("\x00\n", "ref_video", ".mp4") == "reference.mp4"
+    assert app.upload_name("a" * 300 + ".jpeg", "source") == "a" * 100 + ".jpeg"
+    assert guard.resolve(None, "source", tmp_path) is None and guard.resolve({}, "source", tmp_path) is None
+
+
+def test_first_contact_keeps_retinaface_when_dlib_cannot_run(tmp_path, monkeypatch):
+    talker = SadTalker(checkpoint_dir=tmp_path / "ck", gfpgan_dir=tmp_path / "gf")
+    monkeypatch.setattr(app, "dlib_usable", lambda model_dir=None: False)
+    detector, banner = app.first_contact(talker)
+    assert detector == "retinaface" and "Face detector: dlib" not in banner
+    assert "- `detection_Resnet50_Final.pth`" in banner and "- `SadTalker_V0.0.2_256.safetensors`" in banner
+    monkeypatch.setattr(app, "dlib_usable", lambda model_dir=None: True)
+    detector, banner = app.first_contact(talker)
+    assert detector == "dlib" and "Face detector: dlib" in banner
+    assert "- `detection_Resnet50_Final.pth`" not in banner  # not needed with dlib; named in the dlib note
+    assert "`detection_Resnet50_Final.pth`" in banner
+
+
+def test_one_line_messages():
+    assert app.one_line("missing weight files:\n  A -> x\n  B -> y\ndownload with: cmd") == (
+        "missing weight files: A -> x; B -> y; download with: cmd"
+    )
+
+
+def test_download_button_fetches_what_the_settings_need(tmp_path, monkeypatch):
+    import sadtalker_ext.download as dl
+
+    seen = {}
+
+    class Report:
+        ok = True
+
+        def summary(self):
+            return "present  X"
+
+    def fake_download(selection, dirs, progress=None):
+        seen.update(selection=selection, dirs=dirs)
+        progress(
+            type("P", (), {"total": None, "done": 0, "index": 1, "count": 1, "name": "X", "phase": "check"})
+        )
+        return Report()
+
+    monkeypatch.setattr(dl, "download", fake_download)
+    talker = SadTalker(checkpoint_dir=tmp_path / "ck", gfpgan_dir=tmp_path / "gf")
+    options = app.options_from_form(
+        _form(preprocess="full", size=512, face_detector="dlib", enhancer="gfpgan")
+    )
+    ticks = []
+    text = app.download_missing(talker, options, lambda *a, **kw: ticks.append((a, kw)))
+    sel = seen["selection"]
+    assert sel.sizes == (512,) and sel.full and sel.enhancer and sel.detector and not sel.background
+    assert seen["dirs"] is talker.dirs and "All needed files are present." in text and ticks
+
+
+def test_allowed_dir_reaches_build_app(monkeypatch, tmp_path):
+    pytest.importorskip("gradio")
+    seen = {}
+
+    class Demo:
+        def queue(self):
+            return self
+
+        def launch(self, **kw):
+            pass
+
+    monkeypatch.setattr(app, "build_app", lambda **kw: seen.update(kw) or Demo())
+    assert app.main(["--allowed_dir", str(tmp_path), "--allowed-dir", "/srv/pics", "--device", "cpu"]) == 0
+    assert seen["allowed_dirs"] == [str(tmp_path), "/srv/pics"]
+    assert app.build_parser().parse_args([]).allowed_dirs == []

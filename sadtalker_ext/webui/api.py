@@ -10,7 +10,7 @@
 - ``GET /sadtalker/v1/models``: weight folders and the state of every file.
 - ``GET /sadtalker/v1/version``: versions and what the host offers.
 
-Errors: 400 bad JSON / base64, 403 a path outside the allowed folders, 404 a missing input file, 409 missing
+Errors: 400 bad JSON / base64, 422 a ``source_base64`` that is neither a picture nor a video, 403 a path outside the allowed folders, 404 a missing input file, 409 missing
 weights or an interrupted run, 422 an invalid option; the body is ``{"detail": "<message>"}``.
 The body is read as a plain dict (no pydantic model) so pydantic 1 (A1111) and 2 (Forge) both work.
 """
@@ -22,6 +22,7 @@ import binascii
 import contextlib
 import logging
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,8 @@ def _sniff_suffix(data: bytes, field: str) -> str:
         return ".webp"
     if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
         return ".wav"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return ".avi"
     if data[4:8] == b"ftyp":
         return ".mp4"
     return {"source": ".png", "driven_audio": ".wav"}.get(field, ".mp4")
@@ -111,6 +114,7 @@ def decode_base64(text: Any, field: str) -> bytes:
         head, _, text = text.partition(",")
         if ";base64" not in head:
             raise ApiError(400, f"{field}_base64: only base64 data URLs are accepted")
+    text = "".join(text.split())  # line-wrapped output of `base64` is fine
     if len(text) * 3 // 4 > MAX_BASE64_BYTES:
         raise ApiError(413, f"{field}_base64: larger than {MAX_BASE64_BYTES >> 20} MB")
     try:
@@ -120,6 +124,35 @@ def decode_base64(text: Any, field: str) -> bytes:
     if not data:
         raise ApiError(400, f"{field}_base64: empty")
     return data
+
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".avi")
+
+
+def check_picture(path: Path, field: str) -> None:
+    """ApiError 422 unless the decoded ``source`` is a picture Pillow recognises or a video container.
+
+    Only the header is read (the pipeline checks the size and decodes it later); this answers a garbage
+    upload at once, before the request waits for the GPU queue.
+    """
+    if path.suffix in VIDEO_SUFFIXES:
+        return
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path):
+                pass
+    except Image.DecompressionBombError:
+        return  # a real picture, too large: the pipeline's message says the size and the limit
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        size = path.stat().st_size
+        raise ApiError(
+            422,
+            f"{field}_base64: the decoded data ({size} bytes) is not a picture (png, jpg, webp, bmp, gif, ...) "
+            "or a video; send the picture file's bytes base64-encoded",
+        ) from exc
 
 
 def parse_request(body: Any, roots: list[Path], tmp: Path) -> tuple[GenerationOptions, str, str]:
@@ -153,9 +186,12 @@ def parse_request(body: Any, roots: list[Path], tmp: Path) -> tuple[GenerationOp
         raise ApiError(422, "source: give a picture as source (a path) or source_base64")
     values["extra"] = {"front_end": "api", "face_restoration": restorer}
     try:
-        return GenerationOptions.from_mapping(values), restorer, mode
+        options = GenerationOptions.from_mapping(values)
     except InputError as exc:
         raise ApiError(422, str(exc)) from exc
+    if "source_base64" in body:  # after the options: their messages come first
+        check_picture(Path(options.source), "source")
+    return options, restorer, mode
 
 
 def generate(session: jobs.Session, body: Any) -> dict[str, Any]:
@@ -235,6 +271,14 @@ def register_routes(app: Any, session: jobs.Session) -> None:
             raise HTTPException(status_code=exc.status, detail=exc.message) from exc
         except SadTalkerError as exc:
             raise HTTPException(status_code=500, detail=str(exc)) from exc
+        except Exception as exc:
+            # an answer with a message instead of a bare "Internal Server Error"; the traceback goes to the log
+            log.exception("SadTalker API: unexpected error")
+            raise HTTPException(
+                status_code=500,
+                detail=f"internal error in the SadTalker extension ({type(exc).__name__}); "
+                "the traceback is in the WebUI console",
+            ) from exc
 
     @app.post("/sadtalker/v1/generate")
     def sadtalker_generate(body: Any = Body(...)):  # noqa: B008 - FastAPI's idiom; no return annotation (it would become a response model)

@@ -23,6 +23,10 @@ def api(make_extension, webui):
     return client
 
 
+TINY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGNgYGAAAAAEAAH2FzhVAAAAAElFTkSuQmCC"
+"""A 1x1 PNG (a real picture header, for requests whose picture is not the point)."""
+
+
 def _b64(path: Path, data_url: str | None = None) -> str:
     text = base64.b64encode(path.read_bytes()).decode()
     return f"data:{data_url};base64,{text}" if data_url else text
@@ -130,7 +134,7 @@ def test_paths_outside_allowed_folders_are_refused(api, webui, tmp_path):
         ({"source_base64": "iVBORw0KGgo=", "idle_seconds": 2, "return": "zip"}, 422, "return"),
         ({"source_base64": "iVBORw0KGgo="}, 422, "driven_audio"),
         (
-            {"source_base64": "iVBORw0KGgo=", "idle_seconds": 2, "face_restoration": "Nope"},
+            {"source_base64": TINY_PNG, "idle_seconds": 2, "face_restoration": "Nope"},
             422,
             "not available",
         ),
@@ -158,3 +162,42 @@ def test_missing_weights_answer_409(api, monkeypatch, tmp_path):
     pic = sample_png(tmp_path / "f.png")
     r = api.post("/sadtalker/v1/generate", json={"source_base64": _b64(pic), "idle_seconds": 1})
     assert r.status_code == 409 and "missing weight files" in r.json()["detail"]
+
+
+def test_garbage_picture_is_refused_at_once_with_4xx(api, tmp_path):
+    """40 MB of random bytes as source_base64: a clear 422 before the request joins the GPU queue."""
+    import os
+
+    wav = sample_wav(tmp_path / "a.wav")
+    garbage = base64.b64encode(os.urandom(40 << 20)).decode()
+    r = api.post(
+        "/sadtalker/v1/generate",
+        json={"source_base64": f"data:image/png;base64,{garbage}", "driven_audio_base64": _b64(wav)},
+    )
+    assert r.status_code == 422, r.text[:300]
+    detail = r.json()["detail"]
+    assert "source_base64" in detail and "not a picture" in detail and str(40 << 20) in detail
+    assert not api.talkers or not api.talkers[0].calls  # nothing ran
+
+
+def test_line_wrapped_base64_is_accepted(api, tmp_path):
+    """`base64 face.png` wraps its output at 76 columns: the line breaks are not an error."""
+    pic = sample_png(tmp_path / "face.png")
+    wrapped = "\n".join(_b64(pic)[i : i + 76] for i in range(0, len(_b64(pic)), 76))
+    r = api.post("/sadtalker/v1/generate", json={"source_base64": wrapped, "idle_seconds": 1})
+    assert r.status_code == 200, r.text
+    assert Path(r.json()["video_path"]).is_file()
+
+
+def test_unexpected_error_answers_500_with_a_message(webui, make_extension):
+    """A bug inside the run is a 500 whose JSON says what kind of failure it was, not a bare text page."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    make_extension(fail=RuntimeError("boom inside"))
+    app = FastAPI()
+    webui.callbacks.app_started_callback(None, app)
+    client = TestClient(app, raise_server_exceptions=False)
+    r = client.post("/sadtalker/v1/generate", json={"source_base64": TINY_PNG, "idle_seconds": 1})
+    assert r.status_code == 500
+    assert "RuntimeError" in r.json()["detail"] and "console" in r.json()["detail"]
