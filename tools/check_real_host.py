@@ -307,7 +307,9 @@ def check_tab_in_browser(report: Report, base: str, picture: Path, work: Path, t
             has_tab and bool(real) and not errors,
             errors[0][:300] if errors else ("real tab" if real else "no #sadtalker_generate in the page"),
         )
-        notes = [e.text for e in drv.find_elements(By.ID, "sadtalker_host_notes")]
+        notes = [
+            e.get_attribute("textContent") or "" for e in drv.find_elements(By.ID, "sadtalker_host_notes")
+        ]
         if notes:
             report.add("tab: host notes shown", True, " | ".join(n.strip() for n in notes)[:300])
         scripts = [
@@ -361,6 +363,8 @@ def check_tab_in_browser(report: Report, base: str, picture: Path, work: Path, t
                 status == 200 and data[4:8] == b"ftyp",
                 f"HTTP {status}, {len(data)} B",
             )
+        step = "send-to from the extras tab"
+        check_send_to(report, drv, picture)
     except Exception as exc:
         report.add(
             f"browser: {step}", False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -368,6 +372,49 @@ def check_tab_in_browser(report: Report, base: str, picture: Path, work: Path, t
         drv.save_screenshot(str(work / "failure.png"))
     finally:
         drv.quit()
+
+
+def check_send_to(report: Report, drv, picture: Path) -> None:
+    """Extras (A1111, Forge) / Process (SD.Next): upload the picture, run it, press our 🎤 button under the
+    result gallery; the picture must arrive in the SadTalker tab, which must be selected."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(drv, 300)
+    drv.get(drv.current_url)  # a fresh page: the SadTalker picture input is empty again
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, TAB_BUTTONS)))
+    tab = next(
+        b for b in drv.find_elements(By.CSS_SELECTOR, TAB_BUTTONS) if b.text.strip() in ("Extras", "Process")
+    )
+    tab.click()
+    upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#extras_image input[type=file]")))
+    drv.execute_script("arguments[0].style.display = 'block';", upload)
+    upload.send_keys(str(picture))
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#extras_image img")))
+    drv.find_element(By.ID, "extras_generate").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#extras_gallery img")))
+    buttons = drv.find_elements(By.ID, "extras_send_to_sadtalker")
+    if not report.add("send-to: our button under the extras result", bool(buttons), f"{len(buttons)} found"):
+        return
+    drv.execute_script("arguments[0].scrollIntoView(); arguments[0].click();", buttons[0])
+    try:
+        WebDriverWait(drv, 60).until(
+            ec.visibility_of_element_located((By.CSS_SELECTOR, "#sadtalker_picture img"))
+        )
+        arrived = True
+    except Exception:
+        arrived = False
+    selected = [
+        b.text.strip()
+        for b in drv.find_elements(By.CSS_SELECTOR, TAB_BUTTONS)
+        if "selected" in (b.get_attribute("class") or "")
+    ]
+    report.add(
+        "send-to: the picture arrives in the SadTalker tab",
+        arrived and "SadTalker" in selected,
+        f"picture {'shown' if arrived else 'missing'}; selected tab {selected}",
+    )
 
 
 # --- main -----------------------------------------------------------------------------------------------
