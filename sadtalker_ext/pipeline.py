@@ -317,16 +317,12 @@ class SadTalker:
         )
 
     def _landmarks_fn(self, detector: str, face_index: int) -> Callable[[np.ndarray], np.ndarray | None]:
-        """``rgb (H, W, 3) uint8 -> (68, 2) landmarks or None`` for the chosen backend and face
-        (the backends cache their networks process-wide)."""
-        from .face import landmarks68
+        """``rgb (H, W, 3) uint8 -> (68, 2) landmarks or None`` for the chosen backend and face (a
+        :class:`.face.FaceLandmarks`: the passes on the crop picture keep that face; the backends cache
+        their networks process-wide)."""
+        from .face import FaceLandmarks
 
-        model_dir = self.dirs.gfpgan
-        device = str(self.device)
-
-        def landmarks(rgb: np.ndarray) -> np.ndarray | None:
-            return landmarks68(rgb, detector, model_dir, face_index, device=device)
-
+        landmarks = FaceLandmarks(detector, self.dirs.gfpgan, face_index, str(self.device))
         return self._model(("landmarks", detector, face_index), lambda: landmarks)
 
     def _enhancer_dtype(self, *, float16_ok: bool = False) -> torch.dtype:
@@ -509,6 +505,8 @@ class SadTalker:
             from .video.probe import iter_frames
 
             check_cancel("before the reference video")
+            # face_index picks a face of the source picture; a reference video's face is its largest
+            ref_landmarks = self._landmarks_fn(options.face_detector, 0)
             with timer.stage("reference"):
                 coeffs, done_before = [], 0
                 for path, total in ref_totals.items():
@@ -520,7 +518,7 @@ class SadTalker:
                     ref = extract_video(
                         iter_frames(path),
                         options.preprocess,
-                        landmarks,
+                        ref_landmarks,
                         recon,
                         self.device,
                         torch.float32,
