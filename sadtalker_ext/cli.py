@@ -55,6 +55,17 @@ def _add(group: Any, name: str, **kw: Any) -> None:
     group.add_argument(*flags, dest=kw.pop("dest", name), **kw)
 
 
+def _enhancer(value: str) -> str:
+    """``--enhancer``: a face enhancer name in any case (``GFPGAN``, ``None``), refused before any model
+    loads when it is not one (``RestoreFormer``: not supported)."""
+    from .options import enhancer_error
+
+    problem = enhancer_error(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value.lower()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m sadtalker_ext",
@@ -163,10 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add(
         rd,
         "enhancer",
-        choices=(*ENHANCERS, "None"),
+        type=_enhancer,
         default="none",
+        metavar="{" + ",".join(ENHANCERS) + "}",
         help="face enhancer: gfpgan restores the rendered face crops with GFPGAN v1.4 "
-        "(gfpgan/weights/GFPGANv1.4.pth; RestoreFormer is not implemented)",
+        "(gfpgan/weights/GFPGANv1.4.pth; default none)",
     )
     _add(
         rd,

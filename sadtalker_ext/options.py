@@ -13,9 +13,11 @@ from .errors import InputError
 PREPROCESS_MODES = ("crop", "resize", "full", "extcrop", "extfull")
 REF_MODES = ("pose", "blink", "pose+blink", "all")
 FACE_DETECTORS = ("retinaface", "dlib")
-ENHANCERS = ("none", "gfpgan", "RestoreFormer")
-IMPLEMENTED_ENHANCERS = ("none", "gfpgan")
-"""The face enhancers that work; 'RestoreFormer' is a valid official setting that the pipeline refuses."""
+ENHANCERS = ("none", "gfpgan")
+"""The face enhancers of this extension (names are accepted in any case: ``GFPGAN``, ``None``)."""
+IMPLEMENTED_ENHANCERS = ENHANCERS
+UNSUPPORTED_ENHANCERS = ("restoreformer",)
+"""Official SadTalker enhancers this extension does not have (refused with :func:`enhancer_error`)."""
 BACKGROUND_ENHANCERS = ("none", "realesrgan")
 SIZES = (256, 512)
 POSE_STYLES = range(46)
@@ -40,6 +42,16 @@ def _angles(value: Any, name: str) -> tuple[float, ...] | None:
     if any(not math.isfinite(a) or abs(a) > 90 for a in out):
         raise InputError(f"{name}: angles must be finite and within [-90, 90] degrees, got {out}")
     return out
+
+
+def enhancer_error(value: Any) -> str | None:
+    """Why ``value`` is not a face enhancer name (None when it is one, in any case)."""
+    if isinstance(value, str) and value.lower() in ENHANCERS:
+        return None
+    available = f"available: {', '.join(ENHANCERS)} (and the WebUI's own face restorers in the WebUI tab)"
+    if isinstance(value, str) and value.lower() in UNSUPPORTED_ENHANCERS:
+        return f"enhancer {value!r} is not supported; {available}"
+    return f"enhancer {value!r} is unknown; {available}"
 
 
 @dataclass(frozen=True)
@@ -115,8 +127,9 @@ class GenerationOptions:
             fail(f"face_index must be >= 0; got {self.face_index}")
         if self.face_detector not in FACE_DETECTORS:
             fail(f"face_detector must be one of {', '.join(FACE_DETECTORS)}; got {self.face_detector!r}")
-        if self.enhancer not in ENHANCERS:
-            fail(f"enhancer must be one of {', '.join(ENHANCERS)}; got {self.enhancer!r}")
+        if (problem := enhancer_error(self.enhancer)) is not None:
+            fail(problem)
+        object.__setattr__(self, "enhancer", self.enhancer.lower())  # 'GFPGAN', 'None' as the official
         if self.background_enhancer not in BACKGROUND_ENHANCERS:
             fail(
                 f"background_enhancer must be one of {', '.join(BACKGROUND_ENHANCERS)}; "

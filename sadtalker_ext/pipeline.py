@@ -25,7 +25,7 @@ Enhancers (both optional, weights in the ``gfpgan/weights`` folder):
   size, so the video size does not change. Unlike the official enhancer there is no face detection or
   parsing (the crops are already aligned faces). The noise maps are fixed (seed 0), so a generation
   repeats exactly. With ``dtype='float16'`` GFPGAN runs in float32 (it is unreliable in half precision).
-  ``'RestoreFormer'`` is refused (:class:`InputError`): it is not implemented in this extension.
+  The official ``'RestoreFormer'`` is not supported: :class:`.options.GenerationOptions` refuses it.
 * ``background_enhancer='realesrgan'`` (``RealESRGAN_x2plus.pth``): the output video is twice the size
   it would otherwise have (as the official, whose enhancer outputs 2x frames). ``full``/``extfull``: the
   background is static, so the ORIGINAL picture is upscaled once (Real-ESRGAN x2, tiles of 400 px) and
