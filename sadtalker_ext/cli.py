@@ -112,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="idle mode: S seconds of silent motion (no recording needed)",
     )
+    _add(
+        io,
+        "max_audio_seconds",
+        type=float,
+        metavar="S",
+        help="longest recording (or idle length) accepted, in seconds (default 600); "
+        "longer audio is refused before any model loads",
+    )
 
     mo = p.add_argument_group("motion")
     _add(
@@ -345,6 +353,8 @@ def options_for(job: Job, args: argparse.Namespace):
         "background_enhancer": background,
         "extra": {"front_end": "cli"},
     }
+    if args.max_audio_seconds is not None:
+        values["max_audio_seconds"] = args.max_audio_seconds
     return GenerationOptions.from_mapping(values)
 
 

@@ -464,9 +464,19 @@ class SadTalker:
             ref_total = sum(ref_totals.values())
             all_mode = ref_path is not None and options.ref_mode == "all"
             if options.driven_audio and not all_mode:
-                features = prepare_audio(options.driven_audio, use_blink=options.use_blink, rng=rng)
+                features = prepare_audio(
+                    options.driven_audio,
+                    use_blink=options.use_blink,
+                    rng=rng,
+                    max_seconds=options.max_audio_seconds,
+                )
             elif options.idle_seconds is not None and not all_mode:
-                features = idle_audio_features(options.idle_seconds, use_blink=options.use_blink, rng=rng)
+                features = idle_audio_features(
+                    options.idle_seconds,
+                    use_blink=options.use_blink,
+                    rng=rng,
+                    max_seconds=options.max_audio_seconds,
+                )
             else:
                 features = None  # ref_mode 'all': motion and frame count from the reference video
         report("inputs", 1, 1)
@@ -538,6 +548,14 @@ class SadTalker:
 
         assert features is not None
         report("motion", 0, 1)
+        motion_total = [1]
+
+        def motion_progress(done: int, total: int) -> None:
+            motion_total[0] = total
+            report("motion", done, total)
+            if done < total:
+                check_cancel("while generating the motion")
+
         with timer.stage("motion"):
             motion = generate_coefficients(
                 motion_nets,
@@ -549,8 +567,9 @@ class SadTalker:
                 ref_coeffs=ref_coeffs,
                 ref_mode=options.ref_mode if ref_coeffs is not None else None,
                 pose_ref_coeffs=pose_ref_coeffs,
+                progress=motion_progress,
             )
-        report("motion", 1, 1)
+        report("motion", motion_total[0], motion_total[0])
         audio_track = soundtrack if soundtrack is not None else features.wav16k
         check_cancel("before rendering")
 
@@ -753,9 +772,9 @@ class SadTalker:
 
         soundtrack = None
         with contextlib.suppress(InputError):
-            soundtrack = load_audio(ref_path)
+            soundtrack = load_audio(ref_path, max_seconds=options.max_audio_seconds)
         if soundtrack is None and options.driven_audio:
-            soundtrack = load_audio(options.driven_audio)
+            soundtrack = load_audio(options.driven_audio, max_seconds=options.max_audio_seconds)
         if soundtrack is None:
             soundtrack = np.zeros(num_frames * SAMPLE_RATE // FPS, np.float32)
         dummy = AudioFeatures(
