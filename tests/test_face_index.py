@@ -116,3 +116,29 @@ def test_crop_pass_does_not_take_another_face(faces):
     assert closest_face(faces, faces[1].lm68) is faces[1]
     assert closest_face(faces, faces[0].lm68 + 3.0) is faces[0]
     assert closest_face(faces, faces[0].lm68 + 1000.0) is None  # the chosen face is not on this picture
+
+
+def test_pipeline_animates_the_chosen_face(two_faces, faces, tmp_path):
+    """Through ``SadTalker.prepare`` (stand-in weights, dlib): index 1 works and drives the crop."""
+    from PIL import Image
+
+    from sadtalker_ext.options import GenerationOptions
+    from sadtalker_ext.pipeline import SadTalker
+    from tests import standin
+
+    picture = tmp_path / "two_faces.png"
+    Image.fromarray(two_faces).save(picture)
+    folder = standin.write_reduced_checkpoints(tmp_path / "ckpt", seed=0, motion=standin.motion_tensors(0))
+    talker = SadTalker(checkpoint_dir=folder, gfpgan_dir=tmp_path / "gf", device="cpu")
+    try:
+        for index in (0, 1):
+            options = GenerationOptions(
+                source=str(picture), idle_seconds=0.2, face_detector="dlib", face_index=index, seed=1
+            )
+            prep = talker.prepare(options)
+            np.testing.assert_array_equal(prep.source.landmarks_source, faces[index].lm68.astype(np.float64))
+            assert prep.source.landmarks_crop is not None and not prep.source.used_fallback
+        with pytest.raises(InputError, match=r"face index 2 was asked for, but only 2 face\(s\)"):
+            talker.prepare(options.replace(face_index=2))
+    finally:
+        talker.unload()
