@@ -124,6 +124,7 @@ def test_pipeline_animates_the_chosen_face(two_faces, faces, tmp_path):
 
     from sadtalker_ext.options import GenerationOptions
     from sadtalker_ext.pipeline import SadTalker
+    from sadtalker_ext.video import VideoWriter
     from tests import standin
 
     picture = tmp_path / "two_faces.png"
@@ -140,5 +141,19 @@ def test_pipeline_animates_the_chosen_face(two_faces, faces, tmp_path):
             assert prep.source.landmarks_crop is not None and not prep.source.used_fallback
         with pytest.raises(InputError, match=r"face index 2 was asked for, but only 2 face\(s\)"):
             talker.prepare(options.replace(face_index=2))
+        # the index picks a face of the picture; a one-face reference video still drives the pose
+        video = tmp_path / "one_face.mp4"
+        one_face = load_rgb(MEDIA_DIR / "people_0.png")
+        with VideoWriter(video, num_frames=3, sidecar=False) as writer:
+            for i in range(3):
+                writer.write(np.roll(one_face, 2 * i, axis=1))
+            writer.finish()
+        stages: list[tuple[str, int, int]] = []
+        prep = talker.prepare(
+            options.replace(face_index=1, ref_video=str(video), ref_mode="pose"),
+            progress=lambda stage, done, total: stages.append((stage, done, total)),
+        )
+        assert ("reference", 3, 3) in stages
+        np.testing.assert_array_equal(prep.source.landmarks_source, faces[1].lm68.astype(np.float64))
     finally:
         talker.unload()
