@@ -34,6 +34,7 @@ from .options import (
     BACKGROUND_ENHANCERS,
     FACE_DETECTORS,
     IMPLEMENTED_ENHANCERS,
+    MAX_AUDIO_SECONDS,
     PREPROCESS_MODES,
     REF_MODES,
     GenerationOptions,
@@ -49,7 +50,7 @@ GRADIO_MISSING = (
 FORM_FIELDS = (
     "source", "driven_audio", "idle_mode", "idle_seconds", "ref_video", "ref_mode", "preprocess", "still",
     "pose_style", "expression_scale", "size", "batch_size", "use_blink", "seed", "input_yaw", "input_pitch",
-    "input_roll", "face_detector", "face_index", "enhancer", "background_enhancer",
+    "input_roll", "face_detector", "face_index", "enhancer", "background_enhancer", "max_audio_seconds",
 )  # fmt: skip
 """Order of the form components passed to the generate handler."""
 
@@ -483,6 +484,7 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
                         value="none",
                         label="Background enhancer (realesrgan: Real-ESRGAN x2, video 2x larger)",
                     )
+                    max_audio_seconds = gr.Number(label="Maximum audio length (s)", value=MAX_AUDIO_SECONDS)
             with gr.Column():
                 video = gr.Video(label="Result")
                 info = gr.Textbox(label="Details", lines=4)
@@ -499,7 +501,7 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
         inputs = [
             source, driven_audio, idle_mode, idle_seconds, ref_video, ref_mode, preprocess, still, pose_style,
             expression_scale, size, batch_size, use_blink, seed, input_yaw, input_pitch, input_roll,
-            face_detector, face_index, enhancer, background_enhancer,
+            face_detector, face_index, enhancer, background_enhancer, max_audio_seconds,
         ]  # fmt: skip
         # preprocess=False: gradio must not open the file values itself (see UploadGuard)
         run_button.click(

@@ -55,6 +55,17 @@ def _add(group: Any, name: str, **kw: Any) -> None:
     group.add_argument(*flags, dest=kw.pop("dest", name), **kw)
 
 
+def _enhancer(value: str) -> str:
+    """``--enhancer``: a face enhancer name in any case (``GFPGAN``, ``None``), refused before any model
+    loads when it is not one (``RestoreFormer``: not supported)."""
+    from .options import enhancer_error
+
+    problem = enhancer_error(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value.lower()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m sadtalker_ext",
@@ -100,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="S",
         help="idle mode: S seconds of silent motion (no recording needed)",
+    )
+    _add(
+        io,
+        "max_audio_seconds",
+        type=float,
+        metavar="S",
+        help="longest recording (or idle length) accepted, in seconds (default 600); "
+        "longer audio is refused before any model loads",
     )
 
     mo = p.add_argument_group("motion")
@@ -163,10 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add(
         rd,
         "enhancer",
-        choices=(*ENHANCERS, "None"),
+        type=_enhancer,
         default="none",
+        metavar="{" + ",".join(ENHANCERS) + "}",
         help="face enhancer: gfpgan restores the rendered face crops with GFPGAN v1.4 "
-        "(gfpgan/weights/GFPGANv1.4.pth; RestoreFormer is not implemented)",
+        "(gfpgan/weights/GFPGANv1.4.pth; default none)",
     )
     _add(
         rd,
@@ -333,6 +353,8 @@ def options_for(job: Job, args: argparse.Namespace):
         "background_enhancer": background,
         "extra": {"front_end": "cli"},
     }
+    if args.max_audio_seconds is not None:
+        values["max_audio_seconds"] = args.max_audio_seconds
     return GenerationOptions.from_mapping(values)
 
 

@@ -13,13 +13,22 @@ from .errors import InputError
 PREPROCESS_MODES = ("crop", "resize", "full", "extcrop", "extfull")
 REF_MODES = ("pose", "blink", "pose+blink", "all")
 FACE_DETECTORS = ("retinaface", "dlib")
-ENHANCERS = ("none", "gfpgan", "RestoreFormer")
-IMPLEMENTED_ENHANCERS = ("none", "gfpgan")
-"""The face enhancers that work; 'RestoreFormer' is a valid official setting that the pipeline refuses."""
+ENHANCERS = ("none", "gfpgan")
+"""The face enhancers of this extension (names are accepted in any case: ``GFPGAN``, ``None``)."""
+IMPLEMENTED_ENHANCERS = ENHANCERS
+UNSUPPORTED_ENHANCERS = ("restoreformer",)
+"""Official SadTalker enhancers this extension does not have (refused with :func:`enhancer_error`)."""
 BACKGROUND_ENHANCERS = ("none", "realesrgan")
 SIZES = (256, 512)
 POSE_STYLES = range(46)
 MAX_BATCH = 64
+MAX_AUDIO_SECONDS = 600.0
+"""Default of ``max_audio_seconds``: the longest recording (or idle length) a generation accepts."""
+RAISE_LIMIT_HINT = (
+    "raise the limit with the option max_audio_seconds (command line: --max_audio_seconds S; "
+    "WebUI: Settings > SadTalker > Maximum audio length; app: 'Maximum audio length (s)')"
+)
+"""How the user raises ``max_audio_seconds`` in each front end (part of the too-long messages)."""
 
 
 def _angles(value: Any, name: str) -> tuple[float, ...] | None:
@@ -40,6 +49,16 @@ def _angles(value: Any, name: str) -> tuple[float, ...] | None:
     if any(not math.isfinite(a) or abs(a) > 90 for a in out):
         raise InputError(f"{name}: angles must be finite and within [-90, 90] degrees, got {out}")
     return out
+
+
+def enhancer_error(value: Any) -> str | None:
+    """Why ``value`` is not a face enhancer name (None when it is one, in any case)."""
+    if isinstance(value, str) and value.lower() in ENHANCERS:
+        return None
+    available = f"available: {', '.join(ENHANCERS)} (and the WebUI's own face restorers in the WebUI tab)"
+    if isinstance(value, str) and value.lower() in UNSUPPORTED_ENHANCERS:
+        return f"enhancer {value!r} is not supported; {available}"
+    return f"enhancer {value!r} is unknown; {available}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,9 @@ class GenerationOptions:
     background_enhancer: str = "none"
     fps: int = 25
     output: str | None = None
+    max_audio_seconds: float = MAX_AUDIO_SECONDS
+    """Longest recording (and idle length) accepted, in seconds; longer audio is refused before any model
+    loads (CLI ``--max_audio_seconds``, WebUI setting 'Maximum audio length')."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     """Front-end specific notes kept in the metadata (never read by the pipeline)."""
 
@@ -95,8 +117,13 @@ class GenerationOptions:
             fail("source: a picture (or video) is required")
         if self.driven_audio is None and self.idle_seconds is None and self.ref_mode != "all":
             fail("driven_audio: give a speech recording, or idle_seconds for idle mode")
-        if self.idle_seconds is not None and not (0 < float(self.idle_seconds) <= 600):
-            fail(f"idle_seconds must be in (0, 600], got {self.idle_seconds}")
+        if not (math.isfinite(self.max_audio_seconds) and self.max_audio_seconds > 0):
+            fail(f"max_audio_seconds must be a positive number of seconds; got {self.max_audio_seconds}")
+        if self.idle_seconds is not None and not (0 < float(self.idle_seconds) <= self.max_audio_seconds):
+            fail(
+                f"idle_seconds must be in (0, {self.max_audio_seconds:g}], got {self.idle_seconds}; "
+                f"for longer idle videos {RAISE_LIMIT_HINT}"
+            )
         if self.preprocess not in PREPROCESS_MODES:
             fail(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}; got {self.preprocess!r}")
         if self.pose_style not in POSE_STYLES:
@@ -122,8 +149,9 @@ class GenerationOptions:
             fail(f"face_index must be >= 0; got {self.face_index}")
         if self.face_detector not in FACE_DETECTORS:
             fail(f"face_detector must be one of {', '.join(FACE_DETECTORS)}; got {self.face_detector!r}")
-        if self.enhancer not in ENHANCERS:
-            fail(f"enhancer must be one of {', '.join(ENHANCERS)}; got {self.enhancer!r}")
+        if (problem := enhancer_error(self.enhancer)) is not None:
+            fail(problem)
+        object.__setattr__(self, "enhancer", self.enhancer.lower())  # 'GFPGAN', 'None' as the official
         if self.background_enhancer not in BACKGROUND_ENHANCERS:
             fail(
                 f"background_enhancer must be one of {', '.join(BACKGROUND_ENHANCERS)}; "
@@ -159,7 +187,7 @@ class GenerationOptions:
 
 
 _INTS = {"pose_style", "size", "batch_size", "seed", "face_index", "fps"}
-_FLOATS = {"expression_scale", "idle_seconds"}
+_FLOATS = {"expression_scale", "idle_seconds", "max_audio_seconds"}
 _BOOLS = {"still", "use_blink"}
 _OPTIONAL_STR = {"driven_audio", "ref_video", "ref_pose_video", "output"}
 

@@ -25,7 +25,7 @@ Enhancers (both optional, weights in the ``gfpgan/weights`` folder):
   size, so the video size does not change. Unlike the official enhancer there is no face detection or
   parsing (the crops are already aligned faces). The noise maps are fixed (seed 0), so a generation
   repeats exactly. With ``dtype='float16'`` GFPGAN runs in float32 (it is unreliable in half precision).
-  ``'RestoreFormer'`` is refused (:class:`InputError`): it is not implemented in this extension.
+  The official ``'RestoreFormer'`` is not supported: :class:`.options.GenerationOptions` refuses it.
 * ``background_enhancer='realesrgan'`` (``RealESRGAN_x2plus.pth``): the output video is twice the size
   it would otherwise have (as the official, whose enhancer outputs 2x frames). ``full``/``extfull``: the
   background is static, so the ORIGINAL picture is upscaled once (Real-ESRGAN x2, tiles of 400 px) and
@@ -316,16 +316,12 @@ class SadTalker:
         )
 
     def _landmarks_fn(self, detector: str, face_index: int) -> Callable[[np.ndarray], np.ndarray | None]:
-        """``rgb (H, W, 3) uint8 -> (68, 2) landmarks or None`` for the chosen backend and face
-        (the backends cache their networks process-wide)."""
-        from .face import landmarks68
+        """``rgb (H, W, 3) uint8 -> (68, 2) landmarks or None`` for the chosen backend and face (a
+        :class:`.face.FaceLandmarks`: the passes on the crop picture keep that face; the backends cache
+        their networks process-wide)."""
+        from .face import FaceLandmarks
 
-        model_dir = self.dirs.gfpgan
-        device = str(self.device)
-
-        def landmarks(rgb: np.ndarray) -> np.ndarray | None:
-            return landmarks68(rgb, detector, model_dir, face_index, device=device)
-
+        landmarks = FaceLandmarks(detector, self.dirs.gfpgan, face_index, str(self.device))
         return self._model(("landmarks", detector, face_index), lambda: landmarks)
 
     def _enhancer_dtype(self, *, float16_ok: bool = False) -> torch.dtype:
@@ -466,9 +462,19 @@ class SadTalker:
             ref_total = sum(ref_totals.values())
             all_mode = ref_path is not None and options.ref_mode == "all"
             if options.driven_audio and not all_mode:
-                features = prepare_audio(options.driven_audio, use_blink=options.use_blink, rng=rng)
+                features = prepare_audio(
+                    options.driven_audio,
+                    use_blink=options.use_blink,
+                    rng=rng,
+                    max_seconds=options.max_audio_seconds,
+                )
             elif options.idle_seconds is not None and not all_mode:
-                features = idle_audio_features(options.idle_seconds, use_blink=options.use_blink, rng=rng)
+                features = idle_audio_features(
+                    options.idle_seconds,
+                    use_blink=options.use_blink,
+                    rng=rng,
+                    max_seconds=options.max_audio_seconds,
+                )
             else:
                 features = None  # ref_mode 'all': motion and frame count from the reference video
         report("inputs", 1, 1)
@@ -507,6 +513,8 @@ class SadTalker:
             from .video.probe import iter_frames
 
             check_cancel("before the reference video")
+            # face_index picks a face of the source picture; a reference video's face is its largest
+            ref_landmarks = self._landmarks_fn(options.face_detector, 0)
             with timer.stage("reference"):
                 coeffs, done_before = [], 0
                 for path, total in ref_totals.items():
@@ -518,7 +526,7 @@ class SadTalker:
                     ref = extract_video(
                         iter_frames(path),
                         options.preprocess,
-                        landmarks,
+                        ref_landmarks,
                         recon,
                         self.device,
                         torch.float32,
@@ -538,6 +546,14 @@ class SadTalker:
 
         assert features is not None
         report("motion", 0, 1)
+        motion_total = [1]
+
+        def motion_progress(done: int, total: int) -> None:
+            motion_total[0] = total
+            report("motion", done, total)
+            if done < total:
+                check_cancel("while generating the motion")
+
         with timer.stage("motion"):
             motion = generate_coefficients(
                 motion_nets,
@@ -549,8 +565,9 @@ class SadTalker:
                 ref_coeffs=ref_coeffs,
                 ref_mode=options.ref_mode if ref_coeffs is not None else None,
                 pose_ref_coeffs=pose_ref_coeffs,
+                progress=motion_progress,
             )
-        report("motion", 1, 1)
+        report("motion", motion_total[0], motion_total[0])
         audio_track = soundtrack if soundtrack is not None else features.wav16k
         check_cancel("before rendering")
 
@@ -753,9 +770,9 @@ class SadTalker:
 
         soundtrack = None
         with contextlib.suppress(InputError):
-            soundtrack = load_audio(ref_path)
+            soundtrack = load_audio(ref_path, max_seconds=options.max_audio_seconds)
         if soundtrack is None and options.driven_audio:
-            soundtrack = load_audio(options.driven_audio)
+            soundtrack = load_audio(options.driven_audio, max_seconds=options.max_audio_seconds)
         if soundtrack is None:
             soundtrack = np.zeros(num_frames * SAMPLE_RATE // FPS, np.float32)
         dummy = AudioFeatures(

@@ -20,7 +20,7 @@ def _form(**kw):
         "ref_video": None, "ref_mode": "pose", "preprocess": "full", "still": True, "pose_style": 3.0,
         "expression_scale": 1.2, "size": 256, "batch_size": 4.0, "use_blink": False, "seed": -1,
         "input_yaw": "0 20, -20", "input_pitch": "", "input_roll": "", "face_detector": "dlib",
-        "face_index": 1.0, "enhancer": "none", "background_enhancer": "none",
+        "face_index": 1.0, "enhancer": "none", "background_enhancer": "none", "max_audio_seconds": 600.0,
     }  # fmt: skip
     values.update(kw)
     assert set(values) == set(app.FORM_FIELDS)

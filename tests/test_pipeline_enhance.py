@@ -245,7 +245,7 @@ def test_missing_enhancer_weights_are_named(tiny_checkpoints, media, tmp_path):
 
 
 def test_restoreformer_is_refused_clearly(talker, media, tmp_path):
-    with pytest.raises(InputError, match="not implemented") as err:
+    with pytest.raises(InputError, match="not supported") as err:
         talker.generate(_options(media, tmp_path, enhancer="RestoreFormer"))
     assert "gfpgan" in str(err.value)
     assert list(tmp_path.iterdir()) == []

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from sadtalker_ext.errors import InputError
+from sadtalker_ext.options import RAISE_LIMIT_HINT
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def _too_long(
         length = "longer than the limit" if truncated else f"{seconds:.1f} s long"
         return InputError(
             f"Audio '{name}' is {length}: at most {max_seconds:g} s of audio is accepted. "
-            "Cut the audio or raise the maximum audio length."
+            f"Cut the audio, or {RAISE_LIMIT_HINT}."
         )
     return None
 

@@ -22,6 +22,7 @@ import numpy as np
 from sadtalker_ext.audio.blink import blink_ratio
 from sadtalker_ext.audio.decode import DEFAULT_MAX_SECONDS, SAMPLE_RATE, load_audio, resample_to_16k, to_mono
 from sadtalker_ext.errors import InputError
+from sadtalker_ext.options import RAISE_LIMIT_HINT
 
 FPS = 25
 """Video frames per second of SadTalker's output."""
@@ -279,7 +280,8 @@ def prepare_audio(
             raise InputError("Audio samples contain NaN or infinity.")
         if max_seconds is not None and samples.shape[0] / sample_rate > max_seconds:
             raise InputError(
-                f"Audio is {samples.shape[0] / sample_rate:.1f} s long: at most {max_seconds:g} s of audio is accepted."
+                f"Audio is {samples.shape[0] / sample_rate:.1f} s long: at most {max_seconds:g} s of audio is "
+                f"accepted. Cut the audio, or {RAISE_LIMIT_HINT}."
             )
         wav = resample_to_16k(to_mono(samples), sample_rate) if samples.shape[0] else np.zeros(0, np.float32)
     num_frames = frame_count(wav.shape[0])
@@ -315,7 +317,9 @@ def idle_audio_features(
     if not np.isfinite(seconds) or seconds < 0:
         raise InputError(f"Idle length must be a non-negative number of seconds, got {seconds}.")
     if max_seconds is not None and seconds > max_seconds:
-        raise InputError(f"Idle length {seconds:g} s is over the limit of {max_seconds:g} s.")
+        raise InputError(
+            f"Idle length {seconds:g} s is over the limit of {max_seconds:g} s: {RAISE_LIMIT_HINT}."
+        )
     num_frames = int(seconds * FPS)
     if num_frames < 1:
         raise InputError(

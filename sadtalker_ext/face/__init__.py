@@ -163,12 +163,61 @@ def landmarks68(
     return faces[face_index].lm68
 
 
+def closest_face(faces: Sequence[Face], near: np.ndarray) -> Face | None:
+    """The face of ``faces`` that is the one whose expected (68, 2) landmarks are ``near``: the smallest
+    mean landmark distance among the faces whose landmark centre lies inside the box around ``near``;
+    None when no face lies there (the face seen before is not among ``faces``)."""
+    expected = np.asarray(near, dtype=np.float64).reshape(68, 2)
+    (x1, y1), (x2, y2) = expected.min(axis=0), expected.max(axis=0)
+    best: Face | None = None
+    best_distance = np.inf
+    for face in faces:
+        points = np.asarray(face.lm68, dtype=np.float64)
+        cx, cy = points.mean(axis=0)
+        if not (x1 <= cx <= x2 and y1 <= cy <= y2):
+            continue
+        distance = float(np.linalg.norm(points - expected, axis=1).mean())
+        if distance < best_distance:
+            best, best_distance = face, distance
+    return best
+
+
+@dataclass(frozen=True)
+class FaceLandmarks:
+    """The landmark callable of one generation: ``(rgb) -> (68, 2) float32 or None``.
+
+    Called on the full picture it gives face ``face_index`` (:func:`landmarks68`). :meth:`in_crop` is the
+    later pass on a crop of that picture: there the chosen face is the one at the landmarks expected from
+    the first pass, whatever its index among the faces the crop holds.
+    """
+
+    backend: str = DEFAULT_BACKEND
+    model_dir: Path | str | None = None
+    face_index: int = 0
+    device: str = "cpu"
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
+        return landmarks68(rgb, self.backend, self.model_dir, self.face_index, device=self.device)
+
+    def in_crop(self, rgb: np.ndarray, near: np.ndarray | None) -> np.ndarray | None:
+        """Landmarks of the chosen face on a crop picture; ``near``: its (68, 2) landmarks expected there
+        (mapped from the full picture), or None when unknown (``resize`` mode: the crop is the whole
+        picture, so ``face_index`` applies). None when the chosen face is not found on the crop."""
+        if near is None:
+            return self(rgb)
+        faces = detect_faces(rgb, self.backend, self.model_dir, device=self.device)
+        face = closest_face(faces, near)
+        return None if face is None else face.lm68
+
+
 __all__ = [
     "BACKENDS",
     "DEFAULT_BACKEND",
     "DETECT_MAX_SIDE",
     "Face",
+    "FaceLandmarks",
     "RawDetection",
+    "closest_face",
     "detect_faces",
     "landmarks68",
 ]

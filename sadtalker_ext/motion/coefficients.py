@@ -46,7 +46,10 @@ COEFF_DIM = EXP_DIM + POSE_DIM
 SAVGOL_WINDOW = 13
 SAVGOL_ORDER = 2
 
-ProgressFn = Callable[[str, float], None]
+ProgressFn = Callable[[int, int], None]
+"""``progress(done, total)``: network calls made of ``total`` (ExpNet chunks, then PoseVAE chunks)."""
+PROGRESS_REPORTS = 100
+"""About how many times a run reports progress (each time a further 1 % of the network calls is done)."""
 
 
 @dataclass(frozen=True)
@@ -146,27 +149,40 @@ def predict_expression(
     ref_exp: torch.Tensor,
     ratio: torch.Tensor,
     chunk: int | None = None,
+    step: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """ExpNet over a clip in chunks of ``chunk`` frames (default: the config's 10, as the official test()).
 
     windows (T, 1, 80, 16), ref_exp (T, 64), ratio (T, 1), on ``nets.device``/``nets.dtype``.
-    Returns (T, 64) in ``nets.dtype``.
+    Returns (T, 64) in ``nets.dtype``. ``step()`` after each chunk.
     """
     chunk = chunk or nets.expnet.config.chunk_frames
-    outs = [
-        nets.expnet(windows[i : i + chunk], ref_exp[i : i + chunk], ratio[i : i + chunk])
-        for i in range(0, windows.shape[0], chunk)
-    ]
+    outs = []
+    for i in range(0, windows.shape[0], chunk):
+        outs.append(nets.expnet(windows[i : i + chunk], ref_exp[i : i + chunk], ratio[i : i + chunk]))
+        if step is not None:
+            step()
     return torch.cat(outs, dim=0)
+
+
+def expression_calls(num_frames: int, chunk: int) -> int:
+    """Number of ExpNet calls :func:`predict_expression` makes for ``num_frames`` frames."""
+    return -(-max(int(num_frames), 0) // chunk)
 
 
 @torch.no_grad()
 def predict_pose_motion(
-    nets: MotionNets, windows: torch.Tensor, ref_pose: torch.Tensor, pose_style: int, noise: torch.Tensor
+    nets: MotionNets,
+    windows: torch.Tensor,
+    ref_pose: torch.Tensor,
+    pose_style: int,
+    noise: torch.Tensor,
+    step: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """PoseVAE motion (T, 6) float32 (row 0 zeros) for windows (T, 1, 80, 16) and ref_pose (6,).
 
     ``noise`` (n, 1, 64) with n = :func:`pose_noise_draws` (T); chunk k uses ``noise[k]``, the tail chunk the last.
+    ``step()`` after each chunk (n chunks in all).
     """
     posenet = nets.posenet
     seq = posenet.config.seq_len
@@ -181,10 +197,30 @@ def predict_pose_motion(
     for k in range(full):
         out = posenet.decode_chunk(driving[:, k * seq : (k + 1) * seq], z[k : k + 1], style, ref)
         pieces.append(out[0].float())
+        if step is not None:
+            step()
     if rest:
         out = posenet.decode_chunk(driving[:, -seq:], z[full : full + 1], style, ref)
         pieces.append(out[0, -rest:].float())
+        if step is not None:
+            step()
     return torch.cat(pieces, dim=0)
+
+
+class _Steps:
+    """Counts network calls and passes ``(done, total)`` on each time another 1/:data:`PROGRESS_REPORTS`
+    of ``total`` is done (and at the end)."""
+
+    def __init__(self, progress: ProgressFn, total: int) -> None:
+        self.progress = progress
+        self.total = max(int(total), 1)
+        self.every = max(1, self.total // PROGRESS_REPORTS)
+        self.done = 0
+
+    def __call__(self) -> None:
+        self.done += 1
+        if self.done % self.every == 0 or self.done == self.total:
+            self.progress(self.done, self.total)
 
 
 def smooth_pose(pose: np.ndarray) -> np.ndarray:
@@ -261,7 +297,10 @@ def generate_coefficients(
     pose_ref_coeffs: (M, >=70) a second reference video for the head pose (official ``--ref_pose`` given
                  another video than ``--ref_eyeblink``); only with ref_mode 'pose+blink': the blinks and
                  the PoseVAE's reference pose come from ``ref_coeffs``, the pose changes from this one.
-    progress:    optional ``(stage, fraction)`` callback.
+    progress:    optional ``progress(done, total)``: ``(0, total)`` first, then as the network calls
+                 (ExpNet chunks of 10 frames, then PoseVAE chunks of 32) proceed, about
+                 :data:`PROGRESS_REPORTS` times, ending with ``(total, total)``. An exception it raises
+                 (e.g. a cancellation) stops the stage.
     """
     pose_style = validate_pose_style(pose_style)
     if ref_mode is not None and ref_mode not in REF_MODES:
@@ -320,23 +359,28 @@ def generate_coefficients(
                 f"noise: {t} frames need {wanted} draws of shape (1, {latent}); got {z.shape[0]}"
             )
 
-    if progress:
-        progress("expression", 0.0)
+    steps = None
+    if progress is not None:
+        total = expression_calls(t, nets.expnet.config.chunk_frames) + wanted
+        steps = _Steps(progress, total)
+        progress(0, steps.total)
     dev = {"device": nets.device, "dtype": nets.dtype}
     exp = predict_expression(
-        nets, windows, torch.from_numpy(rows[:, :EXP_DIM]).to(**dev), torch.from_numpy(ratio_np).to(**dev)
+        nets,
+        windows,
+        torch.from_numpy(rows[:, :EXP_DIM]).to(**dev),
+        torch.from_numpy(ratio_np).to(**dev),
+        step=steps,
     )
     exp_np = exp.float().cpu().numpy()
-    if progress:
-        progress("pose", 0.5)
     ref_pose = torch.from_numpy(rows[0, EXP_DIM:COEFF_DIM].copy())
-    motion = predict_pose_motion(nets, windows, ref_pose, pose_style, z)
+    motion = predict_pose_motion(nets, windows, ref_pose, pose_style, z, step=steps)
     pose_raw = (ref_pose.to(motion.device).reshape(1, -1) + motion).cpu().numpy()
     mat = np.concatenate([exp_np, smooth_pose(pose_raw)], axis=1).astype(np.float32)
     if ref_mode in ("pose", "pose+blink"):
         mat = apply_reference_pose(mat, pose_ref)
-    if progress:
-        progress("done", 1.0)
+    if steps is not None and steps.done < steps.total:  # T = 1: no PoseVAE call
+        progress(steps.total, steps.total)
     return MotionResult(
         coeffs=render_rows(mat, first, expression_scale, still),
         mat_coeffs=mat,

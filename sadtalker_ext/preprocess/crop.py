@@ -13,12 +13,15 @@ distance, then a padded, clamped, axis-aligned crop box around it. All coordinat
 x to the right, y down, in the (possibly shrunk, see :attr:`FaceBoxes.rsize`) picture.
 
 Landmarks come from a callable ``landmarks_fn(rgb uint8 (H, W, 3)) -> (68, 2) float array or None``.
+One that also has ``in_crop(rgb, near)`` (:class:`CropAwareLandmarks`) is asked for the later passes on
+crop pictures with the landmarks the chosen face is expected to have there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -30,6 +33,17 @@ ALIGN_OUTPUT_SIZE = 512
 """``xsize`` the official crop passes to the face alignment; decides when a huge face is shrunk first."""
 
 LandmarksFn = Callable[[np.ndarray], "np.ndarray | None"]
+
+
+@runtime_checkable
+class CropAwareLandmarks(Protocol):
+    """A landmark callable that can also find the chosen face again on a crop of the picture."""
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray | None: ...
+
+    def in_crop(self, rgb: np.ndarray, near: np.ndarray | None) -> np.ndarray | None:
+        """Landmarks of the face at ``near`` ((68, 2) expected landmarks on ``rgb``, or None: unknown)."""
+        ...
 
 
 def normalize_mode(mode: str) -> str:
@@ -226,6 +240,23 @@ class CropPlan:
     def picture(self, image: np.ndarray, size: int) -> np.ndarray:
         """The ``(size, size, 3)`` uint8 crop picture of one RGB frame (cv2 bilinear resize of :meth:`region`)."""
         return cv2.resize(self.region(image), (int(size), int(size)))
+
+    def to_picture(self, points: np.ndarray, image_wh: tuple[int, int], size: int) -> np.ndarray:
+        """(N, 2) (x, y) pixels of a ``(W, H)`` frame -> where they lie on its :meth:`picture` of ``size``."""
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        width, height = float(image_wh[0]), float(image_wh[1])
+        if self.boxes is None:
+            return pts * np.array([size / width, size / height])
+        rw, rh = self.boxes.rsize
+        pts = (pts + 0.5) * np.array([rw / width, rh / height]) - 0.5  # cv2.resize maps pixel centres
+        clx, cly, crx, cry = self.boxes.crop_box
+        region_w, region_h = crx - clx, cry - cly
+        pts = pts - np.array([clx, cly])
+        if not is_extended(self.mode):
+            lx, ly, rx, ry = (int(v) for v in self.boxes.quad_box)
+            pts = pts - np.array([lx, ly])
+            region_w, region_h = rx - lx, ry - ly
+        return (pts + 0.5) * np.array([size / max(region_w, 1), size / max(region_h, 1)]) - 0.5
 
 
 def plan_crop(image: np.ndarray, mode: str, landmarks_fn: LandmarksFn | None) -> CropPlan:

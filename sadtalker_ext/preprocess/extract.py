@@ -4,8 +4,10 @@ Per picture (or per frame of a reference video):
 
 1. crop plan from the landmarks of the (first) full frame (:mod:`.crop`), cut, cv2-bilinear resize to
    ``size x size`` (the renderer's source picture);
-2. landmarks on that crop picture (a second detector pass); no face -> the standard-landmark fallback;
-   a reference-video frame without a face reuses the previous frame's landmarks;
+2. landmarks on that crop picture (a second detector pass; a :class:`.crop.CropAwareLandmarks` detector
+   is told where the face chosen on the full frame lies on the crop, so it picks that face again);
+   no face -> the standard-landmark fallback; a reference-video frame without a face reuses the previous
+   frame's landmarks;
 3. alignment to 224x224 (:mod:`.align`) and the reconstruction ResNet -> 257 values;
 4. ``coeff_3dmm`` (73 values) = expression 64 | angles 3 | translation 3 | (s, tx, ty) of the alignment.
 
@@ -31,6 +33,7 @@ from ..errors import InputError
 from ..nets.recon_resnet import COEFF_LAYOUT, FaceReconNet, ReconNetConfig
 from .align import align_picture, landmarks_for_alignment, load_standard_landmarks, network_input
 from .crop import (
+    CropAwareLandmarks,
     CropInfo,
     CropPlan,
     LandmarksFn,
@@ -223,6 +226,28 @@ def picture_digest(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _crop_landmarks(
+    landmarks_fn: LandmarksFn | None,
+    picture: np.ndarray,
+    near: np.ndarray | None,
+    what: str,
+) -> np.ndarray | None:
+    """The second landmark pass on a crop picture: a :class:`CropAwareLandmarks` detector gets ``near``
+    (where the chosen face should be on the crop; None: unknown), any other callable just the picture."""
+    if landmarks_fn is None:
+        return None
+    if isinstance(landmarks_fn, CropAwareLandmarks):
+        return check_landmarks(landmarks_fn.in_crop(picture, near), what)
+    return check_landmarks(landmarks_fn(picture), what)
+
+
+def _expected_on_picture(plan: CropPlan, image: np.ndarray, size: int) -> np.ndarray | None:
+    """The first pass's landmarks mapped onto the crop picture (None in ``resize`` mode)."""
+    if plan.landmarks is None:
+        return None
+    return plan.to_picture(plan.landmarks, (image.shape[1], image.shape[0]), size)
+
+
 def _check_size(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, int | np.integer) or not 32 <= int(size) <= 4096:
         raise InputError(f"crop picture size must be an integer between 32 and 4096, got {size!r}")
@@ -269,8 +294,8 @@ def extract_source(
 
     plan = plan_crop(image, mode, landmarks_fn)
     picture = plan.picture(image, size)
-    lm_crop = (
-        check_landmarks(landmarks_fn(picture), "landmarks of the crop picture") if landmarks_fn else None
+    lm_crop = _crop_landmarks(
+        landmarks_fn, picture, _expected_on_picture(plan, image, size), "landmarks of the crop picture"
     )
     if lm_crop is None:
         log.info("no face found on the %dx%d crop picture; aligning with the standard landmarks", size, size)
@@ -324,7 +349,8 @@ def extract_video(
         if plan is None:
             plan = plan_crop(frame, mode, landmarks_fn)
         picture = plan.picture(frame, size)
-        lm = check_landmarks(landmarks_fn(picture), f"landmarks of frame {index}") if landmarks_fn else None
+        near = previous if previous is not None else _expected_on_picture(plan, frame, size)
+        lm = _crop_landmarks(landmarks_fn, picture, near, f"landmarks of frame {index}")
         if lm is None and index > 0:
             lm = previous
         previous = lm

@@ -4,7 +4,8 @@
   ``ref_pose_video`` as paths inside the allowed folders (the WebUI outputs folder, the SadTalker output
   folder and the folders of the setting ``sadtalker_api_allowed_dirs``), or the same names with ``_base64``
   (plain base64 or a ``data:`` URL). Every other :class:`GenerationOptions` field by name (``output`` is
-  not accepted: videos go to the SadTalker output folder), plus ``face_restoration`` (a WebUI restorer
+  not accepted: videos go to the SadTalker output folder; ``max_audio_seconds`` defaults to the setting
+  ``sadtalker_max_audio_seconds``), plus ``face_restoration`` (a WebUI restorer
   name) and ``return`` (``"path"``, ``"base64"`` or ``"both"``; default ``"path"``).
   Answer: ``video_path``, ``video_base64`` (or null), ``infotext``, ``seed``, ``frames``, ``width``, ``height``.
 - ``GET /sadtalker/v1/models``: weight folders and the state of every file.
@@ -199,6 +200,8 @@ def generate(session: jobs.Session, body: Any) -> dict[str, Any]:
     host = session.host
     settings = WebUISettings.read(host)
     roots = allowed_roots(session, settings)
+    if isinstance(body, Mapping):  # the setting is the default of the request field
+        body = {"max_audio_seconds": settings.max_audio_seconds, **body}
     with tempfile.TemporaryDirectory(prefix="sadtalker_api_") as tmp:
         options, restorer, mode = parse_request(body, roots, Path(tmp))
         with host.queue_lock(), host.job("sadtalker_api") as state:

@@ -520,7 +520,7 @@ def _generate_single(session: Session, form: dict[str, Any]) -> list[Any]:
     state = host.state
     settings = WebUISettings.read(host)
     try:
-        options, restorer = options_from_form(form)
+        options, restorer = options_from_form({**form, "max_audio_seconds": settings.max_audio_seconds})
     except SadTalkerError as exc:
         return [None, "", message_html(str(exc), "error")]
     HostProgress.start(state, 1)
@@ -567,7 +567,13 @@ def generate_batch(session: Session, id_task: str, pictures: Any, recordings: An
             label = Path(pic).name + (f" + {Path(aud).name}" if aud else "")
             try:
                 options, restorer = options_from_form(
-                    {**form, "source": pic, "driven_audio": aud}, front_end="webui-batch"
+                    {
+                        **form,
+                        "source": pic,
+                        "driven_audio": aud,
+                        "max_audio_seconds": settings.max_audio_seconds,
+                    },
+                    front_end="webui-batch",
                 )
                 outcome = session.run(
                     options,

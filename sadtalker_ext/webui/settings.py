@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..options import FACE_DETECTORS, PREPROCESS_MODES
+from ..options import FACE_DETECTORS, MAX_AUDIO_SECONDS, PREPROCESS_MODES
 from .host import Host
 
 SECTION = ("sadtalker", "SadTalker")
@@ -50,6 +51,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("sadtalker_default_still", False, "Still mode by default", "Checkbox"),
     Spec("sadtalker_default_batch_size", 2, "Default batch size (frames rendered at once)", "Slider",
          {"minimum": 1, "maximum": 16, "step": 1}),
+    Spec("sadtalker_max_audio_seconds", MAX_AUDIO_SECONDS, "Maximum audio length (seconds)", "Number",
+         info="longer recordings and idle lengths are refused before the models load; the API field max_audio_seconds overrides it per request"),
     Spec("sadtalker_live_preview", True, "Show the latest rendered frame as live preview", "Checkbox",
          info="also needs the WebUI's 'Show live previews' setting"),
     Spec("sadtalker_api_allowed_dirs", "", "Folders the SadTalker API may read input files from", "Textbox",
@@ -99,6 +102,7 @@ class WebUISettings:
     default_batch_size: int
     live_preview: bool
     api_allowed_dirs: tuple[str, ...]
+    max_audio_seconds: float = MAX_AUDIO_SECONDS
 
     @classmethod
     def read(cls, host: Host) -> WebUISettings:
@@ -117,6 +121,12 @@ class WebUISettings:
             batch = max(1, min(16, int(get("sadtalker_default_batch_size"))))
         except (TypeError, ValueError):
             batch = SPEC_BY_KEY["sadtalker_default_batch_size"].default
+        try:
+            max_audio = float(get("sadtalker_max_audio_seconds"))
+        except (TypeError, ValueError):
+            max_audio = MAX_AUDIO_SECONDS
+        if not (math.isfinite(max_audio) and max_audio > 0):
+            max_audio = MAX_AUDIO_SECONDS
         return cls(
             result_dir=str(get("sadtalker_result_dir") or ""),
             date_subfolder=bool(get("sadtalker_date_subfolder")),
@@ -131,6 +141,7 @@ class WebUISettings:
             default_batch_size=batch,
             live_preview=bool(get("sadtalker_live_preview")),
             api_allowed_dirs=split_dirs(str(get("sadtalker_api_allowed_dirs") or "")),
+            max_audio_seconds=max_audio,
         )
 
 
