@@ -17,6 +17,10 @@ ENHANCERS = ("none", "gfpgan", "RestoreFormer")
 IMPLEMENTED_ENHANCERS = ("none", "gfpgan")
 """The face enhancers that work; 'RestoreFormer' is a valid official setting that the pipeline refuses."""
 BACKGROUND_ENHANCERS = ("none", "realesrgan")
+ENHANCER_MODES = ("auto", "official", "crop")
+"""How ``enhancer='gfpgan'`` is arranged: 'official' = GFPGANer.enhance on every final frame (RetinaFace,
+FFHQ alignment, ParseNet paste mask, 2x output; :mod:`.enhance_paste`); 'crop' = the rendered face crops,
+same size (:class:`.enhance.FaceEnhancer`); 'auto' = official when its weight files are present, else crop."""
 SIZES = (256, 512)
 POSE_STYLES = range(46)
 MAX_BATCH = 64
@@ -75,6 +79,8 @@ class GenerationOptions:
     face_detector: str = "retinaface"
     enhancer: str = "none"
     background_enhancer: str = "none"
+    enhancer_mode: str = "auto"
+    """:data:`ENHANCER_MODES`; only used with ``enhancer='gfpgan'``."""
     fps: int = 25
     output: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -122,6 +128,8 @@ class GenerationOptions:
                 f"background_enhancer must be one of {', '.join(BACKGROUND_ENHANCERS)}; "
                 f"got {self.background_enhancer!r}"
             )
+        if self.enhancer_mode not in ENHANCER_MODES:
+            fail(f"enhancer_mode must be one of {', '.join(ENHANCER_MODES)}; got {self.enhancer_mode!r}")
         if self.fps != 25:
             fail(f"fps must be 25 (the motion models are trained at 25 fps); got {self.fps}")
 

@@ -250,7 +250,7 @@ def test_parsenet_loading_is_safe_and_strict(tmp_path):
     wrapped = tmp_path / "module.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, str(wrapped))
     assert ep.load_parsenet(wrapped, "cpu").cfg == small
-    with pytest.raises(CheckpointError, match="parsing_parsenet.pth"):
+    with pytest.raises(CheckpointError, match=r"parsing_parsenet\.pth"):
         ep.load_parsenet(tmp_path / "parsing_parsenet.pth", "cpu")
     broken = dict(state)
     broken.pop("body.0.conv1.conv2d.weight")
@@ -261,7 +261,7 @@ def test_parsenet_loading_is_safe_and_strict(tmp_path):
     evil = tmp_path / "evil.pth"
     with evil.open("wb") as fh:
         pickle.dump({"x": _Evil(marker)}, fh)
-    with pytest.raises(CheckpointError, match="refused|cannot be read"):
+    with pytest.raises(CheckpointError, match=r"refused|cannot be read"):
         ep.load_parsenet(evil, "cpu")
     assert not marker.exists()
 
