@@ -118,3 +118,34 @@ def test_official_arrangement_is_the_default_and_doubles_the_video(
         plain.height,
     )
     assert not np.array_equal(crop_frames, plain_frames)
+
+
+def test_mode_choice_flag_and_missing_files(tmp_path, tiny_checkpoints, face_dir, media):
+    """auto without ParseNet -> crop (GFPGAN alone suffices); official without it -> a message naming it;
+    the CLI flag reaches the options."""
+    from sadtalker_ext import cli
+    from sadtalker_ext.errors import CheckpointError, InputError
+
+    only_gfpgan = tmp_path / "weights"
+    only_gfpgan.mkdir()
+    (only_gfpgan / GFPGAN_FILE).write_bytes((face_dir / GFPGAN_FILE).read_bytes())
+    t = SadTalker(checkpoint_dir=tiny_checkpoints, gfpgan_dir=only_gfpgan, device="cpu")
+    auto = _options(media, tmp_path, enhancer="gfpgan")
+    assert t.enhancer_mode(auto) == "crop"
+    t.check_weights(auto)  # nothing missing for the crop arrangement
+    official = auto.replace(enhancer_mode="official")
+    with pytest.raises(CheckpointError, match=r"parsing_parsenet\.pth") as err:
+        t.check_weights(official)
+    assert "detection_Resnet50_Final.pth" in str(err.value) and "--enhancer" in str(err.value)
+    assert t.enhancer_mode(auto.replace(enhancer="none")) is None
+    with pytest.raises(InputError, match="enhancer_mode"):
+        auto.replace(enhancer_mode="paste")
+
+    args = cli.build_parser().parse_args(
+        ["--source_image", media["picture"], "--driven_audio", media["cut"](2), "--enhancer", "gfpgan",
+         "--enhancer-mode", "crop"]
+    )  # fmt: skip
+    (job,) = cli.collect_jobs(args)
+    assert cli.options_for(job, args).enhancer_mode == "crop"
+    default = cli.build_parser().parse_args(["--source_image", media["picture"], "--driven_audio", "x.wav"])
+    assert default.enhancer_mode == "auto"
