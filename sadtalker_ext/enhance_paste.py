@@ -207,30 +207,43 @@ def _warp_grid(affine: np.ndarray, src_hw: tuple[int, int], size: tuple[int, int
     return _WarpGrid((out_w, out_h), (x0, y0, x1, y1), ix, iy, (sx - fx)[:, :, None], (sy - fy)[:, :, None])
 
 
+def _sample_box(image: np.ndarray, grid: _WarpGrid, border: float | Sequence[float]) -> np.ndarray:
+    """The float64 ``(y1 - y0, x1 - x0, C)`` values of the grid's destination box."""
+    src = np.asarray(image)
+    if src.ndim == 2:
+        src = src[:, :, None]
+    h, w, c = src.shape
+    fill = np.broadcast_to(np.asarray(border, dtype=np.float64).reshape(-1)[:c], (c,))
+    padded = np.empty((h + 5, w + 5, c), np.float64)
+    padded[:] = fill
+    padded[2 : h + 2, 2 : w + 2] = src
+    ix, iy, fx, fy = grid.ix, grid.iy, grid.fx, grid.fy
+    return (
+        padded[iy, ix] * (1 - fx) * (1 - fy)
+        + padded[iy, ix + 1] * fx * (1 - fy)
+        + padded[iy + 1, ix] * (1 - fx) * fy
+        + padded[iy + 1, ix + 1] * fx * fy
+    )
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """cv2's saturating cast of warped values: round half to even, clip to [0, 255]."""
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
 def _sample(image: np.ndarray, grid: _WarpGrid, border: float | Sequence[float]) -> np.ndarray:
     src = np.asarray(image)
     squeeze = src.ndim == 2
-    if squeeze:
-        src = src[:, :, None]
-    h, w, c = src.shape
+    c = 1 if squeeze else src.shape[2]
     fill = np.broadcast_to(np.asarray(border, dtype=np.float64).reshape(-1)[:c], (c,))
     out_w, out_h = grid.size
     out = np.empty((out_h, out_w, c), np.float64)
     out[:] = fill
     x0, y0, x1, y1 = grid.box
     if x0 < x1 and y0 < y1:
-        padded = np.empty((h + 5, w + 5, c), np.float64)
-        padded[:] = fill
-        padded[2 : h + 2, 2 : w + 2] = src
-        ix, iy, fx, fy = grid.ix, grid.iy, grid.fx, grid.fy
-        out[y0:y1, x0:x1] = (
-            padded[iy, ix] * (1 - fx) * (1 - fy)
-            + padded[iy, ix + 1] * fx * (1 - fy)
-            + padded[iy + 1, ix] * (1 - fx) * fy
-            + padded[iy + 1, ix + 1] * fx * fy
-        )
+        out[y0:y1, x0:x1] = _sample_box(src, grid, border)
     if src.dtype == np.uint8:
-        out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        out = _to_uint8(out)
     return out[:, :, 0] if squeeze else out
 
 
@@ -314,16 +327,25 @@ def upscale_background(frame_rgb: np.ndarray, upscale: int = UPSCALE) -> np.ndar
     return cv2.resize(frame_rgb, (w * upscale, h * upscale), interpolation=cv2.INTER_LANCZOS4)
 
 
-def paste_face(
-    result: np.ndarray, restored: np.ndarray, inverse: np.ndarray, mask: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """One face onto ``result`` (uint8 or float64 ``(H2, W2, 3)``): returns ``(new float64 result, the
-    warped face uint8)``."""
-    grid = _warp_grid(inverse, restored.shape[:2], (result.shape[1], result.shape[0]))
-    inv_face = _sample(restored, grid, 0.0)
+def paste_face(result: np.ndarray, restored: np.ndarray, inverse: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """One face onto ``result`` (uint8 or float64 ``(H2, W2, 3)``); returns the float64 result (``result``
+    itself when it is float64, updated in place).
+
+    ``mask * warped face + (1 - mask) * result`` with the face (uint8, border 0) and the mask (float64)
+    warped by ``inverse``; only the box the face can reach is computed (outside it the mask is 0 and the
+    official formula leaves the value unchanged).
+    """
+    out = result if result.dtype == np.float64 else result.astype(np.float64)
+    grid = _warp_grid(inverse, restored.shape[:2], (out.shape[1], out.shape[0]))
+    x0, y0, x1, y1 = grid.box
+    if x0 >= x1 or y0 >= y1:
+        return out
+    face = _to_uint8(_sample_box(restored, grid, 0.0))
     # the official mask warp passes flags=3 (INTER_AREA), which cv2's affine warps run as bilinear
-    inv_mask = _sample(mask, grid, 0.0)[:, :, None]
-    return inv_mask * inv_face + (1 - inv_mask) * result, inv_face
+    inv_mask = _sample_box(mask, grid, 0.0)
+    region = out[y0:y1, x0:x1]
+    out[y0:y1, x0:x1] = inv_mask * face + (1 - inv_mask) * region
+    return out
 
 
 # ----------------------------------------------------------------------------------------- one frame
@@ -410,7 +432,7 @@ def enhance_frame(
         logits = run_parsenet(parsenet, restored[None], device)
         argmax = logits.argmax(dim=1)[0].numpy()
         mask = face_mask(argmax, restored.shape[0])
-        result, _ = paste_face(result, restored, inv, mask)
+        result = paste_face(result, restored, inv, mask)
         trace.inverses.append(inv)
         trace.parse_logits.append(logits)
         trace.parse_argmax.append(argmax)
@@ -512,7 +534,7 @@ class OfficialFaceEnhancer:
         out = np.empty((count, h * s, w * s, 3), np.uint8)
         results: list[np.ndarray] = [np.asarray(b) for b in backgrounds]
         for (n, affine, _), face, mask in zip(faces, restored, masks, strict=True):
-            results[n], _ = paste_face(results[n], face, inverse_affine(affine, s), mask)
+            results[n] = paste_face(results[n], face, inverse_affine(affine, s), mask)
         for n in range(count):
             out[n] = results[n].astype(np.uint8)
         log.debug("official face enhancer: %d frame(s), %d face(s)", count, len(faces))
