@@ -19,10 +19,14 @@ Official SadTalker (``src/utils/face_enhancer.py``) enhances every final frame w
    cv2's warps treat as bilinear); ``result = mask * face + (1 - mask) * result`` in float64;
 6. the result truncated to uint8 (``astype``, not rounded): ``(2H, 2W, 3)``.
 
-Here every step is the same math (cv2 calls where the official code calls cv2), with two documented
-differences: frames are RGB (the colour-specific constants are swapped accordingly), and GFPGAN's noise maps
-are drawn once from a seed and shared by every face and frame (the official helper draws fresh noise per
-call, so its output is not repeatable); :func:`enhance_frame` also accepts explicit per-face noise maps.
+Here every step is the same math: the same cv2 calls for the similarity, the blur and the resizes; the three
+affine warps by :func:`warp_bilinear` (exact bilinear weights, as the official run's OpenCV 5 computes them;
+the OpenCV 4 this project pins quantises positions to 1/32 pixel, which moved 4 % of the crop's values by up
+to 3 levels). Documented differences: frames are RGB (the colour-specific constants are swapped
+accordingly), and GFPGAN's noise maps are drawn once from a seed and shared by every face and frame (the
+official helper draws fresh noise per call, so its output is not repeatable); :func:`enhance_frame` also
+accepts explicit per-face noise maps. A GFPGAN file with another face size (reduced stand-ins) gets crops of
+that size and the template scaled to it, as facexlib's helper does for its ``face_size``.
 
 Weights, all in the ``gfpgan/weights`` folder: ``GFPGANv1.4.pth``, ``detection_Resnet50_Final.pth``
 (RetinaFace), ``parsing_parsenet.pth`` (a plain state dict, read with ``torch.load(weights_only=True)``).
@@ -378,6 +382,8 @@ def run_gfpgan(
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """``(B, 512, 512, 3)`` uint8 RGB crops -> (input, raw output (float32, CPU), restored uint8 RGB)."""
     x = gfpgan_input(crops)
+    if noise is not None:
+        noise = [n.to(device=device, dtype=dtype) for n in noise]
     y = net(x.to(device=device, dtype=dtype), noise).float().cpu()
     return x, y, gfpgan_to_uint8(y)
 

@@ -27,7 +27,7 @@ from sadtalker_ext.nets.gfpgan import GFPGANConfig, GFPGANv1Clean
 from sadtalker_ext.nets.parsenet import ParseNet, ParseNetConfig
 from sadtalker_ext.paths import EXTENSION_ROOT
 from tests import standin
-from tests.conftest import seed_of, vector_params
+from tests.conftest import parity_device, seed_of, vector_params
 
 VECTORS = vector_params("enhance_paste_*.npz")
 
@@ -80,13 +80,14 @@ def case(request, tmp_path_factory):
     torch.save({"params_ema": gstate}, str(folder / GFPGAN_FILE))
     torch.save(parsenet_state(seed), str(folder / ep.PARSENET_FILE))
     del gstate
-    gfpgan = load_gfpgan(folder / GFPGAN_FILE, "cpu", torch.float32)
-    parsenet = ep.load_parsenet(folder / ep.PARSENET_FILE, "cpu")
+    device = parity_device()
+    gfpgan = load_gfpgan(folder / GFPGAN_FILE, device, torch.float32)
+    parsenet = ep.load_parsenet(folder / ep.PARSENET_FILE, device)
     faces = int(npz["num_faces"])
     frame_rgb = np.ascontiguousarray(npz["frame_bgr"][..., ::-1])
     landmarks = [npz[f"landmarks5_{i}"] for i in range(faces)]
     trace = ep.enhance_frame(
-        frame_rgb, landmarks, gfpgan, parsenet, noise=_noise(npz), upscale=int(npz["upscale"])
+        frame_rgb, landmarks, gfpgan, parsenet, noise=_noise(npz), upscale=int(npz["upscale"]), device=device
     )
     return npz, gfpgan, parsenet, trace
 
@@ -144,8 +145,10 @@ def test_gfpgan_input_output_restored(case):
         if np.array_equal(trace.gfpgan_inputs[i].numpy(), npz[f"gfpgan_input_{i}"]):
             got = trace.gfpgan_outputs[i].numpy()
         else:  # isolate the stage: the official input with the recorded noise
+            device = parity_device()
             with torch.inference_mode():
-                got = gfpgan(torch.from_numpy(npz[f"gfpgan_input_{i}"]), _noise(npz)[i]).numpy()
+                x = torch.from_numpy(npz[f"gfpgan_input_{i}"]).to(device)
+                got = gfpgan(x, [n.to(device) for n in _noise(npz)[i]]).cpu().numpy()
         assert np.abs(got - ref).max() <= 1e-4, np.abs(got - ref).max()
         # uint8 mapping of the official output itself: exact
         np.testing.assert_array_equal(
@@ -165,7 +168,7 @@ def test_parsenet_logits_argmax_and_input(case):
         if np.array_equal(trace.restored[i], restored):
             logits = trace.parse_logits[i][0].numpy()
         else:  # isolate the stage: parse the official restored face
-            logits = ep.run_parsenet(parsenet, restored[None], "cpu")[0].numpy()
+            logits = ep.run_parsenet(parsenet, restored[None], parity_device())[0].numpy()
         ref = npz[f"parse_logits_sample_{i}"]
         scale = float(np.abs(logits).max())
         yx = npz[f"parse_sample_yx_{i}"]
