@@ -343,3 +343,27 @@ def test_no_face_gives_the_lanczos_background_and_background_upscaler_is_used(sm
         plain(frames.astype(np.float32))
     with pytest.raises(InputError, match="shape"):
         plain(frames[0])
+
+
+def test_face_landmarks5_sees_bgr_and_skips_close_eyes(monkeypatch):
+    """RetinaFace gets the frame as BGR at facexlib's thresholds; detections with eyes < 5 px apart are
+    dropped (GFPGANer's eye_dist_threshold=5), the others keep detection order."""
+    from sadtalker_ext.face import retinaface_backend as rb
+
+    frame = np.zeros((20, 30, 3), np.uint8)
+    frame[..., 0] = 200  # red in RGB
+    seen = {}
+    near = np.array([10, 10, 14, 10, 12, 12, 10, 15, 14, 15], np.float32)  # eyes 4 px apart
+    far = np.array([1, 1, 9, 1, 5, 4, 2, 7, 8, 7], np.float32)  # eyes 8 px apart
+
+    def fake_run(net, image, *, conf_threshold, nms_threshold, device):
+        seen.update(image=image.copy(), conf=conf_threshold, nms=nms_threshold, device=device)
+        return np.zeros((3, 5), np.float32), np.stack([far, near, far + 1])
+
+    monkeypatch.setattr(rb, "run_detector", fake_run)
+    got = ep.face_landmarks5(object(), frame, "cpu")
+    assert (seen["image"][..., 2] == 200).all() and (seen["image"][..., 0] == 0).all()
+    assert (seen["conf"], seen["nms"]) == (0.97, 0.4)
+    assert len(got) == 2 and got[0].shape == (5, 2)
+    np.testing.assert_array_equal(got[0], far.reshape(5, 2))
+    np.testing.assert_array_equal(got[1], (far + 1).reshape(5, 2))

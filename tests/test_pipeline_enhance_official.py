@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from sadtalker_ext import enhance_paste as ep
-from sadtalker_ext.enhance import GFPGAN_FILE, load_gfpgan
+from sadtalker_ext.enhance import GFPGAN_FILE, REALESRGAN_FILE, load_gfpgan, load_realesrgan
 from sadtalker_ext.face.retinaface_backend import DETECTOR_FILE
 from sadtalker_ext.nets.gfpgan import GFPGANConfig, GFPGANv1Clean
 from sadtalker_ext.nets.parsenet import ParseNet, ParseNetConfig
 from sadtalker_ext.nets.retinaface import RetinaFaceR50
+from sadtalker_ext.nets.rrdbnet import RRDBNet, RRDBNetConfig
 from sadtalker_ext.pipeline import SadTalker
 from sadtalker_ext.video import even_size
 from sadtalker_ext.video.probe import probe
@@ -47,6 +48,12 @@ def face_dir(tmp_path_factory):
     torch.save({"params_ema": gfpgan.state_dict()}, str(folder / GFPGAN_FILE))
     torch.save(parse.state_dict(), str(folder / ep.PARSENET_FILE))
     torch.save(det.state_dict(), str(folder / DETECTOR_FILE))
+    rrdb = RRDBNet(RRDBNetConfig(num_feat=8, num_block=1, num_grow_ch=4)).eval()
+    with torch.no_grad():
+        for p in rrdb.parameters():
+            p.mul_(2.0)
+        rrdb.conv_last.bias.fill_(0.5)
+    torch.save({"params_ema": rrdb.state_dict()}, str(folder / REALESRGAN_FILE))
     return folder
 
 
@@ -149,3 +156,18 @@ def test_mode_choice_flag_and_missing_files(tmp_path, tiny_checkpoints, face_dir
     assert cli.options_for(job, args).enhancer_mode == "crop"
     default = cli.build_parser().parse_args(["--source_image", media["picture"], "--driven_audio", "x.wav"])
     assert default.enhancer_mode == "auto"
+
+
+def test_official_arrangement_takes_real_esrgan_as_its_background(talker, face_dir, media, tmp_path):
+    """With the background enhancer the official enhancer pastes onto the Real-ESRGAN x2 frame (no face here):
+    the video is 2x, not 4x, and every frame is the upscaler's output for the plain frame."""
+    from sadtalker_ext.enhance import BackgroundUpscaler
+
+    _, plain = _run(talker, _options(media, tmp_path, "plain_bg.mp4"))
+    opts = _options(media, tmp_path, "bg.mp4", enhancer="gfpgan", background_enhancer="realesrgan")
+    result, frames = _run(talker, opts)
+    n, h, w = plain.shape[:3]
+    assert frames.shape == (n, 2 * h, 2 * w, 3) and (result.width, result.height) == (2 * w, 2 * h)
+    net = load_realesrgan(face_dir / REALESRGAN_FILE, "cpu", torch.float32)
+    expected = BackgroundUpscaler(net, "cpu", torch.float32, tile=400, tile_pad=10, batch_size=2)(plain)
+    np.testing.assert_array_equal(frames, expected)
