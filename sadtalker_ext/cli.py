@@ -29,7 +29,14 @@ from typing import Any, NoReturn
 
 from . import __version__
 from .errors import CheckpointError, InputError, SadTalkerError
-from .options import BACKGROUND_ENHANCERS, ENHANCERS, FACE_DETECTORS, PREPROCESS_MODES, REF_MODES
+from .options import (
+    BACKGROUND_ENHANCERS,
+    ENHANCER_MODES,
+    ENHANCERS,
+    FACE_DETECTORS,
+    PREPROCESS_MODES,
+    REF_MODES,
+)
 
 PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 AUDIO_SUFFIXES = frozenset(
@@ -187,6 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="{" + ",".join(ENHANCERS) + "}",
         help="face enhancer: gfpgan restores the rendered face crops with GFPGAN v1.4 "
         "(gfpgan/weights/GFPGANv1.4.pth; default none)",
+    )
+    _add(
+        rd,
+        "enhancer_mode",
+        choices=ENHANCER_MODES,
+        default="auto",
+        help="how gfpgan is applied: official = as official SadTalker, on every final frame (RetinaFace, "
+        "ParseNet paste mask; the video is 2x larger; needs detection_Resnet50_Final.pth and "
+        "parsing_parsenet.pth), crop = the rendered face crops (same size), auto (default) = official when "
+        "those files are present",
     )
     _add(
         rd,
@@ -351,6 +368,7 @@ def options_for(job: Job, args: argparse.Namespace):
         "face_detector": args.face_detector,
         "enhancer": enhancer,
         "background_enhancer": background,
+        "enhancer_mode": args.enhancer_mode,
         "extra": {"front_end": "cli"},
     }
     if args.max_audio_seconds is not None:

@@ -11,6 +11,8 @@ How this differs from the official SadTalker enhancer (``src/utils/face_enhancer
 * The official path runs on the final, pasted frame: it upsamples the whole frame x2 (optionally with
   Real-ESRGAN), detects faces with facexlib's RetinaFace, warps each to the 512 FFHQ template, restores it
   and pastes it back with a parsing mask, so its video comes out at twice the resolution.
+  That arrangement is :mod:`.enhance_paste` (``enhancer_mode='official'``, the pipeline's default when its
+  weight files are present); this module's :class:`FaceEnhancer` is the ``'crop'`` arrangement below.
 * Here the inputs ARE the face crops the renderer produced (256 or 512, before paste-back). Each crop is
   resized to the network side (512) with ``cv2.INTER_LINEAR`` (what ``GFPGANer`` does for already aligned
   faces, ``has_aligned=True``), restored, and resized back to its own size (``cv2.INTER_AREA`` when

@@ -19,6 +19,10 @@ IMPLEMENTED_ENHANCERS = ENHANCERS
 UNSUPPORTED_ENHANCERS = ("restoreformer",)
 """Official SadTalker enhancers this extension does not have (refused with :func:`enhancer_error`)."""
 BACKGROUND_ENHANCERS = ("none", "realesrgan")
+ENHANCER_MODES = ("auto", "official", "crop")
+"""How ``enhancer='gfpgan'`` is arranged: 'official' = GFPGANer.enhance on every final frame (RetinaFace,
+FFHQ alignment, ParseNet paste mask, 2x output; :mod:`.enhance_paste`); 'crop' = the rendered face crops,
+same size (:class:`.enhance.FaceEnhancer`); 'auto' = official when its weight files are present, else crop."""
 SIZES = (256, 512)
 POSE_STYLES = range(46)
 MAX_BATCH = 64
@@ -94,6 +98,8 @@ class GenerationOptions:
     face_detector: str = "retinaface"
     enhancer: str = "none"
     background_enhancer: str = "none"
+    enhancer_mode: str = "auto"
+    """:data:`ENHANCER_MODES`; only used with ``enhancer='gfpgan'``."""
     fps: int = 25
     output: str | None = None
     max_audio_seconds: float = MAX_AUDIO_SECONDS
@@ -157,6 +163,8 @@ class GenerationOptions:
                 f"background_enhancer must be one of {', '.join(BACKGROUND_ENHANCERS)}; "
                 f"got {self.background_enhancer!r}"
             )
+        if self.enhancer_mode not in ENHANCER_MODES:
+            fail(f"enhancer_mode must be one of {', '.join(ENHANCER_MODES)}; got {self.enhancer_mode!r}")
         if self.fps != 25:
             fail(f"fps must be 25 (the motion models are trained at 25 fps); got {self.fps}")
 

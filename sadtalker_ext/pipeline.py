@@ -20,7 +20,14 @@ Order (as the official ``inference.py`` / ``src/gradio_demo.py``):
 
 Enhancers (both optional, weights in the ``gfpgan/weights`` folder):
 
-* ``enhancer='gfpgan'`` (``GFPGANv1.4.pth`` only): runs on the renderer's ``(n, S, S, 3)`` face crops
+* ``enhancer='gfpgan'`` with ``enhancer_mode='official'`` (the default ``'auto'`` picks it when
+  ``detection_Resnet50_Final.pth`` and ``parsing_parsenet.pth`` are present): as official SadTalker, every
+  FINAL frame goes through ``GFPGANer.enhance(paste_back=True)`` (:class:`.enhance_paste.OfficialFaceEnhancer`:
+  RetinaFace, alignment to the FFHQ template, GFPGAN, ParseNet paste mask) over a background upscaled x2
+  (Real-ESRGAN per frame with ``background_enhancer='realesrgan'``, else LANCZOS4), so the video is twice
+  the size; the crop arrangement below and the 2x background paste are not used then.
+* ``enhancer='gfpgan'`` with ``enhancer_mode='crop'`` (``GFPGANv1.4.pth`` only): runs on the renderer's
+  ``(n, S, S, 3)`` face crops
   BEFORE the aspect resize and paste-back, ``batch_size`` crops per network call; the crops keep their
   size, so the video size does not change. Unlike the official enhancer there is no face detection or
   parsing (the crops are already aligned faces). The noise maps are fixed (seed 0), so a generation
@@ -119,6 +126,8 @@ class Prepared:
     """GFPGAN network (``enhancer='gfpgan'``) or None."""
     upscaler: Any = None
     """:class:`.enhance.BackgroundUpscaler` (``background_enhancer='realesrgan'``) or None."""
+    official: Any = None
+    """``(ParseNet, RetinaFace)`` when the official enhancer arrangement runs (``enhancer_mode``), else None."""
 
     @property
     def num_frames(self) -> int:
@@ -341,6 +350,34 @@ class SadTalker:
             lambda: load_gfpgan(self.dirs.gfpgan / GFPGAN_FILE, self.device, dtype),
         )
 
+    def enhancer_mode(self, options: GenerationOptions) -> str | None:
+        """The arrangement ``enhancer='gfpgan'`` gets: 'official' or 'crop' (None without the enhancer);
+        ``'auto'`` is 'official' when ``detection_Resnet50_Final.pth`` and ``parsing_parsenet.pth`` are in
+        the gfpgan/weights folder."""
+        if options.enhancer != "gfpgan":
+            return None
+        if options.enhancer_mode != "auto":
+            return options.enhancer_mode
+        from .enhance_paste import PARSENET_FILE
+        from .face.retinaface_backend import DETECTOR_FILE
+
+        if all((self.dirs.gfpgan / name).is_file() for name in (DETECTOR_FILE, PARSENET_FILE)):
+            return "official"
+        return "crop"
+
+    def _official_parts(self):
+        """``(ParseNet, RetinaFace)`` of the gfpgan/weights folder (kept like the other models)."""
+        from .enhance_paste import PARSENET_FILE, load_parsenet
+        from .face.retinaface_backend import load_detector
+
+        parse = self._model(
+            ("parsenet", PARSENET_FILE), lambda: load_parsenet(self.dirs.gfpgan / PARSENET_FILE, self.device)
+        )
+        detector = self._model(
+            ("retinaface-frames",), lambda: load_detector(self.dirs.gfpgan, str(self.device))
+        )
+        return parse, detector
+
     def _background_upscaler(self, batch_size: int):
         """A :class:`.enhance.BackgroundUpscaler` around the kept ``RealESRGAN_x2plus.pth`` network."""
         from .enhance import REALESRGAN_FILE, BackgroundUpscaler, load_realesrgan
@@ -373,7 +410,15 @@ class SadTalker:
         from .weights import MISSING, download_command, model_status
 
         selection = self.required_weights(options)
-        rows = model_status(self.dirs, names=self._selection_names(selection), check_structure=False)
+        names = self._selection_names(selection)
+        if options.enhancer == "gfpgan" and self.enhancer_mode(options) != "official":
+            # the crop arrangement needs GFPGAN only (the downloader's --enhancer also fetches these two)
+            from .enhance_paste import PARSENET_FILE
+            from .face.retinaface_backend import DETECTOR_FILE
+
+            unneeded = {PARSENET_FILE} | ({DETECTOR_FILE} if options.face_detector != "retinaface" else set())
+            names = [n for n in names if n not in unneeded]
+        rows = model_status(self.dirs, names=names, check_structure=False)
         missing = [r for r in rows if r.state == MISSING]
         from .weights import warn_unofficial
 
@@ -489,6 +534,7 @@ class SadTalker:
             motion_nets = self._motion_nets(options.size)
             renderer_nets = self._renderer_nets(options.size, options.preprocess)
             face_net = self._face_net() if options.enhancer == "gfpgan" else None
+            official = self._official_parts() if self.enhancer_mode(options) == "official" else None
             upscaler = (
                 self._background_upscaler(options.batch_size)
                 if options.background_enhancer == "realesrgan"
@@ -590,6 +636,7 @@ class SadTalker:
             stopped=stopped,
             face_net=face_net,
             upscaler=upscaler,
+            official=official,
         )
 
     def iter_video_frames(self, prep: Prepared) -> Iterator[np.ndarray]:
@@ -605,8 +652,21 @@ class SadTalker:
         options, timer = prep.options, prep.timer
         renderer = Renderer(prep.renderer_nets, self.device)
         image = source_image_tensor(prep.source.crop_picture, options.size)
-        enhance = None
-        if prep.face_net is not None:
+        enhance = official_enhance = None
+        if prep.official is not None:
+            from .enhance_paste import OfficialFaceEnhancer
+
+            official_enhance = OfficialFaceEnhancer(
+                prep.face_net,
+                prep.official[0],
+                self.device,
+                self._enhancer_dtype(),
+                detector=prep.official[1],
+                background=prep.upscaler,
+                batch_size=options.batch_size,
+                noise_seed=0,
+            )
+        elif prep.face_net is not None:
             from .enhance import FaceEnhancer
 
             enhance = FaceEnhancer(
@@ -617,12 +677,13 @@ class SadTalker:
                 noise_seed=0,
             )
         full = "full" in options.preprocess
-        upscale_frames = prep.upscaler if prep.upscaler is not None and not full else None
+        upscaler = prep.upscaler if official_enhance is None else None  # official: its background
+        upscale_frames = upscaler if upscaler is not None and not full else None
         face_scale = 1  # full modes with the background enhancer: faces made and pasted at 2x
-        if full and prep.upscaler is not None:
-            face_scale = prep.upscaler.scale
+        if full and upscaler is not None:
+            face_scale = upscaler.scale
             with timer.stage("background"):
-                background = prep.upscaler(prep.picture[None])[0]
+                background = upscaler(prep.picture[None])[0]
             paste = self._paster(options, background, prep.source, scale=face_scale)
         else:
             paste = self._paster(options, prep.picture, prep.source)
@@ -643,6 +704,9 @@ class SadTalker:
             if upscale_frames is not None:
                 with timer.stage("background"):
                     batch = upscale_frames(batch)
+            if official_enhance is not None:
+                with timer.stage("enhance"):
+                    batch = official_enhance(batch)
             return batch
 
         # Frames are resized and pasted by a thread pool; chunks leave in order. With a GPU renderer the

@@ -630,7 +630,10 @@ def test_selection_and_missing_message(tmp_path):
     man = w.load_manifest()
     assert w.Selection().names(man) == [ST256, MAP229]
     full = w.required_files(512, "extfull", enhancer=True)
-    assert set(full.names(man)) == {"SadTalker_V0.0.2_512.safetensors", "mapping_00109-model.pth.tar", GFP}
+    assert set(full.names(man)) == {  # the enhancer: GFPGAN + the official arrangement's RetinaFace and ParseNet
+        "SadTalker_V0.0.2_512.safetensors", "mapping_00109-model.pth.tar", GFP,
+        "detection_Resnet50_Final.pth", "parsing_parsenet.pth",
+    }  # fmt: skip
     assert w.required_files(256, "full", background=True).names(man) == [
         "SadTalker_V0.0.2_256.safetensors", "mapping_00109-model.pth.tar", "RealESRGAN_x2plus.pth",
     ]  # fmt: skip
