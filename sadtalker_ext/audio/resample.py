@@ -58,7 +58,7 @@ def kaiser_best_table() -> np.ndarray:
 
 def output_length(n_in: int, orig_sr: int, new_sr: int) -> int:
     """Samples librosa 0.9.2 returns for ``n_in`` input samples: ``ceil(n_in * new_sr / orig_sr)``."""
-    return int(math.ceil(n_in * (float(new_sr) / orig_sr)))
+    return math.ceil(n_in * (float(new_sr) / orig_sr))
 
 
 def _wing(frac: float, scale: float, step: int, table: np.ndarray, delta: np.ndarray) -> np.ndarray:
@@ -92,10 +92,12 @@ def _phases(orig_sr: int, new_sr: int) -> tuple[int, int, np.ndarray, np.ndarray
         lefts.append(_wing(frac, scale, step, table, delta))  # taps at n_r, n_r - 1, ...
         rights.append(_wing(scale - frac, scale, step, table, delta))  # taps at n_r + 1, n_r + 2, ...
         centres.append(n_r)
-    starts = np.array([c - (left.shape[0] - 1) for c, left in zip(centres, lefts)], dtype=np.int64)
-    length = max(c + right.shape[0] - s + 1 for c, right, s in zip(centres, rights, starts))
+    starts = np.array(
+        [c - (left.shape[0] - 1) for c, left in zip(centres, lefts, strict=True)], dtype=np.int64
+    )
+    length = max(c + right.shape[0] - s + 1 for c, right, s in zip(centres, rights, starts, strict=True))
     kernels = np.zeros((p, length), dtype=np.float64)
-    for r, (left, right) in enumerate(zip(lefts, rights)):
+    for r, (left, right) in enumerate(zip(lefts, rights, strict=True)):
         kernels[r, : left.shape[0]] = left[::-1]
         kernels[r, left.shape[0] : left.shape[0] + right.shape[0]] = right
     kernels.setflags(write=False)
