@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from sadtalker_ext.audio.decode import load_audio, resample_to_16k, to_mono
+from sadtalker_ext.audio.features import prepare_audio
 from sadtalker_ext.audio.resample import resample_kaiser_best
 from tests.conftest import vector_params
 
@@ -85,3 +86,19 @@ def test_resampler_on_stored_mono_input(path):
         # soxr remains available as an option, with librosa >= 0.10's length rule.
         soxr_out = resample_to_16k(x, rate, "soxr")
         assert soxr_out.shape == want.shape
+
+
+@pytest.mark.parametrize("path", vector_params("resample_audio_*.npz"))
+def test_prepare_audio_resampler_option(path):
+    """``prepare_audio`` (the pipeline's audio entry) uses the official resampler by default; ``soxr`` stays
+    selectable and gives soxr's samples."""
+    d = _load(path)
+    case = next(c for c in _cases(path) if int(d[f"fed_sr::{c}"]) != 16000)
+    wav = _wav_of(path, case)
+    n = (d[f"wav16k::{case}"].shape[0] // 640) * 640
+    default = prepare_audio(wav, use_blink=False)
+    assert float(np.abs(default.wav16k - d[f"wav16k::{case}"][:n]).max()) <= ATOL
+    soxr = prepare_audio(wav, use_blink=False, resampler="soxr")
+    np.testing.assert_array_equal(soxr.wav16k, load_audio(wav, resampler="soxr")[:n])
+    with pytest.raises(ValueError, match="resampler must be one of"):
+        prepare_audio(wav, use_blink=False, resampler="fft")
