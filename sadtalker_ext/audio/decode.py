@@ -1,6 +1,6 @@
 """Decode any audio (or the audio track of a video) to 16 kHz mono float32, and write 16-bit WAV files.
 
-Two readers, one resampler:
+Two readers, two resamplers:
 
 * Files that libsndfile (``soundfile``) opens -- WAV of any bit depth incl. float, FLAC, OGG/Vorbis, MP3,
   AIFF, ... -- are read with ``soundfile`` exactly as ``librosa.load`` reads them (float32, channels
@@ -191,8 +191,9 @@ def load_audio(
 ) -> np.ndarray:
     """Decode ``path`` to (N,) float32 mono samples at 16 kHz (see the module docstring for the rules).
 
-    ``resampler``: one of :data:`RESAMPLERS` (used only when the file is not 16 kHz). Raises ``InputError`` when the file is missing or unreadable, has no audio track or no samples, or is
-    longer than ``max_seconds`` seconds (``None``: no limit).
+    ``resampler``: one of :data:`RESAMPLERS` (used only when the file is not 16 kHz). Raises ``InputError``
+    when the file is missing or unreadable, has no audio track or no samples, or is longer than
+    ``max_seconds`` seconds (``None``: no limit).
     """
     _check_max_seconds(max_seconds)
     if resampler not in RESAMPLERS:
