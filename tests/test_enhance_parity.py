@@ -26,7 +26,7 @@ from sadtalker_ext.enhance import (
 )
 from sadtalker_ext.nets.gfpgan import GFPGANv1Clean, sample_noise
 from sadtalker_ext.nets.rrdbnet import RRDBNet
-from tests.conftest import seed_of, vector_params
+from tests.conftest import parity_device, seed_of, vector_params
 from tests.face_enhance_vectors import load_npz, module_manifest, save, uint8_close, vector_state
 
 GFPGAN_ATOL = 2e-4
@@ -70,14 +70,15 @@ def test_gfpgan_stored_noise_path(weight_files, path):
     """``randomize_noise=False``: the network on the stored input with the checkpoint's noise buffers, and
     the enhancer's pixel path (RGB / 255, (x - 0.5) / 0.5, clamp, round) to the uint8 result."""
     v = load_npz(path)
-    net = load_gfpgan(weight_files(path, GFPGAN_FILE, GFPGANv1Clean), "cpu", torch.float32)
-    enhancer = FaceEnhancer(net, "cpu", torch.float32, noise_seed=None)
+    device = parity_device()
+    net = load_gfpgan(weight_files(path, GFPGAN_FILE, GFPGANv1Clean), device, torch.float32)
+    enhancer = FaceEnhancer(net, device, torch.float32, noise_seed=None)
 
     seen: list[torch.Tensor] = []
     outs: list[torch.Tensor] = []
     handles = [
-        net.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone())),
-        net.register_forward_hook(lambda _m, _i, out: outs.append(out.detach().clone())),
+        net.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().cpu())),
+        net.register_forward_hook(lambda _m, _i, out: outs.append(out.detach().cpu())),
     ]
     try:
         restored = enhancer(v["face_rgb"][None])[0]
@@ -95,14 +96,15 @@ def test_gfpgan_with_the_noise_of_the_official_enhance_call(weight_files, path):
     """``GFPGANer.enhance`` (``randomize_noise=True``) with the maps it drew: the raw output, the style code
     and the uint8 face it returned."""
     v = load_npz(path)
-    net = load_gfpgan(weight_files(path, GFPGAN_FILE, GFPGANv1Clean), "cpu", torch.float32)
-    noise = _noise_maps(v)
+    device = parity_device()
+    net = load_gfpgan(weight_files(path, GFPGAN_FILE, GFPGANv1Clean), device, torch.float32)
+    noise = [m.to(device) for m in _noise_maps(v)]
     assert [int(m.shape[-1]) for m in noise] == net.cfg.noise_sides()
     styles: list[torch.Tensor] = []
-    handle = net.final_linear.register_forward_hook(lambda _m, _i, out: styles.append(out.detach()))
+    handle = net.final_linear.register_forward_hook(lambda _m, _i, out: styles.append(out.detach().cpu()))
     try:
         with torch.no_grad():
-            out = net(torch.from_numpy(v["net_input"]), noise)
+            out = net(torch.from_numpy(v["net_input"]).to(device), noise).cpu()
     finally:
         handle.remove()
     err = float(np.abs(out.numpy() - v["output_enhance"]).max())
@@ -138,12 +140,13 @@ def test_seeded_noise_mode_is_repeatable_and_separate(weight_files, path):
 @pytest.mark.parametrize("path", vector_params("enhance_rrdbnet_*.npz"))
 def test_rrdbnet_x2_output(weight_files, path):
     v = load_npz(path)
-    net = load_realesrgan(weight_files(path, REALESRGAN_FILE, RRDBNet), "cpu", torch.float32)
+    device = parity_device()
+    net = load_realesrgan(weight_files(path, REALESRGAN_FILE, RRDBNet), device, torch.float32)
     np.testing.assert_array_equal(
         v["net_input"], (v["input_rgb_uint8"].astype(np.float32) / 255).transpose(2, 0, 1)[None]
     )
     with torch.no_grad():
-        out = net(torch.from_numpy(v["net_input"]))
+        out = net(torch.from_numpy(v["net_input"]).to(device)).cpu()
     assert tuple(out.shape) == v["output"].shape
     err = float(np.abs(out.numpy() - v["output"]).max())
     assert err <= RRDB_ATOL, err
@@ -154,12 +157,13 @@ def test_rrdbnet_enhance_with_official_tiling(weight_files, path):
     """``RealESRGANer.enhance`` with SadTalker's arguments (tile_pad 10, pre_pad 0) at each recorded tile
     size: mod-pad, tiles with context, crop, clamp, round; uint8 in the same channel order."""
     v = load_npz(path)
-    net = load_realesrgan(weight_files(path, REALESRGAN_FILE, RRDBNet), "cpu", torch.float32)
+    device = parity_device()
+    net = load_realesrgan(weight_files(path, REALESRGAN_FILE, RRDBNet), device, torch.float32)
     np.testing.assert_array_equal(v["enh_input_bgr"], v["enh_input_rgb"][..., ::-1])
     names = sorted(k for k in v if re.fullmatch(r"enh_output_bgr_tile\d+", k))
     assert names
     for name in names:
         tile = int(name.rsplit("tile", 1)[1])
-        up = BackgroundUpscaler(net, "cpu", torch.float32, tile=tile, tile_pad=10, pre_pad=0)
+        up = BackgroundUpscaler(net, device, torch.float32, tile=tile, tile_pad=10, pre_pad=0)
         got = up(v["enh_input_rgb"][None])[0]
         uint8_close(got, v[name][..., ::-1], UINT8_MIN_IDENTICAL)

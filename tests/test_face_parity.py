@@ -29,7 +29,7 @@ from sadtalker_ext.face.retinaface_backend import (
     wflw98_to_68,
 )
 from sadtalker_ext.nets.retinaface import decode_boxes, decode_landmarks, prior_boxes
-from tests.conftest import seed_of, vector_params
+from tests.conftest import parity_device, seed_of, vector_params
 from tests.face_enhance_vectors import facexlib_manifest, load_npz, match_rows, save, vector_state
 
 # .md tolerances
@@ -99,14 +99,15 @@ def retinaface(tmp_path_factory):
 def test_retinaface_raw_outputs_priors_and_decoding(retinaface, path):
     """The network's outputs for the stored input tensor, the prior boxes and the decoded boxes/points."""
     v, folder = retinaface(path)
-    net = load_detector(folder, "cpu")
-    x = torch.from_numpy(v["net_input"])
+    device = str(parity_device())
+    net = load_detector(folder, device)
+    x = torch.from_numpy(v["net_input"]).to(device)
     h, w = x.shape[2:]
     logits: list[torch.Tensor] = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: logits.append(out)) for m in net.ClassHead]
     try:
         with torch.no_grad():
-            loc, conf, landms = net(x)
+            loc, conf, landms = (t.cpu() for t in net(x))
     finally:
         for hk in hooks:
             hk.remove()
@@ -116,7 +117,7 @@ def test_retinaface_raw_outputs_priors_and_decoding(retinaface, path):
         "landms": np.abs(landms.numpy() - v["landms"]).max(),
     }
     assert max(diffs.values()) <= NET_ATOL, diffs
-    class_logits = torch.cat(logits, 1).numpy()
+    class_logits = torch.cat(logits, 1).cpu().numpy()
     assert np.abs(class_logits - v["class_logits"]).max() <= LOGIT_ATOL
 
     priors = prior_boxes(h, w, net.cfg)
@@ -151,7 +152,8 @@ def test_retinaface_detections_at_recorded_thresholds(retinaface, path):
     """``detect_faces`` as facexlib returns it (decode, score threshold, NMS) for both SadTalker call sites:
     the PIL picture (converted to BGR) and the RGB numpy array passed unchanged; plus the input tensors."""
     v, folder = retinaface(path)
-    net = load_detector(folder, "cpu")
+    device = str(parity_device())
+    net = load_detector(folder, device)
     rgb = v["image_rgb"]
     nms_threshold = float(v["nms_threshold"])
     thresholds = [float(t) for t in v["conf_thresholds"]]
@@ -163,7 +165,9 @@ def test_retinaface_detections_at_recorded_thresholds(retinaface, path):
         seen, handle = _capture_input(net)
         outs, handle2 = _capture_output(net)
         try:
-            dets, points = run_detector(net, image, conf_threshold=threshold, nms_threshold=nms_threshold)
+            dets, points = run_detector(
+                net, image, conf_threshold=threshold, nms_threshold=nms_threshold, device=device
+            )
         finally:
             handle.remove()
             handle2.remove()
@@ -180,13 +184,13 @@ def test_retinaface_detections_at_recorded_thresholds(retinaface, path):
         assert box_err <= PIXEL_ATOL and score_err <= NET_ATOL, (name, box_err, score_err)
         n_name = name.replace("dets_", "n_above_")
         if n_name in v:
-            scores = outs[0][1][0, :, 1].numpy()
+            scores = outs[0][1][0, :, 1].cpu().numpy()
             assert int((scores > threshold).sum()) == int(v[n_name]), n_name
 
         if order not in public_checked:
             # the public entry point gives the same boxes and scores, highest score first
             public_checked.add(order)
-            found = find_boxes(rgb, folder, detector_input=order, conf_threshold=threshold)
+            found = find_boxes(rgb, folder, device=device, detector_input=order, conf_threshold=threshold)
             boxes = np.array([(*d.box, d.score) for d in found], np.float32).reshape(-1, 5)
             np.testing.assert_array_equal(boxes, dets[:, :5])
 
@@ -204,7 +208,7 @@ def test_detect_faces_official_order_flag(retinaface, path):
     want = v[name]
     rgb = v["image_rgb"]
     h, w = rgb.shape[:2]
-    common = {"detector_input": "rgb", "conf_threshold": threshold}
+    common = {"detector_input": "rgb", "conf_threshold": threshold, "device": str(parity_device())}
     faces = detect_faces(rgb, "retinaface", folder, order="score", max_side=None, **common)
     assert len(faces) == len(want)
     scores = np.array([f.score for f in faces], np.float32)
@@ -239,9 +243,10 @@ def awing(tmp_path_factory):
 @pytest.mark.parametrize("path", vector_params("face_awing_*.npz"))
 def test_awing_heatmaps_of_every_stack(awing, path):
     v, folder = awing(path)
-    net = load_alignment(folder, "cpu")
+    device = str(parity_device())
+    net = load_alignment(folder, device)
     with torch.no_grad():
-        outs = net(torch.from_numpy(v["net_input"]))
+        outs = [o.cpu() for o in net(torch.from_numpy(v["net_input"]).to(device))]
     stacks = sorted(k for k in v if re.fullmatch(r"heatmaps_stack\d+", k))
     assert len(outs) == len(stacks) > 0
     for i, out in enumerate(outs):
@@ -270,13 +275,14 @@ def test_awing_landmarks_in_box(awing, path):
     """The project's landmark call on the picture and box: the crop, the network input (resize 256, BGR,
     / 255) and the final 68 points in picture pixels, as SadTalker gets them."""
     v, folder = awing(path)
-    net = load_alignment(folder, "cpu")
+    device = str(parity_device())
+    net = load_alignment(folder, device)
     box = tuple(float(b) for b in v["box"])
     x1, y1, x2, y2 = (int(b) for b in box)
     np.testing.assert_array_equal(v["image_rgb"][y1:y2, x1:x2], v["crop_rgb"])
     seen, handle = _capture_input(net)
     try:
-        lm = landmarks_in_box(net, v["image_rgb"], box)
+        lm = landmarks_in_box(net, v["image_rgb"], box, device)
     finally:
         handle.remove()
     np.testing.assert_array_equal(seen[0].numpy(), v["net_input"])
