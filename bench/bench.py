@@ -21,6 +21,9 @@ Sections (all written to ``<out>/bench.json`` and ``<out>/bench.md``):
   paste-back runs) with the reduced-width renderer; seconds per stage as the pipeline reports them.
 * **memory**: peak RSS (and peak CUDA memory) of a child process per audio length, each one full
   generation through the pipeline with the reduced-width renderer (``crop`` preprocess).
+* **resample**: the official audio resampler (resampy ``kaiser_best`` in numpy,
+  ``sadtalker_ext.audio.resample``) on ``--resample_seconds`` of noise per input rate, and soxr HQ on the same
+  samples; seconds per hour of audio extrapolated from it (labelled so).
 
 Weights: ``--checkpoint_dir`` (official files), else stand-in files built with ``tests/standin.py``
 (fill.py values, official widths). The *reduced-width* renderer (3 keypoints, a few channels per layer,
@@ -622,6 +625,28 @@ def bench_stages(ckpt: Path, args, device, dtype, work: Path) -> dict:
     }
 
 
+def bench_resample(args) -> list[dict]:
+    """The official kaiser_best resampler and soxr HQ to 16 kHz, per input rate (CPU, one thread pool)."""
+    from sadtalker_ext.audio.decode import resample_to_16k
+    from sadtalker_ext.audio.resample import kaiser_best_table
+
+    kaiser_best_table()  # built once per process; not part of the per-call time
+    rows = []
+    for rate in args.resample_rates:
+        x = (np.random.default_rng(0).standard_normal(int(rate * args.resample_seconds)) * 0.1).astype(
+            np.float32
+        )
+        row = {"rate": rate, "seconds": args.resample_seconds, "load_avg": load_average()}
+        for name in ("kaiser_best", "soxr"):
+            resample_to_16k(x[: rate // 10], rate, name)  # phase tables / library warm-up
+            t0 = time.perf_counter()
+            resample_to_16k(x, rate, name)
+            row[f"{name}_s"] = time.perf_counter() - t0
+        log(f"resample {rate} Hz: {row}")
+        rows.append(row)
+    return rows
+
+
 def _stub_renderer_networks() -> None:
     """Replace the generator call by the source picture (mapping nets and keypoints still run per frame),
     so hours of CPU rendering are not needed to see how memory grows with the number of frames."""
@@ -909,6 +934,22 @@ def markdown(report: dict) -> str:
             rtf = run["timings"].get("total", float("nan")) / s["seconds_of_audio"]
             lines.append(f"| {i + 1} | {run['frames']} | {vals} | {rtf:.3f} |")
         lines.append("")
+    if report.get("resample"):
+        lines += [
+            "## Audio resampling to 16 kHz (official kaiser_best in numpy vs soxr HQ)",
+            "",
+            "Seconds for the measured length; per hour EXTRAPOLATED linearly from it.",
+            "",
+            "| input rate | audio (s) | kaiser_best (s) | kaiser_best per hour (s) | soxr (s) | load avg |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in report["resample"]:
+            per_hour = r["kaiser_best_s"] * 3600.0 / r["seconds"]
+            lines.append(
+                f"| {r['rate']} | {r['seconds']:g} | {r['kaiser_best_s']:.3f} | {per_hour:.1f} | "
+                f"{r['soxr_s']:.3f} | {r['load_avg'][0] if r['load_avg'] else ''} |"
+            )
+        lines.append("")
     if report.get("memory"):
         lines += [
             "## Memory against audio length (pipeline, preprocess crop, REDUCED-width renderer)",
@@ -978,7 +1019,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--sections",
         nargs="+",
-        default=["load", "macs", "ratio", "decoder", "render", "stages", "memory"],
+        default=["load", "macs", "ratio", "decoder", "render", "stages", "memory", "resample"],
         choices=[
             "load",
             "macs",
@@ -990,7 +1031,12 @@ def parse_args(argv=None) -> argparse.Namespace:
             "render",
             "stages",
             "memory",
+            "resample",
         ],
+    )
+    p.add_argument("--resample_seconds", type=float, default=60.0, help="resample: audio length per rate")
+    p.add_argument(
+        "--resample_rates", type=int, nargs="+", default=[48000, 44100, 22050], help="resample: input rates"
     )
     p.add_argument(
         "--quick",
@@ -1065,6 +1111,7 @@ def main(argv=None) -> int:
             ckpt if args.stage_renderer == "official" else reduced, args, device, dtype, work
         ),
         "memory": lambda: bench_memory(reduced, args, work),
+        "resample": lambda: bench_resample(args),
     }
     for name in args.sections:
         report[name] = runners[name]()

@@ -98,3 +98,47 @@ class StandinFactory:
 @pytest.fixture(scope="session")
 def standins(tmp_path_factory) -> StandinFactory:
     return StandinFactory(tmp_path_factory.mktemp("standin"))
+
+
+def _pcm_subtype(samples: np.ndarray) -> str:
+    """The WAV subtype that stores ``samples`` (as ``soundfile.read(dtype=...)`` returned them) exactly."""
+    kind = np.asarray(samples).dtype
+    if kind == np.int16:
+        return "PCM_16"
+    if kind == np.int32:
+        # PCM_24 reads back as value x 256 in int32; PCM_32 holds the same integers and reads back equal.
+        return "PCM_32"
+    if kind == np.float64:
+        return "DOUBLE"
+    return "FLOAT"
+
+
+def write_fed_audio(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
+    """Write an e2e vector's ``wav_fed`` with its own rate and a subtype that keeps its values exactly."""
+    import soundfile as sf
+
+    sf.write(str(path), np.asarray(samples), int(sample_rate), subtype=_pcm_subtype(samples))
+    return path
+
+
+def stored_fed_audio(vector_path: Path, samples: np.ndarray, sample_rate: int) -> Path | None:
+    """The ``e2e_audio_*.wav`` beside an e2e vector whose rate and samples are ``wav_fed_sr``/``wav_fed``."""
+    import soundfile as sf
+
+    samples = np.asarray(samples)
+    for wav in sorted(vector_path.parent.glob("e2e_audio_*.wav")):
+        info = sf.info(str(wav))
+        if info.samplerate != int(sample_rate) or info.frames != samples.shape[0]:
+            continue
+        data, _ = sf.read(str(wav), dtype=samples.dtype.name)
+        if np.array_equal(data, samples):
+            return wav
+    return None
+
+
+def fed_audio_file(vector_path: Path, samples: np.ndarray, sample_rate: int, tmp_dir: Path) -> Path:
+    """The audio file the official e2e run was fed: the stored one, else ``wav_fed`` written faithfully."""
+    stored = stored_fed_audio(vector_path, samples, sample_rate)
+    if stored is not None:
+        return stored
+    return write_fed_audio(tmp_dir / "fed_audio.wav", samples, sample_rate)

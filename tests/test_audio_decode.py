@@ -129,11 +129,11 @@ def test_lossy_and_resampled_formats(source, tmp_path, name):
 
 
 def test_resampled_wav_equals_librosa_soxr_hq(source, tmp_path):
-    """Documented resampler: what librosa.load(path, sr=16000) does with res_type soxr_hq."""
+    """The soxr option: what librosa >= 0.10's load(path, sr=16000) does with res_type soxr_hq."""
     librosa = pytest.importorskip("librosa")
     src, reference, _ = source
     path = _convert(src, tmp_path / "r22050.wav", "-ar", "22050", "-c:a", "pcm_s16le")
-    got = load_audio(path)
+    got = load_audio(path, resampler="soxr")
     assert got.shape[0] == math.ceil(sf_frames(path) * 16000 / 22050)
     np.testing.assert_array_equal(got, librosa.load(path, sr=16000)[0])
     assert _snr_db(got, reference) >= 45.0
@@ -163,6 +163,11 @@ def test_resample_to_16k_length_and_identity():
     assert resample_to_16k(x[:1001], 22050).shape == (math.ceil(1001 * 16000 / 22050),)
     same = resample_to_16k(x, 16000)
     np.testing.assert_array_equal(same, x)
+    for resampler in ("kaiser_best", "soxr"):
+        assert resample_to_16k(x[:1001], 22050, resampler).shape == (math.ceil(1001 * 16000 / 22050),)
+        np.testing.assert_array_equal(resample_to_16k(x, 16000, resampler), x)
+    with pytest.raises(ValueError, match="resampler must be one of"):
+        resample_to_16k(x, 44100, "fft")
 
 
 # ---- errors ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from sadtalker_ext.audio.features import (
     prepare_audio,
 )
 from tests import standin
-from tests.conftest import seed_of, vector_params
+from tests.conftest import seed_of, stored_fed_audio, vector_params
 
 MEL_ATOL = 1e-4
 E2E_ATOL = 1e-5
@@ -131,20 +131,20 @@ def test_audio_vector_waveform_excerpt(path):
 
 @pytest.mark.parametrize("path", vector_params("e2e_*.npz"))
 def test_e2e_audio_from_wav_file(path):
-    """Load the exact WAV stored beside the e2e vector and reproduce its audio arrays."""
+    """Load the exact WAV stored beside the e2e vector and reproduce its audio arrays.
+
+    The file is the one whose rate and samples are ``wav_fed_sr`` / ``wav_fed`` (any rate, PCM or float);
+    its 16 kHz load must equal ``wav16k`` (bit for bit when no resampling is involved).
+    """
     d = _load(path)
     seed = _seed(path)
-    wavs = sorted(path.parent.glob(f"e2e_audio_*seed{seed}.wav")) or sorted(
-        path.parent.glob("e2e_audio_*.wav")
-    )
-    assert wavs, "no e2e_audio_*.wav beside the vector"
-    loaded = {p: load_audio(p) for p in wavs}
-    match = [p for p, w in loaded.items() if w.shape == d["wav16k"].shape]
-    assert match, "no e2e wav has the length of the stored waveform"
-    wav_path = match[0]
-    np.testing.assert_allclose(loaded[wav_path], d["wav16k"], rtol=0, atol=E2E_ATOL)
-    if "wav_fed_sr" in d and int(d["wav_fed_sr"]) == 16000:
-        np.testing.assert_array_equal(loaded[wav_path], d["wav16k"])
+    wav_path = stored_fed_audio(path, d["wav_fed"], int(d["wav_fed_sr"]))
+    assert wav_path is not None, "no e2e_audio_*.wav beside the vector holds wav_fed at wav_fed_sr"
+    loaded = load_audio(wav_path)
+    assert loaded.shape == d["wav16k"].shape
+    np.testing.assert_allclose(loaded, d["wav16k"], rtol=0, atol=E2E_ATOL)
+    if int(d["wav_fed_sr"]) == 16000 and d["wav_fed"].ndim == 1:
+        np.testing.assert_array_equal(loaded, d["wav16k"])
 
     use_blink = bool(d["use_blink"]) if "use_blink" in d else False
     feats = prepare_audio(wav_path, use_blink=use_blink, rng=np.random.default_rng(seed))

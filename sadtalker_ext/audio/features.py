@@ -259,16 +259,19 @@ def prepare_audio(
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     sample_rate: int = SAMPLE_RATE,
     params: MelParams = MelParams(),
+    resampler: str = "kaiser_best",
 ) -> AudioFeatures:
     """Audio file (any format ``load_audio`` reads) or samples -> ``AudioFeatures``.
 
     Samples: (N,) mono or (N, C) float in [-1, 1] at ``sample_rate`` Hz (mixed down and resampled to 16 kHz
     like a file). ``rng`` drives the blink schedule and is required when ``use_blink`` is True.
+    ``resampler``: how audio that is not 16 kHz is resampled (``sadtalker_ext.audio.decode.RESAMPLERS``;
+    default the official ``kaiser_best``).
     Raises ``InputError`` for unreadable audio, audio over ``max_seconds``, or audio shorter than one
     video frame (40 ms).
     """
     if isinstance(path_or_samples, (str, os.PathLike)):
-        wav = load_audio(path_or_samples, max_seconds=max_seconds)
+        wav = load_audio(path_or_samples, max_seconds=max_seconds, resampler=resampler)
     else:
         samples = np.asarray(path_or_samples)
         if samples.ndim not in (1, 2) or not np.issubdtype(samples.dtype, np.floating):
@@ -283,7 +286,11 @@ def prepare_audio(
                 f"Audio is {samples.shape[0] / sample_rate:.1f} s long: at most {max_seconds:g} s of audio is "
                 f"accepted. Cut the audio, or {RAISE_LIMIT_HINT}."
             )
-        wav = resample_to_16k(to_mono(samples), sample_rate) if samples.shape[0] else np.zeros(0, np.float32)
+        wav = (
+            resample_to_16k(to_mono(samples), sample_rate, resampler)
+            if samples.shape[0]
+            else np.zeros(0, np.float32)
+        )
     num_frames = frame_count(wav.shape[0])
     if num_frames < 1:
         raise InputError(

@@ -92,14 +92,18 @@ def detect_faces(
     *,
     face_index: int = 0,
     order: Literal["area", "score"] = "area",
-    max_side: int = DETECT_MAX_SIDE,
+    max_side: int | None = DETECT_MAX_SIDE,
     device: str = "cpu",
     **backend_options,
 ) -> list[Face]:
     """All faces of an (H, W, 3) uint8 RGB picture, each with 68 landmarks.
 
     ``order="area"``: largest box first (ties keep the detector's order); ``"score"``: detector order (highest
-    confidence first, what official SadTalker takes as ``dets[0]``). ``face_index`` is validated: when faces are
+    confidence first, what official SadTalker takes as ``dets[0]``). ``max_side``: boxes are searched on a copy
+    downscaled to at most this many pixels (default :data:`DETECT_MAX_SIDE`); ``None`` searches the picture at
+    its own size, as facexlib does. ``order="score", max_side=None`` (with the retinaface backend's
+    ``detector_input="rgb"``, ``conf_threshold=0.97``) reproduces official SadTalker's detection on the full
+    picture; boxes are still clipped to the picture here. ``face_index`` is validated: when faces are
     found but fewer than ``face_index + 1``, InputError. No face at all -> empty list.
     ``model_dir``: the ``gfpgan/weights`` folder (RetinaFace / AWing files; for dlib an optional folder holding
     ``shape_predictor_68_face_landmarks.dat``). ``backend_options`` go to the backend (retinaface:
@@ -112,7 +116,7 @@ def detect_faces(
     h, w = img.shape[:2]
     scale = 1.0
     small = img
-    if max(h, w) > max_side:
+    if max_side is not None and max(h, w) > max_side:
         scale = max_side / max(h, w)
         small = cv2.resize(
             img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
