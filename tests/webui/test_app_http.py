@@ -80,7 +80,7 @@ def _form(source=None, driven_audio=None, ref_video=None, **kw) -> list:
         "ref_video": ref_video, "ref_mode": "pose", "preprocess": "crop", "still": False, "pose_style": 0,
         "expression_scale": 1.0, "size": 256, "batch_size": 2, "use_blink": True, "seed": -1, "input_yaw": "",
         "input_pitch": "", "input_roll": "", "face_detector": "dlib", "face_index": 0, "enhancer": "none",
-        "background_enhancer": "none",
+        "background_enhancer": "none", "max_audio_seconds": 600,
     }  # fmt: skip
     values.update(kw)
     return [values[k] for k in FORM_FIELDS]
