@@ -123,7 +123,7 @@ def test_noise_chunk_order(nets) -> None:
         )
     torch.testing.assert_close(base[33:], tail[0, -3:], rtol=0, atol=0)
     mels, ratio, first = inputs(3)  # 2 driven frames: one draw
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need 1 draws"):
         generate_coefficients(nets, mels, ratio, first, 2, noise=np.zeros((2, 1, 64), np.float32))
 
 
@@ -260,9 +260,9 @@ def test_ref_mode_errors(nets) -> None:
         generate_coefficients(nets, mels, ratio, first, 0, ref_mode="pose")
     with pytest.raises(InputError):
         generate_coefficients(nets, mels, ratio, first, 0, ref_coeffs=np.zeros((5, 60)), ref_mode="pose")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ratio: expected 4 rows"):
         generate_coefficients(nets, mels[:4], ratio, first, 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="indiv_mels: expected"):
         generate_coefficients(nets, mels[:, :, :40], ratio, first, 0)
 
 
@@ -274,7 +274,7 @@ def test_mat_export_layout(nets, tmp_path: Path) -> None:
     assert [k for k in mat if not k.startswith("__")] == ["coeff_3dmm"]
     assert mat["coeff_3dmm"].dtype == np.float32 and mat["coeff_3dmm"].shape == (9, 70)
     np.testing.assert_array_equal(mat["coeff_3dmm"], res.mat_coeffs)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"coeffs: expected \(T, 70\)"):
         save_coeff_mat(tmp_path / "bad.mat", res.mat_coeffs[:, :64])
 
 
