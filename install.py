@@ -15,7 +15,6 @@ from pathlib import Path
 
 # (distribution, import name, requirement): ranges chosen to resolve beside WebUI 1.10's pins.
 REQUIREMENTS = [
-    ("librosa", "librosa", "librosa>=0.10.1,<1.0"),
     ("imageio-ffmpeg", "imageio_ffmpeg", "imageio-ffmpeg>=0.4.9,<0.9"),
     ("safetensors", "safetensors", "safetensors>=0.4.2"),
     ("scipy", "scipy", "scipy>=1.10"),

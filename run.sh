@@ -4,7 +4,8 @@
 #   run.sh cli  [ARGS]        talking-head video from a picture + audio (python -m sadtalker_ext)
 #   run.sh app  [ARGS]        standalone gradio app on 127.0.0.1
 #   run.sh download [ARGS]    fetch the official weights (python -m sadtalker_ext.download)
-#   run.sh test [ARGS]        the test suite (pytest, in the repository), then tests/webui under gradio 4
+#   run.sh test [ARGS]        ruff check + ruff format --check, the test suite (pytest, in the repository),
+#                             then tests/webui under gradio 4
 #   run.sh test-gradio4 [ARGS]    only the gradio-4 pass (default tests/webui)
 #   run.sh setup              only (re)install the environments (.venv and .venv-gradio4)
 # SADTALKER_VENV / SADTALKER_VENV_GRADIO4 choose other environment folders, PYTHON the interpreter.
@@ -67,6 +68,9 @@ case "$cmd" in
   test)
     setup; setup_gradio4
     cd "$here"  # test paths are relative to the repository
+    # lint first (whole tree, config in pyproject.toml): a finding fails the run before any test starts
+    "$venv/bin/ruff" check . && "$venv/bin/ruff" format --check . \
+      || { echo "run.sh: ruff failed (fix: $venv/bin/ruff check --fix . && $venv/bin/ruff format .)" >&2; exit 1; }
     rc=0; "$venv/bin/python" -m pytest "$@" || rc=$?
     rc4=0; test_gradio4 "$@" || rc4=$?
     [ "$rc" -ne 0 ] && echo "run.sh: pytest failed (exit $rc)" >&2

@@ -220,7 +220,7 @@ def test_default_limit_is_ten_minutes():
 
 
 def test_bad_max_seconds(source):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_seconds must be positive"):
         load_audio(source[0], max_seconds=0)
 
 
@@ -247,7 +247,7 @@ def test_write_wav16_clips_and_stereo(tmp_path):
         assert (w.getnchannels(), w.getframerate()) == (2, 22050)
         pcm = np.frombuffer(w.readframes(3), dtype="<i2").reshape(3, 2)
     np.testing.assert_array_equal(pcm, [[32767, -32768], [16384, -16384], [0, 32767]])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="NaN or infinity"):
         write_wav16(tmp_path / "nan.wav", np.array([np.nan], np.float32))
 
 

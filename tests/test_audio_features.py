@@ -177,7 +177,7 @@ def test_audio_features_checks_shapes():
         ("ratio", np.zeros((2,), np.float32)),
         ("wav16k", np.zeros(2 * FRAME + 1, np.float32)),
     ]:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=f"^{key}: expected"):
             AudioFeatures(**{**ok, key: bad})
 
 

@@ -304,7 +304,7 @@ def test_input_checks(small_net):
         enh(np.zeros((1, 32, 32, 4), np.uint8))
     empty = enh(np.zeros((0, 32, 32, 3), np.uint8))
     assert empty.shape == (0, 32, 32, 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
         FaceEnhancer(small_net, "cpu", torch.float32, batch_size=0)
     with pytest.raises(ValueError, match="noise"):
         small_net(torch.zeros(1, 3, 64, 64), [torch.zeros(1, 1, 4, 4)])
@@ -324,7 +324,7 @@ def test_config_inference_and_validation():
         with torch.device("meta"):
             shapes = {k: tuple(v.shape) for k, v in GFPGANv1Clean(cfg).state_dict().items()}
         assert GFPGANConfig.from_state_shapes(shapes) == cfg
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="out_size must be a power of two"):
         GFPGANConfig(out_size=500)
     with pytest.raises(ValueError, match="lacks"):
         GFPGANConfig.from_state_shapes({"conv_body_down.0.conv1.weight": (1, 1, 3, 3)})
@@ -460,9 +460,9 @@ def test_background_batching_and_checks(rrdb_net):
     single = BackgroundUpscaler(rrdb_net, "cpu", torch.float32, tile=16, tile_pad=4, batch_size=1)
     one_by_one = np.concatenate([single(frames[i : i + 1]) for i in range(3)])
     assert np.abs(batched.astype(int) - one_by_one.astype(int)).max() <= 1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be multiples of"):
         BackgroundUpscaler(rrdb_net, "cpu", torch.float32, tile=15)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be multiples of"):
         BackgroundUpscaler(rrdb_net, "cpu", torch.float32, tile_pad=3)
     with pytest.raises(InputError):
         single(frames[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,9 @@ from scipy.io import loadmat
 from sadtalker_ext.checkpoints import read_safetensors_prefix
 from sadtalker_ext.errors import CheckpointError, InputError
 from sadtalker_ext.motion import (
+    MotionResult,
     build_motion_nets,
+    coefficients,
     draw_pose_noise,
     generate_coefficients,
     load_motion_nets,
@@ -81,9 +85,8 @@ def test_pose_style_changes_pose_only(nets) -> None:
 def test_edge_lengths(t: int, nets) -> None:
     mels, ratio, first = inputs(t, seed=t)
     res = generate_coefficients(nets, mels, ratio, first, 3, generator=torch.Generator().manual_seed(t))
-    assert res.coeffs.shape == (t, 70) and res.coeffs.dtype == np.float32
     assert res.mat_coeffs.shape == (t, 70) and res.mat_coeffs.dtype == np.float32
-    assert np.isfinite(res.coeffs).all()
+    assert np.isfinite(res.mat_coeffs).all()
     assert res.noise.shape == (pose_noise_draws(t), 1, 64)
     np.testing.assert_array_equal(res.pose_motion[0], np.zeros(6, np.float32))
     np.testing.assert_array_equal(res.pose_raw[0], first[0, 64:70])
@@ -120,7 +123,7 @@ def test_noise_chunk_order(nets) -> None:
         )
     torch.testing.assert_close(base[33:], tail[0, -3:], rtol=0, atol=0)
     mels, ratio, first = inputs(3)  # 2 driven frames: one draw
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need 1 draws"):
         generate_coefficients(nets, mels, ratio, first, 2, noise=np.zeros((2, 1, 64), np.float32))
 
 
@@ -151,27 +154,17 @@ def test_smoothing_keeps_quadratics_and_short_clips() -> None:
         np.testing.assert_array_equal(smooth_pose(p), p)
 
 
-def test_still_mode_keeps_source_pose(nets) -> None:
-    mels, ratio, first = inputs(12)
-    noise = draw_pose_noise(12, torch.Generator().manual_seed(1))
-    moving = generate_coefficients(nets, mels, ratio, first, 1, noise=noise)
-    still = generate_coefficients(nets, mels, ratio, first, 1, noise=noise, still=True)
-    np.testing.assert_array_equal(still.coeffs[:, 64:70], np.repeat(first[:, 64:70], 12, axis=0))
-    np.testing.assert_array_equal(still.coeffs[:, :64], moving.coeffs[:, :64])
-    np.testing.assert_array_equal(still.mat_coeffs, moving.mat_coeffs)  # the .mat keeps the predicted pose
-    assert np.abs(moving.coeffs[:, 64:70] - still.coeffs[:, 64:70]).max() > 0
-
-
-def test_expression_scale(nets) -> None:
+def test_motion_stage_has_no_still_mode_of_its_own(nets) -> None:
+    """Still mode and expression scale are the renderer's (``render.motion.assemble_coefficients``, tested in
+    test_render_motion.py and against the official rows in test_motion_parity.py); the motion stage only
+    returns the .mat motion and has no second implementation of them."""
+    params = inspect.signature(generate_coefficients).parameters
+    assert "still" not in params and "expression_scale" not in params
+    assert not hasattr(coefficients, "render_rows")
+    assert "coeffs" not in {f.name for f in dataclasses.fields(MotionResult)}
     mels, ratio, first = inputs(6)
-    noise = draw_pose_noise(6, torch.Generator().manual_seed(2))
-    one = generate_coefficients(nets, mels, ratio, first, 0, noise=noise)
-    scaled = generate_coefficients(nets, mels, ratio, first, 0, noise=noise, expression_scale=1.7)
-    np.testing.assert_array_equal(scaled.coeffs[:, :64], one.coeffs[:, :64] * np.float32(1.7))
-    np.testing.assert_array_equal(scaled.coeffs[:, 64:], one.coeffs[:, 64:])
-    np.testing.assert_array_equal(scaled.mat_coeffs, one.mat_coeffs)
-    zero = generate_coefficients(nets, mels, ratio, first, 0, noise=noise, expression_scale=0.0)
-    assert not zero.coeffs[:, :64].any()
+    with pytest.raises(TypeError):
+        generate_coefficients(nets, mels, ratio, first, 0, still=True)  # type: ignore[call-arg]
 
 
 def reference_video(n: int) -> np.ndarray:
@@ -256,13 +249,7 @@ def test_ref_all_uses_reference_motion(nets) -> None:
     ref = reference_video(12)
     res = generate_coefficients(nets, mels, ratio, first, 0, ref_coeffs=ref, ref_mode="all")
     np.testing.assert_array_equal(res.mat_coeffs, ref[:, :70])
-    np.testing.assert_array_equal(res.coeffs, ref[:, :70])
     assert res.exp_pred is None and res.noise.shape[0] == 0 and res.num_frames == 12
-    still = generate_coefficients(
-        nets, mels, ratio, first, 0, ref_coeffs=ref, ref_mode="all", still=True, expression_scale=2.0
-    )
-    np.testing.assert_array_equal(still.coeffs[:, 64:], np.repeat(first[:, 64:70], 12, axis=0))
-    np.testing.assert_array_equal(still.coeffs[:, :64], ref[:, :64] * np.float32(2.0))
 
 
 def test_ref_mode_errors(nets) -> None:
@@ -273,9 +260,9 @@ def test_ref_mode_errors(nets) -> None:
         generate_coefficients(nets, mels, ratio, first, 0, ref_mode="pose")
     with pytest.raises(InputError):
         generate_coefficients(nets, mels, ratio, first, 0, ref_coeffs=np.zeros((5, 60)), ref_mode="pose")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ratio: expected 4 rows"):
         generate_coefficients(nets, mels[:4], ratio, first, 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="indiv_mels: expected"):
         generate_coefficients(nets, mels[:, :, :40], ratio, first, 0)
 
 
@@ -287,7 +274,7 @@ def test_mat_export_layout(nets, tmp_path: Path) -> None:
     assert [k for k in mat if not k.startswith("__")] == ["coeff_3dmm"]
     assert mat["coeff_3dmm"].dtype == np.float32 and mat["coeff_3dmm"].shape == (9, 70)
     np.testing.assert_array_equal(mat["coeff_3dmm"], res.mat_coeffs)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"coeffs: expected \(T, 70\)"):
         save_coeff_mat(tmp_path / "bad.mat", res.mat_coeffs[:, :64])
 
 

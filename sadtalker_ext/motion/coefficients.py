@@ -15,8 +15,9 @@ Steps, in the official order:
 4. Savitzky-Golay smoothing of the pose over time (window 13, order 2; shorter odd window for T < 13).
 5. With a pose reference: pose += ref_pose[t] - ref_pose[0] (tiled / truncated to T).
    -> ``mat_coeffs`` (what the official code writes to ``{pic}##{audio}.mat``).
-6. For the renderer (``get_facerender_data``): expression columns * ``expression_scale``; in still mode the
-   pose columns of every frame are replaced by the source's. -> ``coeffs``.
+
+What the renderer makes of these rows (``get_facerender_data``: expression scale, still mode, the crop
+parameters of full modes) is :func:`sadtalker_ext.render.motion.assemble_coefficients`, the one place.
 
 Deviation: for T <= 2 the official smoothing raises (window 1 <= polynomial order 2); here the pose is then
 left unsmoothed (a window of one frame is the identity).
@@ -56,8 +57,8 @@ PROGRESS_REPORTS = 100
 class MotionResult:
     """Output of :func:`generate_coefficients`. All arrays are float32 numpy.
 
-    coeffs:      (T, 70) rows the renderer uses (expression scaled, still-mode pose applied).
-    mat_coeffs:  (T, 70) the official ``coeff_3dmm`` .mat content (before expression scale / still mode).
+    mat_coeffs:  (T, 70) the official ``coeff_3dmm`` .mat content: the motion before expression scale /
+                 still mode (those are the renderer's: :func:`sadtalker_ext.render.motion.assemble_coefficients`).
     exp_pred:    (T, 64) ExpNet output, or None in ``ref_mode='all'``.
     pose_motion: (T, 6) PoseVAE motion (row 0 zeros), or None in ``ref_mode='all'``.
     pose_raw:    (T, 6) reference pose + motion before smoothing, or None in ``ref_mode='all'``.
@@ -65,7 +66,6 @@ class MotionResult:
     ref_rows:    (T, 70) reference rows fed to the networks (official ``batch['ref']``), or None.
     """
 
-    coeffs: np.ndarray
     mat_coeffs: np.ndarray
     exp_pred: np.ndarray | None
     pose_motion: np.ndarray | None
@@ -75,7 +75,8 @@ class MotionResult:
 
     @property
     def num_frames(self) -> int:
-        return int(self.coeffs.shape[0])
+        """T, the number of video frames (25 fps)."""
+        return int(self.mat_coeffs.shape[0])
 
 
 def validate_pose_style(pose_style: object, num_classes: int = 46) -> int:
@@ -244,18 +245,6 @@ def apply_reference_pose(coeffs: np.ndarray, ref_coeffs: np.ndarray) -> np.ndarr
     return out
 
 
-def render_rows(
-    mat_coeffs: np.ndarray, first_coeff: np.ndarray, expression_scale: float = 1.0, still: bool = False
-) -> np.ndarray:
-    """What ``get_facerender_data`` makes of the .mat rows (70 columns): expression * scale, then in still mode
-    the pose columns of every frame replaced by the source's first-frame pose."""
-    rows = np.array(mat_coeffs[:, :COEFF_DIM], dtype=np.float32, copy=True)
-    rows[:, :EXP_DIM] = rows[:, :EXP_DIM] * np.float32(expression_scale)
-    if still:
-        rows[:, EXP_DIM:COEFF_DIM] = np.asarray(first_coeff, dtype=np.float32)[0, EXP_DIM:COEFF_DIM]
-    return rows
-
-
 def _windows_tensor(indiv_mels: object, nets: MotionNets) -> torch.Tensor:
     w = torch.as_tensor(np.asarray(indiv_mels) if not isinstance(indiv_mels, torch.Tensor) else indiv_mels)
     if w.ndim == 3:
@@ -274,8 +263,6 @@ def generate_coefficients(
     *,
     generator: torch.Generator | None = None,
     noise: np.ndarray | torch.Tensor | None = None,
-    still: bool = False,
-    expression_scale: float = 1.0,
     ref_coeffs: np.ndarray | torch.Tensor | None = None,
     ref_mode: str | None = None,
     pose_ref_coeffs: np.ndarray | torch.Tensor | None = None,
@@ -290,8 +277,6 @@ def generate_coefficients(
     pose_style:  0..45 (InputError otherwise).
     generator / noise: PoseVAE noise; ``noise`` (n, 1, 64) explicit draws (n = :func:`pose_noise_draws` (T)),
                  else drawn from ``generator`` (CPU; ``None`` = torch's global generator).
-    still:       keep the source pose on every frame (renderer rows only; the .mat keeps the predicted pose).
-    expression_scale: multiplies the expression columns of the renderer rows.
     ref_coeffs / ref_mode: reference-video coefficients (N, >=70) and one of 'pose', 'blink', 'pose+blink',
                  'all' ('all': the reference coefficients ARE the motion; the audio features are not used).
     pose_ref_coeffs: (M, >=70) a second reference video for the head pose (official ``--ref_pose`` given
@@ -311,8 +296,6 @@ def generate_coefficients(
         log.debug("ref_coeffs given without ref_mode: ignored")
     if pose_ref_coeffs is not None and ref_mode != "pose+blink":
         raise InputError("a separate head-pose reference needs ref_mode 'pose+blink'")
-    if not np.isfinite(expression_scale):
-        raise InputError(f"expression_scale must be finite; got {expression_scale}")
     first = _as_coeff_array(first_coeff, "first_coeff", COEFF_DIM)
     ref = _as_coeff_array(ref_coeffs, "ref_coeffs", COEFF_DIM) if ref_mode is not None else None
     pose_ref = (
@@ -322,7 +305,6 @@ def generate_coefficients(
     if ref_mode == "all":
         mat = np.ascontiguousarray(ref[:, :COEFF_DIM])
         return MotionResult(
-            coeffs=render_rows(mat, first, expression_scale, still),
             mat_coeffs=mat,
             exp_pred=None,
             pose_motion=None,
@@ -382,7 +364,6 @@ def generate_coefficients(
     if steps is not None and steps.done < steps.total:  # T = 1: no PoseVAE call
         progress(steps.total, steps.total)
     return MotionResult(
-        coeffs=render_rows(mat, first, expression_scale, still),
         mat_coeffs=mat,
         exp_pred=exp_np,
         pose_motion=motion.cpu().numpy(),

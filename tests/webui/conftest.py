@@ -131,9 +131,8 @@ def webui(tmp_path, monkeypatch):
     progress.recorded_results.clear()
     for var in ("SADTALKER_CHECKPOINTS", "SADTALKER_GFPGAN_DIR"):
         monkeypatch.delenv(var, raising=False)
-    ns = types.SimpleNamespace(root=tmp_path, shared=shared, call_queue=call_queue, progress=progress,
-                               callbacks=script_callbacks, paste=infotext_utils, errors=errors)  # fmt: skip
-    yield ns
+    return types.SimpleNamespace(root=tmp_path, shared=shared, call_queue=call_queue, progress=progress,
+                                 callbacks=script_callbacks, paste=infotext_utils, errors=errors)  # fmt: skip
 
 
 @pytest.fixture

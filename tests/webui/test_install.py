@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import re
 import sys
 import types
 from pathlib import Path
@@ -40,18 +41,34 @@ def _pretend_missing(monkeypatch, mod, dists):
 
 
 def test_one_pip_call_with_installed_versions_pinned(install, monkeypatch):
-    _pretend_missing(monkeypatch, install, {"librosa", "soundfile"})
+    _pretend_missing(monkeypatch, install, {"scipy", "soundfile"})
     assert install.main() == 0
     assert len(install.calls) == 1
     cmd, constraints = install.calls[0]
     assert cmd[:4] == [sys.executable, "-m", "pip", "install"]
     reqs = [a for a in cmd[4:] if not a.startswith("-") and a != cmd[cmd.index("-c") + 1]]
-    assert sorted(r.split(">")[0] for r in reqs) == ["librosa", "soundfile"]
+    assert sorted(r.split(">")[0] for r in reqs) == ["scipy", "soundfile"]
     pins = set(constraints.split())
     for dist in ("numpy", "torch", "gradio", "fastapi"):
         assert f"{dist}=={importlib.metadata.version(dist)}" in {p.lower() for p in pins} | pins, dist
     host_owned = {"torch", "torchvision", "gradio", "numpy", "pillow", "protobuf"}
     assert not any(r.split(">")[0].split("=")[0].lower() in host_owned for r in reqs)
+
+
+def test_installs_requirements_txt_and_no_librosa(install, monkeypatch):
+    """With every package missing, the one pip call names exactly requirements.txt's runtime packages (plus the
+    headless opencv where no cv2 exists), and never librosa or its numba/llvmlite: no runtime code needs them,
+    and in the WebUI's venv their numba build is what crashed some Windows CPUs (``__svml_sqrtf8_ha``)."""
+    monkeypatch.setattr(install, "is_present", lambda dist, module: False)
+    monkeypatch.setattr(install.importlib.util, "find_spec", lambda name, *a, **k: None)
+    assert install.main() == 0
+    (cmd, _constraints), *more = install.calls
+    assert not more
+    reqs = [a for a in cmd[4:] if not a.startswith("-") and a != cmd[cmd.index("-c") + 1]]
+    listed = [line.split("#", 1)[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
+    assert sorted(reqs) == sorted([r for r in listed if r] + [install.OPTIONAL_CV2[2]])
+    names = {re.split(r"[<>=!~\[ ]", r, maxsplit=1)[0].lower() for r in reqs}
+    assert not names & {"librosa", "numba", "llvmlite", "resampy"}, names
 
 
 def test_nothing_missing_means_no_pip(install, monkeypatch):
@@ -60,7 +77,7 @@ def test_nothing_missing_means_no_pip(install, monkeypatch):
 
 
 def test_skip_install_from_launch_args(install, monkeypatch):
-    _pretend_missing(monkeypatch, install, {"librosa"})
+    _pretend_missing(monkeypatch, install, {"soundfile"})
     monkeypatch.setitem(
         sys.modules, "launch", types.SimpleNamespace(args=types.SimpleNamespace(skip_install=True))
     )
@@ -68,6 +85,6 @@ def test_skip_install_from_launch_args(install, monkeypatch):
 
 
 def test_skip_install_flag_without_launch(install, monkeypatch):
-    _pretend_missing(monkeypatch, install, {"librosa"})
+    _pretend_missing(monkeypatch, install, {"soundfile"})
     monkeypatch.setattr(sys, "argv", ["install.py", "--skip-install"])
     assert install.main() == 0 and install.calls == []
