@@ -59,7 +59,7 @@ def test_stream_frames_and_audio(tmp_path, audio_seconds):
     ) as vw:
         for i in range(0, n, 5):  # uneven batches
             vw.write(frames[i : i + 5])
-        assert not out.exists()  # nothing at the final path before finish()
+        assert out.stat().st_size == 0  # only the empty placeholder claiming the name before finish()
         result = vw.finish()
     assert result == out and out.is_file()
     info = probe(out)
