@@ -195,3 +195,72 @@ def test_generate_checks_the_output_before_the_weights(tmp_path):
     with pytest.raises(InputError, match="is a file"):
         empty.generate(GenerationOptions(**base))
     assert taken.read_bytes() == b"old" and not empty.loaded
+
+
+def test_app_sigterm_during_a_generation_cleans_up_and_exits_143(env, tmp_path):
+    """The standalone app process, stopped with SIGTERM while it renders (a request through gradio's HTTP
+    API): the generation stops, its files are removed, the server closes, exit 143."""
+    pytest.importorskip("gradio")
+    import base64
+    import socket
+    import threading
+    import urllib.request
+
+    from sadtalker_ext.app import FORM_FIELDS
+
+    root, ck = env
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "sadtalker_ext.app", "--port", str(port), "--checkpoint_dir", str(ck),
+            "--gfpgan_dir", str(root / "gf"), "--result_dir", str(out), "--device", "cpu"]  # fmt: skip
+    env_vars = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env=env_vars)  # fmt: skip
+
+    def data_url(path: Path, mime: str) -> str:
+        return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+    form = {"source": data_url(root / "face.png", "image/png"),
+            "driven_audio": {"name": "long.wav", "data": data_url(root / "long.wav", "audio/wav"), "is_file": False},
+            "idle_mode": False, "idle_seconds": 5, "ref_video": None, "ref_mode": "pose", "preprocess": "crop",
+            "still": False, "pose_style": 0, "expression_scale": 1.0, "size": 256, "batch_size": 1,
+            "use_blink": True, "seed": 4, "input_yaw": "", "input_pitch": "", "input_roll": "",
+            "face_detector": "dlib", "face_index": 0, "enhancer": "none", "background_enhancer": "none"}  # fmt: skip
+    body = json.dumps({"data": [form[name] for name in FORM_FIELDS], "fn_index": 0}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/run/predict", data=body, headers={"Content-Type": "application/json"}
+    )
+    answers: list = []
+
+    def post() -> None:
+        try:
+            with urllib.request.urlopen(request, timeout=600) as response:
+                answers.append(response.read())
+        except OSError as exc:  # the server goes away mid-request
+            answers.append(exc)
+
+    try:
+        deadline = time.monotonic() + 600  # a hang guard, not a timing assertion
+        while True:  # until the server answers
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        poster = threading.Thread(target=post, daemon=True)
+        poster.start()
+        while not (out.is_dir() and any(p.name.endswith(".video.mp4") for p in out.iterdir())):
+            alive = proc.poll() is None and poster.is_alive() and time.monotonic() < deadline
+            assert alive, (answers, proc.communicate()[0] if proc.poll() is not None else "")
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGTERM)
+        text = proc.communicate(timeout=600)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 143, text
+    assert list(out.iterdir()) == []
