@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         io,
         "keep_partial",
         action="store_true",
-        help="on Ctrl-C keep the frames made so far as <name>.partial.mp4",
+        help="on Ctrl-C (or SIGTERM) keep the frames made so far as <name>.partial.mp4",
     )
     _add(
         io,
