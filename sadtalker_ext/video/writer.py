@@ -128,11 +128,12 @@ def check_output_free(path: str | os.PathLike, on_exists: str = "error") -> None
     if on_exists != "error":
         return
     path = Path(path)
-    for taken in (path, sidecar_path(path)):
+    side = sidecar_path(path)
+    for taken, what in ((path, ""), (side, f" (the settings file written beside {path.name})")):
         if taken.exists() or taken.is_symlink():
             raise InputError(
-                f"the output file {taken} already exists; choose another output name, or allow replacing it "
-                "(--overwrite)"
+                f"the output file {taken} already exists{what}; choose another output name, or allow "
+                "replacing it (--overwrite)"
             )
 
 
