@@ -22,6 +22,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -525,6 +526,17 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
             inputs=[size, preprocess, enhancer, background_enhancer],
             outputs=[download_log, status, banner],
         )
+
+    def shutdown(timeout: float | None = None) -> bool:
+        """Stop a running generation and wait (``timeout`` seconds, ``None``: no limit) until it has
+        cleaned up its files; False when it is still running."""
+        cancel_event.set()
+        if not busy.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        busy.release()
+        return True
+
+    demo.sadtalker_shutdown = shutdown
     demo.sadtalker = talker  # for tests and embedding
     demo.upload_guard = guard
     return demo
@@ -591,8 +603,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SadTalkerError as exc:
         log.error("%s", exc)
         return 1
-    demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share)
-    return 0
+    terminated = threading.Event()
+    shutdown = getattr(demo, "sadtalker_shutdown", None)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        # like Ctrl-C: a running generation stops at its next batch and removes its temp files, and
+        # gradio's launch() closes the server on the KeyboardInterrupt
+        terminated.set()
+        if shutdown is not None:
+            shutdown(timeout=0)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if shutdown is not None:
+            shutdown(timeout=120)
+    return 143 if terminated.is_set() else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

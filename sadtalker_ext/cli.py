@@ -10,15 +10,22 @@ paired with every recording (one video per pair). ``--pairs LIST`` adds explicit
 the list file; an empty audio column means idle mode and needs ``--idle_seconds``). A failing job is
 reported and the others go on; a summary is printed at the end.
 
+Output names: ``<result_dir>/<picture>__<audio>.mp4``; a name already taken (by an earlier video or
+by another run writing into the same folder at the same time) becomes ``-2``, ``-3``... and the path
+printed is the file written. ``--output FILE`` that exists is refused unless ``--overwrite``. The
+output folders are checked (created) with the other inputs, before any model loads.
+
 Exit status: 0 when every video was made, 1 when a job or the setup failed, 2 for bad arguments,
 130 when interrupted (Ctrl-C; the video being made is discarded, or kept as ``<name>.partial.mp4``
-with ``--keep_partial``).
+with ``--keep_partial``), 143 when terminated (SIGTERM; handled like Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
 import threading
 import time
@@ -44,7 +51,30 @@ AUDIO_SUFFIXES = frozenset(
 )
 DTYPES = ("float32", "float16", "bfloat16")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C (temp files removed, a partial
+    video kept with ``--keep_partial``)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"terminated (signal {signum})")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While inside: SIGTERM raises :class:`Terminated` (main thread only; elsewhere nothing changes)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,12 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add(
         io, "result_dir", default="./results", metavar="DIR", help="folder for the videos (default ./results)"
     )
-    _add(io, "output", metavar="FILE.mp4", help="exact output file (single job only)")
+    _add(
+        io,
+        "output",
+        metavar="FILE.mp4",
+        help="exact output file (single job only); an existing file is refused unless --overwrite",
+    )
+    _add(io, "overwrite", action="store_true", help="let --output replace an existing file (and its .json)")
     _add(
         io,
         "keep_partial",
         action="store_true",
-        help="on Ctrl-C keep the frames made so far as <name>.partial.mp4",
+        help="on Ctrl-C (or SIGTERM) keep the frames made so far as <name>.partial.mp4",
     )
     _add(
         io,
@@ -377,7 +413,10 @@ def options_for(job: Job, args: argparse.Namespace):
 
 
 def output_path(job: Job, args: argparse.Namespace, taken: set[Path]) -> Path:
-    """``--output``, else ``<result_dir>/<picture>__<audio>.mp4`` made unique (``-2``, ``-3``...)."""
+    """``--output``, else ``<result_dir>/<picture>__<audio>.mp4`` made unique (``-2``, ``-3``...).
+
+    Automatic names are a first guess: the writer claims the name that is really free when the video
+    starts (another run may take this one first); see :func:`on_exists_for`."""
     if args.output:
         return Path(args.output).expanduser()
     stem = job.picture.stem + "__" + (job.audio.stem if job.audio else f"idle{args.idle_seconds:g}s")
@@ -389,6 +428,25 @@ def output_path(job: Job, args: argparse.Namespace, taken: set[Path]) -> Path:
         candidate = folder / f"{stem}-{n}.mp4"
     taken.add(candidate)
     return candidate
+
+
+def on_exists_for(args: argparse.Namespace) -> str:
+    """What the writer does when the output name is taken: ``--output`` is refused (or replaced with
+    ``--overwrite``); an automatic name moves on to the next free ``-N``."""
+    if args.output:
+        return "overwrite" if args.overwrite else "error"
+    return "unique"
+
+
+def check_outputs(paths: Sequence[Path], on_exists: str) -> None:
+    """Every output folder usable (created) and, for ``--output``, the file free: InputError now,
+    before any model loads, instead of after the motion."""
+    from .video.writer import check_output_free, ensure_folder
+
+    for folder in dict.fromkeys(p.parent for p in paths):
+        ensure_folder(folder)
+    for path in paths:
+        check_output_free(path, on_exists)
 
 
 def resolve_device(name: str, force_cpu: bool) -> str:
@@ -447,6 +505,16 @@ def _one_line(exc: BaseException) -> str:
 
 # --------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
+    with _sigterm_as_interrupt():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt as exc:  # before or between the jobs (during one, _main reports it)
+            terminated = isinstance(exc, Terminated)
+            print("terminated" if terminated else "interrupted", file=sys.stderr)
+            return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -467,9 +535,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs = collect_jobs(args)
         if args.output and len(jobs) > 1:
             raise InputError(f"--output names one file but there are {len(jobs)} jobs; use --result_dir")
+        if args.overwrite and not args.output:
+            raise InputError(
+                "--overwrite only applies to --output FILE (names in --result_dir are never reused)"
+            )
         taken: set[Path] = set()
         planned = [(job, options_for(job, args)) for job in jobs]
         planned = [(job, opts.replace(output=str(output_path(job, args, taken)))) for job, opts in planned]
+        on_exists = on_exists_for(args)
+        check_outputs([Path(opts.output) for _, opts in planned], on_exists)
     except SadTalkerError as exc:
         return fail(exc, EXIT_USAGE)
 
@@ -497,11 +571,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         label = f"[{index}/{len(planned)}] " if len(planned) > 1 else ""
         bars = ProgressBars(enabled=not args.no_progress, prefix=label)
         try:
-            result = talker.generate(opts, progress=bars, cancel=cancel)
-        except KeyboardInterrupt:
+            result = talker.generate(opts, progress=bars, cancel=cancel, on_exists=on_exists)
+        except KeyboardInterrupt as exc:
             bars.close()
-            print("interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            kept = getattr(exc, "partial_path", None)
+            what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            print(what + (f"; partial video kept: {kept}" if kept else ""), file=sys.stderr)
+            return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
         except SadTalkerError as exc:
             bars.close()
             if isinstance(exc, CheckpointError) or len(planned) == 1:

@@ -128,6 +128,8 @@ class Prepared:
     """:class:`.enhance.BackgroundUpscaler` (``background_enhancer='realesrgan'``) or None."""
     official: Any = None
     """``(ParseNet, RetinaFace)`` when the official enhancer arrangement runs (``enhancer_mode``), else None."""
+    on_exists: str = "unique"
+    """What the writer does when ``output`` is taken (:data:`.video.writer.ON_EXISTS`)."""
 
     @property
     def num_frames(self) -> int:
@@ -168,7 +170,8 @@ def cancel_checker(cancel: CancelLike) -> Callable[[], bool]:
 
 
 def default_output(options: GenerationOptions, result_dir: Path) -> Path:
-    """``<result_dir>/<picture>__<audio>_<YYYYmmdd-HHMMSS>.mp4``, made unique with ``-2``, ``-3``..."""
+    """``<result_dir>/<picture>__<audio>_<YYYYmmdd-HHMMSS>.mp4``, made unique with ``-2``, ``-3``...
+    (a first guess: the writer claims the name that is really free, see :func:`.video.writer.reserve_output`)."""
     picture = Path(options.source).stem or "picture"
     if options.driven_audio:
         audio = Path(options.driven_audio).stem
@@ -460,23 +463,34 @@ class SadTalker:
         progress: ProgressFn | None = None,
         cancel: CancelLike = None,
         frame_hook: FrameHook | None = None,
+        on_exists: str | None = None,
     ) -> Result:
         """Make one video. Raises InputError / CheckpointError / CancelledError (nothing left at the
         output path on any failure; on cancel a ``.partial.mp4`` when ``keep_partial``).
 
         ``frame_hook(frames)``: called on every chunk of final frames ``(n, H, W, 3)`` uint8 RGB just
         before encoding; returns frames of the same shape and dtype (face restoration, live preview).
+
+        ``on_exists``: when the output name is taken, ``"error"`` (refused before any model loads),
+        ``"unique"`` (``<name>-2.mp4``...) or ``"overwrite"``; ``None``: ``"error"`` for an explicit
+        ``options.output``, ``"unique"`` for a name made in ``result_dir``. Two generations never write
+        the same file; ``Result.video_path`` is the file written.
         """
-        prep = self.prepare(options, progress, cancel)
+        prep = self.prepare(options, progress, cancel, on_exists=on_exists)
         return self.write_video(prep, frame_hook=frame_hook)
 
     def prepare(
-        self, options: GenerationOptions, progress: ProgressFn | None = None, cancel: CancelLike = None
+        self,
+        options: GenerationOptions,
+        progress: ProgressFn | None = None,
+        cancel: CancelLike = None,
+        on_exists: str | None = None,
     ) -> Prepared:
-        """Steps 1-4: check inputs and weights, load models, preprocess, audio features, motion,
-        render plan. Nothing is written."""
+        """Steps 1-4: check inputs, the output folder and weights, load models, preprocess, audio
+        features, motion, render plan. Nothing is written (the output folder may be created)."""
         from .audio.features import idle_audio_features, prepare_audio
         from .images import load_rgb
+        from .video.writer import check_output_free, ensure_folder
 
         timer = _Timer()
         stopped = cancel_checker(cancel)
@@ -500,6 +514,10 @@ class SadTalker:
             output = Path(options.output) if options.output else default_output(options, self.result_dir)
             if output.suffix.lower() != ".mp4":
                 raise InputError(f"output must be an .mp4 file, got {output}")
+            if on_exists is None:
+                on_exists = "error" if options.output else "unique"
+            ensure_folder(output.parent)  # a file in the way is reported now, not after the motion
+            check_output_free(output, on_exists)
             picture = load_rgb(options.source)
             ref_path = Path(options.ref_video) if options.ref_video else None
             pose_path = Path(options.ref_pose_video) if options.ref_pose_video else None
@@ -637,6 +655,7 @@ class SadTalker:
             face_net=face_net,
             upscaler=upscaler,
             official=official,
+            on_exists=on_exists,
         )
 
     def iter_video_frames(self, prep: Prepared) -> Iterator[np.ndarray]:
@@ -751,26 +770,27 @@ class SadTalker:
         from .video.writer import VideoWriter, sidecar_path
 
         options, timer = prep.options, prep.timer
-        meta = {
-            "generator": "sadtalker_ext",
-            "version": __version__,
-            "seed": prep.seed,
-            "options": options.replace(seed=prep.seed, output=str(prep.output)).to_dict(),
-            "fps": FPS,
-            "num_frames": prep.num_frames,
-            "device": str(self.device),
-            "dtype": str(self.dtype).removeprefix("torch."),
-        }
         frame_w = frame_h = 0
-        writer = VideoWriter(
+        writer = VideoWriter(  # claims the output name (another run may have taken prep.output)
             prep.output,
             num_frames=prep.num_frames,
             audio=prep.audio,
             sample_rate=SAMPLE_RATE,
             fps=FPS,
-            metadata=meta,
             keep_partial=self.keep_partial,
+            on_exists=prep.on_exists,
         )
+        output = writer.path
+        writer.metadata = {
+            "generator": "sadtalker_ext",
+            "version": __version__,
+            "seed": prep.seed,
+            "options": options.replace(seed=prep.seed, output=str(output)).to_dict(),
+            "fps": FPS,
+            "num_frames": prep.num_frames,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
         try:
             with writer:
                 for batch in self.iter_video_frames(prep):
@@ -792,9 +812,9 @@ class SadTalker:
                 prep.report("encode", 1, 1)
         finally:
             writer.abort()  # no-op after finish(); frees the encoder on any other way out
-        side = sidecar_path(prep.output)
+        side = sidecar_path(output)
         return Result(
-            video_path=prep.output,
+            video_path=output,
             sidecar=side if side.exists() else None,
             seed=prep.seed,
             num_frames=prep.num_frames,

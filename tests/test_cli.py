@@ -226,7 +226,7 @@ class _FakeTalker:
     def check_weights(self, options):
         pass
 
-    def generate(self, options, progress=None, cancel=None):
+    def generate(self, options, progress=None, cancel=None, on_exists=None):
         self.calls.append(options)
         if progress is not None:
             progress("render", 1, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def test_stream_frames_and_audio(tmp_path, audio_seconds):
     ) as vw:
         for i in range(0, n, 5):  # uneven batches
             vw.write(frames[i : i + 5])
-        assert not out.exists()  # nothing at the final path before finish()
+        assert out.stat().st_size == 0  # only the empty placeholder claiming the name before finish()
         result = vw.finish()
     assert result == out and out.is_file()
     info = probe(out)
@@ -214,3 +215,57 @@ def test_iter_frames_and_count(tmp_path):
     assert np.abs(np.stack(got).astype(int) - frames.astype(int)).mean() < 6
     with pytest.raises(InputError):
         list(iter_frames(tmp_path / "missing.mp4"))
+
+
+def test_writers_at_once_never_share_a_name(tmp_path):
+    """Threads writing the same name (``unique``) each get their own file; nothing already there is touched."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = tmp_path / "clip.mp4"
+    out.write_bytes(b"older video")
+
+    def make(level: int) -> Path:
+        with VideoWriter(out, num_frames=2, audio=None, on_exists="unique", metadata={"level": level}) as vw:
+            vw.write(np.full((2, 16, 16, 3), level, np.uint8))
+            return vw.finish()
+
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(make, (40, 80, 120, 160)))
+    assert len(set(made)) == 4 and out not in made
+    assert {p.name for p in made} == {"clip-2.mp4", "clip-3.mp4", "clip-4.mp4", "clip-5.mp4"}
+    assert out.read_bytes() == b"older video"
+    for level, path in zip((40, 80, 120, 160), made, strict=True):
+        assert probe(path).settings["level"] == level
+        assert abs(int(read_frames(path).mean()) - level) <= 2
+
+
+def test_taken_name_refused_or_overwritten(tmp_path):
+    out = tmp_path / "clip.mp4"
+    out.write_bytes(b"mine")
+    with pytest.raises(InputError, match="already exists"):
+        VideoWriter(out)
+    sidecar_path(tmp_path / "other.mp4").write_text("{}")  # a sidecar in the way counts as taken
+    with pytest.raises(InputError, match=r"other\.json already exists"):
+        VideoWriter(tmp_path / "other.mp4")
+    assert out.read_bytes() == b"mine" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "clip.mp4",
+        "other.json",
+    ]
+    with VideoWriter(out, num_frames=1, audio=None, on_exists="overwrite") as vw:
+        assert out.read_bytes() == b"mine"  # replaced only when the new video is complete
+        vw.write(_frames(1, 8, 8))
+        vw.finish()
+    assert probe(out).num_frames == 1
+
+
+def test_partial_never_replaces_an_earlier_one_and_a_cut_frame_is_completed(tmp_path):
+    out = tmp_path / "cancel.mp4"
+    partial_path(out).write_bytes(b"earlier partial")
+    vw = VideoWriter(out, num_frames=10, audio=_tone(0.4))
+    vw.write(_frames(2, 16, 16))
+    vw._pending = memoryview(_frames(1, 16, 16)[0].tobytes())  # as if an interrupt cut the pipe write
+    kept = vw.abort(keep_partial=True)
+    assert kept == tmp_path / "cancel.partial-2.mp4"
+    assert partial_path(out).read_bytes() == b"earlier partial"
+    assert probe(kept).num_frames == 3 and probe(kept).settings["num_frames"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cancel.partial-2.mp4", "cancel.partial.mp4"]

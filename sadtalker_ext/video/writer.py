@@ -13,6 +13,15 @@ How a video is made (bundled ffmpeg of ``imageio-ffmpeg``, argument lists only):
 3. The result is renamed to the final path only when complete. On any failure or exception nothing
    is left at the final path; on cancel, :meth:`VideoWriter.abort` can keep a playable
    ``<name>.partial.mp4`` holding the frames written so far (audio trimmed to them).
+
+Names are never taken twice (:func:`reserve_output`): the writer claims its final name at once by
+creating an empty placeholder there with an exclusive create (``O_CREAT | O_EXCL``), so two writers
+(threads or processes) never pick the same file; the finished video replaces the placeholder in one
+rename, and a failed or cancelled run removes it. ``on_exists`` says what happens when the name is
+taken: ``"error"`` (refuse), ``"unique"`` (the next free ``<name>-2.mp4``, ``-3``...) or ``"overwrite"``.
+
+The ffmpeg processes run in their own session (process group): a Ctrl-C in the terminal, which goes
+to the whole foreground process group, reaches Python only, so a partial video can still be finished.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import tempfile
 import uuid
 import wave
@@ -36,6 +46,8 @@ from ..errors import CancelledError, InputError, SadTalkerError
 log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial.mp4"
+ON_EXISTS = ("error", "unique", "overwrite")
+"""What a writer does when its output name is taken (see the module docstring)."""
 
 
 def ffmpeg_exe() -> str:
@@ -71,6 +83,102 @@ def partial_path(video_path: str | os.PathLike) -> Path:
     """``<name>.partial.mp4`` beside ``<name>.mp4``."""
     p = Path(video_path)
     return p.with_name(p.stem + PARTIAL_SUFFIX)
+
+
+def _detached() -> dict[str, Any]:
+    """Popen arguments keeping ffmpeg out of the terminal's process group (no Ctrl-C / SIGTERM from it)."""
+    if sys.platform == "win32":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
+def ensure_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents) for output files; :class:`InputError` saying what is wrong
+    when it cannot be: a file in the way, no permission, a read-only disk."""
+    folder = Path(folder)
+    for part in (folder, *folder.parents):  # the nearest part that exists must be a folder
+        if part.exists() or part.is_symlink():
+            if not part.is_dir():
+                what = f"{part} is a file" if part.is_file() else f"{part} exists but is not a folder"
+                raise InputError(
+                    f"cannot create the output folder {folder}: {what}; choose another output folder"
+                )
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the output folder {folder}: {exc.strerror or exc}; choose another output folder"
+        ) from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"the output folder {folder} is not writable; choose another output folder")
+    return folder
+
+
+def _numbered(path: Path, n: int) -> Path:
+    """``path`` for ``n == 1``, else ``<stem>-<n><suffix>``."""
+    return path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
+def check_output_free(path: str | os.PathLike, on_exists: str = "error") -> None:
+    """With ``on_exists='error'``: :class:`InputError` when ``path`` or its sidecar already exists
+    (a cheap early check; :func:`reserve_output` is the one that holds against races)."""
+    if on_exists not in ON_EXISTS:
+        raise InputError(f"on_exists must be one of {', '.join(ON_EXISTS)}; got {on_exists!r}")
+    if on_exists != "error":
+        return
+    path = Path(path)
+    side = sidecar_path(path)
+    for taken, what in ((path, ""), (side, f" (the settings file written beside {path.name})")):
+        if taken.exists() or taken.is_symlink():
+            raise InputError(
+                f"the output file {taken} already exists{what}; choose another output name, or allow "
+                "replacing it (--overwrite)"
+            )
+
+
+def reserve_output(path: str | os.PathLike, on_exists: str = "error") -> tuple[Path, bool]:
+    """Claim an output name: ``(path claimed, whether an empty placeholder was created there)``.
+
+    ``"error"``/``"unique"``: the name is created exclusively (an empty placeholder), so no other writer
+    can take it; ``"unique"`` moves on to ``<stem>-2``, ``-3``... while a name, its sidecar or its
+    partial file exists. ``"overwrite"``: nothing is created (the finished file replaces what is there).
+    """
+    path = Path(path)
+    check_output_free(path, on_exists)
+    if on_exists == "overwrite":
+        return path, False
+    n = 1
+    while True:
+        candidate = _numbered(path, n)
+        n += 1
+        if on_exists == "unique" and any(
+            p.exists() or p.is_symlink() for p in (sidecar_path(candidate), partial_path(candidate))
+        ):
+            continue
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if on_exists == "unique":
+                continue
+            raise InputError(
+                f"the output file {candidate} already exists; choose another output name, or allow "
+                "replacing it (--overwrite)"
+            ) from None
+        except OSError as exc:
+            raise InputError(f"cannot create the output file {candidate}: {exc.strerror or exc}") from exc
+        os.close(fd)
+        return candidate, True
+
+
+def _remove_placeholder(path: Path, stat: os.stat_result | None) -> None:
+    """Remove the empty placeholder made by :func:`reserve_output`, unless something replaced it."""
+    if stat is None:
+        return
+    with contextlib.suppress(OSError):
+        now = path.stat()
+        if (now.st_dev, now.st_ino) == (stat.st_dev, stat.st_ino) and now.st_size == 0:
+            path.unlink()
 
 
 def audio_samples_for(num_frames: int, sample_rate: int, fps: int) -> int:
@@ -119,7 +227,9 @@ class VideoWriter:
     normally without calling :meth:`finish` also aborts.
 
     Args:
-        path: final ``.mp4`` path; its folder is created.
+        path: wanted ``.mp4`` path; its folder is created and the name claimed at once
+            (:func:`reserve_output`); :attr:`path` is the name actually claimed.
+        on_exists: ``"error"`` (default), ``"unique"`` or ``"overwrite"`` when that name is taken.
         num_frames: the frame count the video must have (checked in :meth:`finish`); ``None``
             accepts whatever was written.
         audio: mono samples at ``sample_rate`` (float in [-1, 1] or int16), or ``None`` for a
@@ -142,6 +252,7 @@ class VideoWriter:
         keep_partial: bool = True,
         crf: int = 18,
         preset: str = "medium",
+        on_exists: str = "error",
     ) -> None:
         self.path = Path(path)
         if self.path.suffix.lower() != ".mp4":
@@ -164,12 +275,12 @@ class VideoWriter:
         self._log: IO[bytes] | None = None
         self._tag = uuid.uuid4().hex[:10]
         self._closed = False
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(
-                f"cannot create the output folder {self.path.parent}: {exc.strerror or exc}"
-            ) from exc
+        self.on_exists = on_exists
+        self._pending = b""
+        """Bytes of a frame only partly sent to the encoder (an interrupt during the pipe write)."""
+        ensure_folder(self.path.parent)
+        self.path, made = reserve_output(self.path, on_exists)
+        self._placeholder = self.path.stat() if made else None
 
     # ------------------------------------------------------------------ names
     def _temp(self, suffix: str) -> Path:
@@ -192,7 +303,12 @@ class VideoWriter:
         log.debug("starting encoder: %s", cmd)
         try:
             self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=self._log,
+                bufsize=0,
+                **_detached(),
             )
         except OSError as exc:
             raise SadTalkerError(f"cannot start ffmpeg ({cmd[0]}): {exc}") from exc
@@ -224,14 +340,22 @@ class VideoWriter:
             raise InputError(f"frame size changed from {self.frame_size} to {(w, h)}")
         if self.num_frames is not None and self.frames_written + n > self.num_frames:
             raise SadTalkerError(f"more frames than expected: {self.frames_written + n} > {self.num_frames}")
+        for frame in frames:
+            self._pending = memoryview(np.ascontiguousarray(pad_even(frame)).tobytes())
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        """Send the rest of the current frame; it counts once all its bytes are in the pipe. An
+        interrupt in between leaves the rest in ``_pending`` (sent by :meth:`abort` for a partial)."""
         assert self._proc is not None and self._proc.stdin is not None
         try:
-            for frame in frames:
-                self._proc.stdin.write(np.ascontiguousarray(pad_even(frame)).tobytes())
+            while self._pending:
+                sent = self._proc.stdin.write(self._pending)
+                self._pending = self._pending[sent or 0 :]
         except (BrokenPipeError, OSError) as exc:
             self._proc.wait()
             raise self._ffmpeg_error("the encoder stopped") from exc
-        self.frames_written += n
+        self.frames_written += 1
 
     def _close_encoder(self) -> None:
         """Flush and wait for the video-only encode; raises if ffmpeg failed."""
@@ -280,7 +404,7 @@ class VideoWriter:
                 self._log.seek(0)
                 self._log.truncate()
             result = subprocess.run(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log, **_detached()
             )
             if result.returncode != 0:
                 raise self._ffmpeg_error(f"muxing audio, exit status {result.returncode}")
@@ -302,6 +426,8 @@ class VideoWriter:
             self._proc = None
         with contextlib.suppress(FileNotFoundError):
             self._video_only.unlink()
+        _remove_placeholder(self.path, self._placeholder)
+        self._placeholder = None
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -321,6 +447,7 @@ class VideoWriter:
             meta = dict(self.metadata)
             meta.setdefault("num_frames", self.frames_written)
             self._mux(self.frames_written, self.path, meta)
+            self._placeholder = None  # replaced by the video
             if self.sidecar:
                 try:
                     _atomic_write_text(
@@ -340,16 +467,25 @@ class VideoWriter:
         if self._closed:
             return None
         try:
-            if keep_partial and self.frames_written > 0 and self._proc is not None:
+            if keep_partial and self._proc is not None and (self.frames_written > 0 or self._pending):
+                target, stat = None, None
                 try:
+                    if self._pending:  # complete the frame an interrupt cut in the middle
+                        self._send_pending()
                     self._close_encoder()
                     meta = dict(self.metadata, partial=True, num_frames=self.frames_written)
                     if self.num_frames is not None:
                         meta["expected_frames"] = self.num_frames
-                    target = partial_path(self.path)
+                    on_exists = "overwrite" if self.on_exists == "overwrite" else "unique"
+                    target, made = reserve_output(partial_path(self.path), on_exists)
+                    stat = target.stat() if made else None
                     self._mux(self.frames_written, target, meta)
                     return target
-                except SadTalkerError as exc:
+                except BaseException as exc:
+                    if target is not None:
+                        _remove_placeholder(target, stat)
+                    if not isinstance(exc, SadTalkerError):
+                        raise
                     log.warning("could not keep a partial video: %s", exc)
             return None
         finally:
@@ -363,5 +499,5 @@ class VideoWriter:
             return
         cancelled = exc_type is not None and issubclass(exc_type, CancelledError | KeyboardInterrupt)
         kept = self.abort(keep_partial=cancelled and self.keep_partial)
-        if kept is not None and isinstance(exc, CancelledError):
+        if kept is not None and exc is not None:
             exc.partial_path = kept  # type: ignore[attr-defined]

@@ -265,6 +265,7 @@ class Session:
     ) -> RunOutcome:
         """Generate one video into the output folder. Raises SadTalkerError subclasses for the user."""
         from ..pipeline import default_output
+        from ..video.writer import ensure_folder
 
         settings = settings or WebUISettings.read(self.host)
         restore = None
@@ -286,12 +287,13 @@ class Session:
                 "WebUI face restoration needs a pipeline with a per-frame hook (SadTalker.generate(..., "
                 f"{FRAME_HOOK}=...)), which this version does not have. Choose face restoration 'None'."
             )
-        if not options.output:
-            folder = self.output_folder(settings)
-            folder.mkdir(parents=True, exist_ok=True)
+        if not options.output:  # a first guess: the pipeline's writer claims the name really free
+            folder = ensure_folder(self.output_folder(settings))
             options = options.replace(output=str(default_output(options, folder)))
+            if accepts_keyword(talker.generate, "on_exists"):
+                kwargs["on_exists"] = "unique"
         else:
-            Path(options.output).parent.mkdir(parents=True, exist_ok=True)
+            ensure_folder(Path(options.output).parent)
         t0 = time.perf_counter()
         result = talker.generate(options, progress=progress, cancel=cancel, **kwargs)
         elapsed = time.perf_counter() - t0

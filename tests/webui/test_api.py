@@ -201,3 +201,17 @@ def test_unexpected_error_answers_500_with_a_message(webui, make_extension):
     r = client.post("/sadtalker/v1/generate", json={"source_base64": TINY_PNG, "idle_seconds": 1})
     assert r.status_code == 500
     assert "RuntimeError" in r.json()["detail"] and "console" in r.json()["detail"]
+
+
+def test_output_folder_problem_is_a_clear_422_before_the_pipeline_runs(api, webui, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"keep me")
+    webui.shared.opts.data["sadtalker_result_dir"] = str(afile)
+    pic = sample_png(tmp_path / "in" / "face.png")
+    wav = sample_wav(tmp_path / "in" / "speech.wav")
+    body = {"source_base64": _b64(pic, "image/png"), "driven_audio_base64": _b64(wav)}
+    r = api.post("/sadtalker/v1/generate", json=body)
+    assert r.status_code == 422
+    assert f"{afile} is a file" in r.json()["detail"] and "output folder" in r.json()["detail"]
+    assert all(not t.calls for t in api.talkers)
+    assert afile.read_bytes() == b"keep me"
