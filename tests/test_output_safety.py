@@ -227,7 +227,8 @@ def test_app_sigterm_during_a_generation_cleans_up_and_exits_143(env, tmp_path):
             "idle_mode": False, "idle_seconds": 5, "ref_video": None, "ref_mode": "pose", "preprocess": "crop",
             "still": False, "pose_style": 0, "expression_scale": 1.0, "size": 256, "batch_size": 1,
             "use_blink": True, "seed": 4, "input_yaw": "", "input_pitch": "", "input_roll": "",
-            "face_detector": "dlib", "face_index": 0, "enhancer": "none", "background_enhancer": "none"}  # fmt: skip
+            "face_detector": "dlib", "face_index": 0, "enhancer": "none", "background_enhancer": "none",
+            "max_audio_seconds": 600}  # fmt: skip
     body = json.dumps({"data": [form[name] for name in FORM_FIELDS], "fn_index": 0}).encode()
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/run/predict", data=body, headers={"Content-Type": "application/json"}
