@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 from pathlib import Path
@@ -29,6 +30,7 @@ from sadtalker_ext.nets.expnet import ExpNet
 from sadtalker_ext.nets.pose_discriminator import PoseSequenceDiscriminator
 from sadtalker_ext.nets.posevae import Audio2PoseNet, PoseVAEConfig
 from sadtalker_ext.nets.res_unet import ResUnet
+from tests.numerics import assert_within_float32_noise
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +135,12 @@ def test_expression_frames_independent_of_chunking(nets) -> None:
     windows, ref_exp = torch.from_numpy(mels), torch.from_numpy(np.repeat(first[:, :64], 12, axis=0))
     long = predict_expression(nets, windows, ref_exp, torch.from_numpy(ratio)).numpy()
     short = predict_expression(nets, windows[:5], ref_exp[:5], torch.from_numpy(ratio[:5])).numpy()
-    np.testing.assert_allclose(long[:5], short, rtol=1e-5, atol=1e-5)
+    # batch 10 vs 5 may pick other kernels: equal up to float32 noise, measured against float64
+    nets64 = dataclasses.replace(nets, expnet=copy.deepcopy(nets.expnet).double(), dtype=torch.float64)
+    ref = predict_expression(
+        nets64, windows[:5].double(), ref_exp[:5].double(), torch.from_numpy(ratio[:5]).double()
+    )
+    assert_within_float32_noise(short, long[:5], ref.numpy(), what="first 5 frames")
     # the blink ratio is an input of ExpNet
     no_blink = predict_expression(nets, windows, ref_exp, torch.zeros(12, 1)).numpy()
     np.testing.assert_array_equal(long[:6], no_blink[:6])

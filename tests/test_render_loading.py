@@ -6,6 +6,7 @@ takes well under a second, plus one reduced-width (all channels / 8) stand-in th
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from sadtalker_ext.nets.kp_detector import KPDetector
 from sadtalker_ext.nets.mapping import MappingConfig, MappingNet
 from sadtalker_ext.render.loading import load_renderer_nets
 from tests import standin
+from tests.numerics import assert_within_float32_noise
 
 ST256, ST512, MAP_CROP, MAP_FULL = standin.FILES
 
@@ -116,9 +118,14 @@ def test_split_path_equals_forward_and_broadcasts(tiny):
         split = gen.decode(feature, kp_s.expand(2, -1, -1), kp_d)
         whole = gen(image.expand(2, -1, -1, -1), kp_d, kp_s.expand(2, -1, -1))
         broadcast = gen.decode(feature, kp_s, kp_d)
+        # the whole forward again in float64: its gap to float32 is the rounding the paths may differ by
+        gen64 = copy.deepcopy(gen).double()
+        ref = gen64(image.double().expand(2, -1, -1, -1), kp_d.double(), kp_s.double().expand(2, -1, -1))
     for key in ("prediction", "decoder_logits", "occlusion_map", "deformation", "mask"):
-        assert torch.allclose(split[key], whole[key], atol=1e-5, rtol=1e-4), key
-        assert torch.allclose(split[key], broadcast[key], atol=1e-5, rtol=1e-4), key
+        # batch 1 vs 2 and expanded inputs pick other conv kernels: equal up to float32 noise (measured
+        # ~25 eps * max|value| for decoder_logits on scalar, AVX2 and AVX-512 kernels alike)
+        assert_within_float32_noise(split[key], whole[key], ref[key], what=key)
+        assert_within_float32_noise(broadcast[key], whole[key], ref[key], what=key)
 
 
 def _rewrite_face(folder: Path, edit) -> Path:

@@ -1,0 +1,66 @@
+"""Comparisons of two float32 computations that hold whichever CPU kernels torch picks.
+
+Two float32 paths through the same math (split vs whole, batched vs one by one, another memory layout, the
+AVX2 vs AVX-512 vs scalar kernels chosen by ``ATEN_CPU_CAPABILITY``) agree only up to float32 rounding, and
+how much rounding a network accumulates depends on the kernels. So the tolerances here are not numbers seen
+on one machine: they are measured in the test, from the same computation run in float64, or derived from
+float32's epsilon and the compared values' magnitude.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+EPS32 = float(torch.finfo(torch.float32).eps)
+
+
+def _f64(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def float32_noise(value32, reference64) -> float:
+    """The float32 rounding of a computation: max |float32 result - the same computation in float64|."""
+    return float(np.abs(_f64(value32) - _f64(reference64)).max(initial=0.0))
+
+
+def assert_within_float32_noise(actual, expected, reference64, factor: float = 4.0, what: str = "") -> None:
+    """``actual`` (float32, another path) equals ``expected`` (float32) up to float32 rounding.
+
+    The bound is ``factor * (noise + EPS32 * max|reference64|)`` with ``noise`` = max |expected -
+    reference64|, the float64-vs-float32 gap of ``expected``'s own path measured now (on this machine's
+    kernels); the EPS32 term is one rounding of the largest value, for outputs whose gap happens to be ~0.
+    A real difference between the paths (a wrong broadcast, another input) is orders of magnitude larger.
+    """
+    a, e, r = _f64(actual), _f64(expected), _f64(reference64)
+    assert a.shape == e.shape == r.shape, f"{what}: shapes {a.shape} {e.shape} {r.shape}"
+    noise = float32_noise(e, r)
+    bound = factor * (noise + EPS32 * float(np.abs(r).max(initial=0.0)))
+    worst = float(np.abs(a - e).max(initial=0.0))
+    assert worst <= bound, (
+        f"{what}: max |diff| {worst:.3g} > {bound:.3g} ({factor} x (float32-vs-float64 gap {noise:.3g}"
+        f" + eps32 * max|ref|))"
+    )
+
+
+def assert_uint8_equal_but_ties(got: np.ndarray, levels, noise_levels: float) -> None:
+    """``got`` (uint8) equals ``round(levels)`` except where ``levels`` sits on a rounding boundary.
+
+    ``levels`` are the expected path's float values in 0..255 units before rounding; ``noise_levels`` their
+    float32 rounding (in levels). A value within ``noise_levels`` of a .5 boundary may round either way in
+    another float path, so there (only there) ``got`` may differ by one level; everywhere else it must be
+    equal. Such near-ties are a tiny share of the values (about ``2 * noise_levels`` of them).
+    """
+    lv = _f64(levels)
+    assert got.shape == lv.shape, f"shapes {got.shape} {lv.shape}"
+    expected = np.floor(lv + 0.5)
+    diff = got.astype(np.int64) - expected.astype(np.int64)
+    tie = np.abs(lv - np.floor(lv) - 0.5) <= noise_levels
+    off = np.abs(diff) > 0
+    assert np.abs(diff).max(initial=0) <= 1, f"a value differs by {np.abs(diff).max()} levels"
+    assert not (off & ~tie).any(), (
+        f"{int((off & ~tie).sum())} value(s) differ although not within {noise_levels:.3g} levels of a"
+        f" rounding boundary (first at {np.argwhere(off & ~tie)[0].tolist()})"
+    )
