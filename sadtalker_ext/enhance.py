@@ -128,8 +128,14 @@ def _build(path: Path, device: torch.device, dtype: torch.dtype) -> GFPGANv1Clea
     return _instantiate(lambda: GFPGANv1Clean(cfg), state, path, COMPONENT, device, dtype)
 
 
-def load_gfpgan(path: str | Path, device: torch.device | str, dtype: torch.dtype) -> GFPGANv1Clean:
-    """Load (or reuse from the process cache) the GFPGAN network of ``path`` on ``device``/``dtype``.
+def load_gfpgan(
+    path: str | Path,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    *,
+    cache: checkpoints.ModelCache | None = None,
+) -> GFPGANv1Clean:
+    """Load (or reuse from ``cache``, default: the process cache) the GFPGAN network of ``path`` on ``device``/``dtype``.
 
     Eval mode, no gradients. Cached by file identity (path, size, mtime), device and dtype.
     Raises :class:`CheckpointError` (missing file, refused pickle, wrong tensors).
@@ -145,6 +151,7 @@ def load_gfpgan(path: str | Path, device: torch.device | str, dtype: torch.dtype
     return checkpoints.cached(
         ("gfpgan", checkpoints.file_identity(path), str(dev), str(dtype)),
         lambda: _build(path, dev, dtype),
+        cache,
     )
 
 
@@ -277,8 +284,14 @@ def _build_rrdb(path: Path, device: torch.device, dtype: torch.dtype) -> RRDBNet
     return _instantiate(lambda: RRDBNet(cfg), state, path, BG_COMPONENT, device, dtype)
 
 
-def load_realesrgan(path: str | Path, device: torch.device | str, dtype: torch.dtype) -> RRDBNet:
-    """Load (or reuse from the process cache) the Real-ESRGAN RRDBNet of ``path``; like :func:`load_gfpgan`."""
+def load_realesrgan(
+    path: str | Path,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    *,
+    cache: checkpoints.ModelCache | None = None,
+) -> RRDBNet:
+    """Load (or reuse from ``cache``, default: the process cache) the Real-ESRGAN RRDBNet of ``path``; like :func:`load_gfpgan`."""
     path = Path(path)
     if not path.is_file():
         how = f"run `python -m sadtalker_ext.download --background` to fetch it (from {REALESRGAN_URL})"
@@ -287,6 +300,7 @@ def load_realesrgan(path: str | Path, device: torch.device | str, dtype: torch.d
     return checkpoints.cached(
         ("realesrgan", checkpoints.file_identity(path), str(dev), str(dtype)),
         lambda: _build_rrdb(path, dev, dtype),
+        cache,
     )
 
 

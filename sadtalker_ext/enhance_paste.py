@@ -135,7 +135,9 @@ def _build_parsenet(path: Path, device: torch.device) -> ParseNet:
     return net
 
 
-def load_parsenet(path: str | Path, device: torch.device | str) -> ParseNet:
+def load_parsenet(
+    path: str | Path, device: torch.device | str, *, cache: checkpoints.ModelCache | None = None
+) -> ParseNet:
     """ParseNet of ``path`` (strict, float32, eval mode), cached by file identity and device.
     Raises CheckpointError (missing file, refused pickle, wrong tensors)."""
     path = Path(path)
@@ -143,7 +145,7 @@ def load_parsenet(path: str | Path, device: torch.device | str) -> ParseNet:
         raise _missing(path)
     dev = torch.device(device)
     return checkpoints.cached(
-        ("parsenet", checkpoints.file_identity(path), str(dev)), lambda: _build_parsenet(path, dev)
+        ("parsenet", checkpoints.file_identity(path), str(dev)), lambda: _build_parsenet(path, dev), cache
     )
 
 
