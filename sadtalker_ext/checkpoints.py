@@ -26,11 +26,7 @@ from torch import nn
 
 from .errors import CheckpointError
 from .paths import ModelDirs, resolve_model_dirs
-
-SAFETENSORS_256 = "SadTalker_V0.0.2_256.safetensors"
-SAFETENSORS_512 = "SadTalker_V0.0.2_512.safetensors"
-MAPPING_CROP = "mapping_00229-model.pth.tar"
-MAPPING_FULL = "mapping_00109-model.pth.tar"
+from .weights import MAPPING_CROP, MAPPING_FULL, SAFETENSORS_256, SAFETENSORS_512
 
 _MAX_HEADER = 100 * 1024 * 1024
 _DTYPE_BYTES = {

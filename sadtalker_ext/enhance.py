@@ -46,12 +46,10 @@ from . import checkpoints
 from .errors import CheckpointError, InputError
 from .nets.gfpgan import GFPGANConfig, GFPGANv1Clean, sample_noise
 from .nets.rrdbnet import RRDBNet, RRDBNetConfig
+from .weights import GFPGAN_FILE, REALESRGAN_FILE, download_url
 
 log = logging.getLogger(__name__)
 _Net = TypeVar("_Net", bound=torch.nn.Module)
-
-GFPGAN_FILE = "GFPGANv1.4.pth"
-"""File name of the official GFPGAN v1.4 weights (in the ``gfpgan/weights`` folder)."""
 
 COMPONENT = "face enhancer (GFPGAN)"
 
@@ -121,7 +119,7 @@ def _build(path: Path, device: torch.device, dtype: torch.dtype) -> GFPGANv1Clea
     except ValueError as exc:
         raise CheckpointError(
             f"{COMPONENT}: {path} does not fit the GFPGANv1Clean network ({exc}). "
-            "Only GFPGAN v1.3/v1.4 ('clean' architecture) files are supported; download GFPGANv1.4.pth again."
+            f"Only GFPGAN v1.3/v1.4 ('clean' architecture) files are supported; download {GFPGAN_FILE} again."
         ) from exc
     if cfg != GFPGANConfig():
         log.info("%s: %s has a non-official configuration: %s", COMPONENT, path.name, cfg)
@@ -261,12 +259,6 @@ def load_face_enhancer(
 
 # --------------------------------------------------------------------------- background (Real-ESRGAN x2)
 
-REALESRGAN_FILE = "RealESRGAN_x2plus.pth"
-"""File name of the official Real-ESRGAN x2 weights (looked up in the ``gfpgan/weights`` folder)."""
-
-REALESRGAN_URL = "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth"
-"""Where official SadTalker gets it (``src/utils/face_enhancer.py``)."""
-
 BG_COMPONENT = "background enhancer (Real-ESRGAN)"
 
 
@@ -294,7 +286,7 @@ def load_realesrgan(
     """Load (or reuse from ``cache``, default: the process cache) the Real-ESRGAN RRDBNet of ``path``; like :func:`load_gfpgan`."""
     path = Path(path)
     if not path.is_file():
-        how = f"run `python -m sadtalker_ext.download --background` to fetch it (from {REALESRGAN_URL})"
+        how = f"run `python -m sadtalker_ext.download --background` to fetch it (from {download_url(REALESRGAN_FILE)})"
         raise _missing(path, BG_COMPONENT, how)
     dev = torch.device(device)
     return checkpoints.cached(

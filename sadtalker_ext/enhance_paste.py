@@ -47,13 +47,10 @@ from . import checkpoints
 from .errors import CheckpointError, InputError
 from .nets.gfpgan import GFPGANv1Clean, sample_noise
 from .nets.parsenet import ParseNet, ParseNetConfig
+from .weights import PARSENET_FILE, download_url
 
 log = logging.getLogger(__name__)
 
-PARSENET_FILE = "parsing_parsenet.pth"
-"""facexlib's ParseNet weights (in the ``gfpgan/weights`` folder)."""
-PARSENET_URL = "https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth"
-"""Where facexlib (``init_parsing_model('parsenet')``) and official SadTalker get it."""
 PARSE_COMPONENT = "face parser (ParseNet)"
 
 FACE_SIZE = 512
@@ -92,7 +89,7 @@ def _missing(path: Path) -> CheckpointError:
     return CheckpointError(
         f"{PARSE_COMPONENT}: weight file not found: {path}. Put '{path.name}' into the gfpgan/weights folder "
         f"('{path.parent}'), or run `python -m sadtalker_ext.download --enhancer` to fetch it "
-        f"(from {PARSENET_URL})."
+        f"(from {download_url(PARSENET_FILE)})."
     )
 
 

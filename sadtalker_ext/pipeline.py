@@ -355,7 +355,8 @@ class SadTalker:
 
     def _face_net(self):
         """The GFPGAN v1.4 network of ``<gfpgan>/GFPGANv1.4.pth`` (kept like the other models)."""
-        from .enhance import GFPGAN_FILE, load_gfpgan
+        from .enhance import load_gfpgan
+        from .weights import GFPGAN_FILE
 
         dtype = self._enhancer_dtype()
         return self._model(
@@ -371,8 +372,7 @@ class SadTalker:
             return None
         if options.enhancer_mode != "auto":
             return options.enhancer_mode
-        from .enhance_paste import PARSENET_FILE
-        from .face.retinaface_backend import DETECTOR_FILE
+        from .weights import DETECTOR_FILE, PARSENET_FILE
 
         if all((self.dirs.gfpgan / name).is_file() for name in (DETECTOR_FILE, PARSENET_FILE)):
             return "official"
@@ -380,8 +380,9 @@ class SadTalker:
 
     def _official_parts(self):
         """``(ParseNet, RetinaFace)`` of the gfpgan/weights folder (kept like the other models)."""
-        from .enhance_paste import PARSENET_FILE, load_parsenet
+        from .enhance_paste import load_parsenet
         from .face.retinaface_backend import load_detector
+        from .weights import PARSENET_FILE
 
         parse = self._model(
             ("parsenet", PARSENET_FILE),
@@ -395,7 +396,8 @@ class SadTalker:
 
     def _background_upscaler(self, batch_size: int):
         """A :class:`.enhance.BackgroundUpscaler` around the kept ``RealESRGAN_x2plus.pth`` network."""
-        from .enhance import REALESRGAN_FILE, BackgroundUpscaler, load_realesrgan
+        from .enhance import BackgroundUpscaler, load_realesrgan
+        from .weights import REALESRGAN_FILE
 
         dtype = self._enhancer_dtype(float16_ok=True)
         net = self._model(

@@ -35,11 +35,9 @@ from ..checkpoints import ModelCache, cached, file_identity, load_strict, read_t
 from ..errors import CheckpointError, InputError
 from ..nets.awing import AWingConfig, AWingFAN
 from ..nets.retinaface import RetinaFaceConfig, RetinaFaceR50, decode_boxes, decode_landmarks, prior_boxes
+from ..weights import ALIGNMENT_FILE, DETECTOR_FILE, download_url
 from . import RawDetection
 
-DETECTOR_FILE = "detection_Resnet50_Final.pth"
-ALIGNMENT_FILE = "alignment_WFLW_4HG.pth"
-DOWNLOAD_BASE = "https://github.com/xinntao/facexlib/releases/download/v0.1.0/"
 CONF_THRESHOLD = 0.97
 NMS_THRESHOLD = 0.4
 _Net = TypeVar("_Net", bound=torch.nn.Module)
@@ -131,7 +129,7 @@ def require_files(
     folder = _folder(model_dir)
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
-        urls = ", ".join(DOWNLOAD_BASE + n for n in missing)
+        urls = ", ".join(download_url(n) for n in missing)
         raise CheckpointError(
             f"face model file(s) {', '.join(missing)} not found in {folder}. Put them (from {urls}) into that "
             "gfpgan/weights folder, or choose the 'dlib' face backend."
