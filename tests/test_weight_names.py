@@ -7,7 +7,11 @@ import ast
 import json
 from pathlib import Path
 
-from sadtalker_ext import weights
+import numpy as np
+import pytest
+
+from sadtalker_ext import face, paths, weights
+from sadtalker_ext.errors import CheckpointError
 from tests.standin import REPO
 
 ALLOWED = {"sadtalker_ext/weights.py", "sadtalker_ext/paths.py"}
@@ -53,3 +57,14 @@ def test_no_other_module_spells_an_official_file_name():
         for line, text in _string_literals(path):
             found += [f"{rel}:{line}: {name}" for name in names if name in text]
     assert not found, "official file names outside sadtalker_ext/weights.py:\n" + "\n".join(found)
+
+
+def test_retinaface_backend_does_not_look_for_its_folder(monkeypatch):
+    """The stage receives the folder: without one it says so, and never asks ``paths`` where files live."""
+
+    def no_lookup(*args, **kwargs):
+        raise AssertionError("the face backend resolved the model folders itself")
+
+    monkeypatch.setattr(paths, "resolve_model_dirs", no_lookup)
+    with pytest.raises(CheckpointError, match=r"needs the gfpgan/weights folder .* pass it as model_dir"):
+        face.detect_faces(np.zeros((32, 32, 3), np.uint8), "retinaface")

@@ -115,10 +115,14 @@ def nms(dets: np.ndarray, threshold: float) -> list[int]:
 
 
 def _folder(model_dir: Path | str | None) -> Path:
+    """``model_dir`` as a Path; the caller names the folder (``paths.resolve_model_dirs().gfpgan``), this
+    backend does not look for it."""
     if model_dir is None:
-        from ..paths import resolve_model_dirs
-
-        return resolve_model_dirs().gfpgan
+        raise CheckpointError(
+            f"the 'retinaface' face backend needs the gfpgan/weights folder holding {DETECTOR_FILE} and "
+            f"{ALIGNMENT_FILE}: pass it as model_dir (sadtalker_ext.paths.resolve_model_dirs().gfpgan), "
+            "or choose the 'dlib' face backend."
+        )
     return Path(model_dir)
 
 
@@ -137,7 +141,7 @@ def require_files(
 
 
 def weight_path(model_dir: Path | str | None, name: str) -> Path:
-    """``model_dir/name`` (model_dir None: the resolved gfpgan/weights folder); CheckpointError when missing."""
+    """``model_dir/name``; CheckpointError when missing (or ``model_dir`` is None)."""
     require_files(model_dir, (name,))
     return _folder(model_dir) / name
 
