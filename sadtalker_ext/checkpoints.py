@@ -291,6 +291,11 @@ class ModelCache:
         with self._lock:
             return list(self._items)
 
+    def items(self) -> list[tuple[tuple, object]]:
+        """``(key, model)`` pairs held, in the order they were first built."""
+        with self._lock:
+            return list(self._items.items())
+
     def clear(self) -> None:
         """Drop every model held (frees memory; the next use loads again)."""
         with self._lock:

@@ -285,11 +285,16 @@ class SadTalker:
             return value
 
     @property
+    def _models(self) -> dict[tuple, Any]:
+        """Snapshot of the models this pipeline asked for by name (its own keys; loader entries aside)."""
+        with self._lock:
+            held = dict(self.models.items())
+            return {k: held[("pipeline", *k)] for k in self._named if ("pipeline", *k) in held}
+
+    @property
     def loaded(self) -> list[str]:
         """Names of the models currently held (for status displays)."""
-        with self._lock:
-            held = set(self.models.keys())
-            return ["/".join(str(p) for p in k) for k in self._named if ("pipeline", *k) in held]
+        return ["/".join(str(p) for p in k) for k in self._models]
 
     def unload(self) -> None:
         """Drop every model this object holds (other pipelines keep theirs); next use loads again."""
