@@ -26,11 +26,7 @@ from torch import nn
 
 from .errors import CheckpointError
 from .paths import ModelDirs, resolve_model_dirs
-
-SAFETENSORS_256 = "SadTalker_V0.0.2_256.safetensors"
-SAFETENSORS_512 = "SadTalker_V0.0.2_512.safetensors"
-MAPPING_CROP = "mapping_00229-model.pth.tar"
-MAPPING_FULL = "mapping_00109-model.pth.tar"
+from .weights import MAPPING_CROP, MAPPING_FULL, SAFETENSORS_256, SAFETENSORS_512
 
 _MAX_HEADER = 100 * 1024 * 1024
 _DTYPE_BYTES = {
@@ -268,18 +264,56 @@ def load_strict(
 
 
 _T = TypeVar("_T")
-_cache: dict[tuple, object] = {}
-_cache_lock = threading.Lock()
 
 
-def cached(key: tuple, factory: Callable[[], _T]) -> _T:
-    """Process-wide cache of built models. ``key`` should include file identity, device and dtype."""
-    with _cache_lock:
-        if key in _cache:
-            return _cache[key]  # type: ignore[return-value]
-    value = factory()
-    with _cache_lock:
-        return _cache.setdefault(key, value)  # type: ignore[return-value]
+class ModelCache:
+    """Built models by key (file identity, device, dtype, ...): thread-safe, one per owner.
+
+    A :class:`.pipeline.SadTalker` owns one and passes it to the loaders, so pipelines (e.g. on two devices)
+    never share or drop each other's models. Loaders called without one use :data:`PROCESS_CACHE`.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, factory: Callable[[], _T]) -> _T:
+        """The model under ``key``, built by ``factory()`` (outside the lock) when not held yet."""
+        with self._lock:
+            if key in self._items:
+                return self._items[key]  # type: ignore[return-value]
+        value = factory()
+        with self._lock:
+            return self._items.setdefault(key, value)  # type: ignore[return-value]
+
+    def keys(self) -> list[tuple]:
+        """The keys held, in the order they were first built."""
+        with self._lock:
+            return list(self._items)
+
+    def items(self) -> list[tuple[tuple, object]]:
+        """``(key, model)`` pairs held, in the order they were first built."""
+        with self._lock:
+            return list(self._items.items())
+
+    def clear(self) -> None:
+        """Drop every model held (frees memory; the next use loads again)."""
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+PROCESS_CACHE = ModelCache()
+"""The cache of loader calls made without a cache of their own (library use, tests); pipelines do not use it."""
+
+
+def cached(key: tuple, factory: Callable[[], _T], cache: ModelCache | None = None) -> _T:
+    """``cache.get(key, factory)`` (default :data:`PROCESS_CACHE`). ``key`` should include file identity,
+    device and dtype."""
+    return (PROCESS_CACHE if cache is None else cache).get(key, factory)
 
 
 def file_identity(path: str | Path) -> tuple[str, int, int]:
@@ -290,6 +324,5 @@ def file_identity(path: str | Path) -> tuple[str, int, int]:
 
 
 def clear_cache() -> None:
-    """Drop every cached model (frees memory; the next use loads again)."""
-    with _cache_lock:
-        _cache.clear()
+    """Drop every model of :data:`PROCESS_CACHE` (pipelines' own caches are not touched)."""
+    PROCESS_CACHE.clear()

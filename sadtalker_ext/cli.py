@@ -44,6 +44,7 @@ from .options import (
     PREPROCESS_MODES,
     REF_MODES,
 )
+from .weights import DETECTOR_FILE, GFPGAN_FILE, PARSENET_FILE, REALESRGAN_FILE
 
 PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 AUDIO_SUFFIXES = frozenset(
@@ -229,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         metavar="{" + ",".join(ENHANCERS) + "}",
         help="face enhancer: gfpgan restores the rendered face crops with GFPGAN v1.4 "
-        "(gfpgan/weights/GFPGANv1.4.pth; default none)",
+        f"(gfpgan/weights/{GFPGAN_FILE}; default none)",
     )
     _add(
         rd,
@@ -237,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ENHANCER_MODES,
         default="auto",
         help="how gfpgan is applied: official = as official SadTalker, on every final frame (RetinaFace, "
-        "ParseNet paste mask; the video is 2x larger; needs detection_Resnet50_Final.pth and "
-        "parsing_parsenet.pth), crop = the rendered face crops (same size), auto (default) = official when "
+        f"ParseNet paste mask; the video is 2x larger; needs {DETECTOR_FILE} and "
+        f"{PARSENET_FILE}), crop = the rendered face crops (same size), auto (default) = official when "
         "those files are present",
     )
     _add(
@@ -247,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=(*BACKGROUND_ENHANCERS, "None"),
         default="none",
         help="background enhancer: realesrgan makes the video 2x larger with Real-ESRGAN x2plus "
-        "(gfpgan/weights/RealESRGAN_x2plus.pth; full modes upscale the picture once)",
+        f"(gfpgan/weights/{REALESRGAN_FILE}; full modes upscale the picture once)",
     )
     _add(
         rd,

@@ -46,12 +46,10 @@ from . import checkpoints
 from .errors import CheckpointError, InputError
 from .nets.gfpgan import GFPGANConfig, GFPGANv1Clean, sample_noise
 from .nets.rrdbnet import RRDBNet, RRDBNetConfig
+from .weights import GFPGAN_FILE, REALESRGAN_FILE, download_url
 
 log = logging.getLogger(__name__)
 _Net = TypeVar("_Net", bound=torch.nn.Module)
-
-GFPGAN_FILE = "GFPGANv1.4.pth"
-"""File name of the official GFPGAN v1.4 weights (in the ``gfpgan/weights`` folder)."""
 
 COMPONENT = "face enhancer (GFPGAN)"
 
@@ -121,15 +119,21 @@ def _build(path: Path, device: torch.device, dtype: torch.dtype) -> GFPGANv1Clea
     except ValueError as exc:
         raise CheckpointError(
             f"{COMPONENT}: {path} does not fit the GFPGANv1Clean network ({exc}). "
-            "Only GFPGAN v1.3/v1.4 ('clean' architecture) files are supported; download GFPGANv1.4.pth again."
+            f"Only GFPGAN v1.3/v1.4 ('clean' architecture) files are supported; download {GFPGAN_FILE} again."
         ) from exc
     if cfg != GFPGANConfig():
         log.info("%s: %s has a non-official configuration: %s", COMPONENT, path.name, cfg)
     return _instantiate(lambda: GFPGANv1Clean(cfg), state, path, COMPONENT, device, dtype)
 
 
-def load_gfpgan(path: str | Path, device: torch.device | str, dtype: torch.dtype) -> GFPGANv1Clean:
-    """Load (or reuse from the process cache) the GFPGAN network of ``path`` on ``device``/``dtype``.
+def load_gfpgan(
+    path: str | Path,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    *,
+    cache: checkpoints.ModelCache | None = None,
+) -> GFPGANv1Clean:
+    """Load (or reuse from ``cache``, default: the process cache) the GFPGAN network of ``path`` on ``device``/``dtype``.
 
     Eval mode, no gradients. Cached by file identity (path, size, mtime), device and dtype.
     Raises :class:`CheckpointError` (missing file, refused pickle, wrong tensors).
@@ -145,6 +149,7 @@ def load_gfpgan(path: str | Path, device: torch.device | str, dtype: torch.dtype
     return checkpoints.cached(
         ("gfpgan", checkpoints.file_identity(path), str(dev), str(dtype)),
         lambda: _build(path, dev, dtype),
+        cache,
     )
 
 
@@ -254,12 +259,6 @@ def load_face_enhancer(
 
 # --------------------------------------------------------------------------- background (Real-ESRGAN x2)
 
-REALESRGAN_FILE = "RealESRGAN_x2plus.pth"
-"""File name of the official Real-ESRGAN x2 weights (looked up in the ``gfpgan/weights`` folder)."""
-
-REALESRGAN_URL = "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth"
-"""Where official SadTalker gets it (``src/utils/face_enhancer.py``)."""
-
 BG_COMPONENT = "background enhancer (Real-ESRGAN)"
 
 
@@ -277,16 +276,23 @@ def _build_rrdb(path: Path, device: torch.device, dtype: torch.dtype) -> RRDBNet
     return _instantiate(lambda: RRDBNet(cfg), state, path, BG_COMPONENT, device, dtype)
 
 
-def load_realesrgan(path: str | Path, device: torch.device | str, dtype: torch.dtype) -> RRDBNet:
-    """Load (or reuse from the process cache) the Real-ESRGAN RRDBNet of ``path``; like :func:`load_gfpgan`."""
+def load_realesrgan(
+    path: str | Path,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    *,
+    cache: checkpoints.ModelCache | None = None,
+) -> RRDBNet:
+    """Load (or reuse from ``cache``, default: the process cache) the Real-ESRGAN RRDBNet of ``path``; like :func:`load_gfpgan`."""
     path = Path(path)
     if not path.is_file():
-        how = f"run `python -m sadtalker_ext.download --background` to fetch it (from {REALESRGAN_URL})"
+        how = f"run `python -m sadtalker_ext.download --background` to fetch it (from {download_url(REALESRGAN_FILE)})"
         raise _missing(path, BG_COMPONENT, how)
     dev = torch.device(device)
     return checkpoints.cached(
         ("realesrgan", checkpoints.file_identity(path), str(dev), str(dtype)),
         lambda: _build_rrdb(path, dev, dtype),
+        cache,
     )
 
 

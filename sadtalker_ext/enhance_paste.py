@@ -47,13 +47,10 @@ from . import checkpoints
 from .errors import CheckpointError, InputError
 from .nets.gfpgan import GFPGANv1Clean, sample_noise
 from .nets.parsenet import ParseNet, ParseNetConfig
+from .weights import PARSENET_FILE, download_url
 
 log = logging.getLogger(__name__)
 
-PARSENET_FILE = "parsing_parsenet.pth"
-"""facexlib's ParseNet weights (in the ``gfpgan/weights`` folder)."""
-PARSENET_URL = "https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth"
-"""Where facexlib (``init_parsing_model('parsenet')``) and official SadTalker get it."""
 PARSE_COMPONENT = "face parser (ParseNet)"
 
 FACE_SIZE = 512
@@ -92,7 +89,7 @@ def _missing(path: Path) -> CheckpointError:
     return CheckpointError(
         f"{PARSE_COMPONENT}: weight file not found: {path}. Put '{path.name}' into the gfpgan/weights folder "
         f"('{path.parent}'), or run `python -m sadtalker_ext.download --enhancer` to fetch it "
-        f"(from {PARSENET_URL})."
+        f"(from {download_url(PARSENET_FILE)})."
     )
 
 
@@ -135,7 +132,9 @@ def _build_parsenet(path: Path, device: torch.device) -> ParseNet:
     return net
 
 
-def load_parsenet(path: str | Path, device: torch.device | str) -> ParseNet:
+def load_parsenet(
+    path: str | Path, device: torch.device | str, *, cache: checkpoints.ModelCache | None = None
+) -> ParseNet:
     """ParseNet of ``path`` (strict, float32, eval mode), cached by file identity and device.
     Raises CheckpointError (missing file, refused pickle, wrong tensors)."""
     path = Path(path)
@@ -143,7 +142,7 @@ def load_parsenet(path: str | Path, device: torch.device | str) -> ParseNet:
         raise _missing(path)
     dev = torch.device(device)
     return checkpoints.cached(
-        ("parsenet", checkpoints.file_identity(path), str(dev)), lambda: _build_parsenet(path, dev)
+        ("parsenet", checkpoints.file_identity(path), str(dev)), lambda: _build_parsenet(path, dev), cache
     )
 
 

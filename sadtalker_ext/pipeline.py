@@ -68,6 +68,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .checkpoints import ModelCache
 from .errors import CancelledError, CheckpointError, InputError, SadTalkerError
 from .options import GenerationOptions
 from .paths import ModelDirs, resolve_model_dirs
@@ -271,29 +272,35 @@ class SadTalker:
         self.winograd = winograd
         self.result_dir = Path(result_dir)
         self.keep_partial = keep_partial
-        self._models: dict[tuple, Any] = {}
+        self.models = ModelCache()
+        """Every model this pipeline built (passed to the loaders): never shared with another pipeline."""
+        self._named: dict[tuple, None] = {}
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ models
     def _model(self, key: tuple, factory: Callable[[], Any]) -> Any:
         with self._lock:
-            if key not in self._models:
-                self._models[key] = factory()
-            return self._models[key]
+            value = self.models.get(("pipeline", *key), factory)
+            self._named[key] = None
+            return value
+
+    @property
+    def _models(self) -> dict[tuple, Any]:
+        """Snapshot of the models this pipeline asked for by name (its own keys; loader entries aside)."""
+        with self._lock:
+            held = dict(self.models.items())
+            return {k: held[("pipeline", *k)] for k in self._named if ("pipeline", *k) in held}
 
     @property
     def loaded(self) -> list[str]:
         """Names of the models currently held (for status displays)."""
-        with self._lock:
-            return ["/".join(str(p) for p in k) for k in self._models]
+        return ["/".join(str(p) for p in k) for k in self._models]
 
     def unload(self) -> None:
-        """Drop every model this object holds (and the process-wide model cache); next use loads again."""
-        from . import checkpoints
-
+        """Drop every model this object holds (other pipelines keep theirs); next use loads again."""
         with self._lock:
-            self._models.clear()
-        checkpoints.clear_cache()
+            self.models.clear()
+            self._named.clear()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -302,7 +309,9 @@ class SadTalker:
 
         return self._model(
             ("motion", size),
-            lambda: load_motion_nets(self.dirs.checkpoints, size, self.device, torch.float32),
+            lambda: load_motion_nets(
+                self.dirs.checkpoints, size, self.device, torch.float32, cache=self.models
+            ),
         )
 
     def _renderer_nets(self, size: int, preprocess: str):
@@ -312,7 +321,13 @@ class SadTalker:
         return self._model(
             ("renderer", size, mapping_name(preprocess)),
             lambda: load_renderer_nets(
-                self.dirs.checkpoints, size, preprocess, self.device, self.dtype, winograd=self.winograd
+                self.dirs.checkpoints,
+                size,
+                preprocess,
+                self.device,
+                self.dtype,
+                winograd=self.winograd,
+                cache=self.models,
             ),
         )
 
@@ -323,17 +338,17 @@ class SadTalker:
         return self._model(
             ("recon", size),
             lambda: load_recon_net(
-                self.dirs.checkpoints / safetensors_name(size), self.device, torch.float32
+                self.dirs.checkpoints / safetensors_name(size), self.device, torch.float32, cache=self.models
             ),
         )
 
     def _landmarks_fn(self, detector: str, face_index: int) -> Callable[[np.ndarray], np.ndarray | None]:
         """``rgb (H, W, 3) uint8 -> (68, 2) landmarks or None`` for the chosen backend and face (a
         :class:`.face.FaceLandmarks`: the passes on the crop picture keep that face; the backends cache
-        their networks process-wide)."""
+        their networks in this pipeline's cache)."""
         from .face import FaceLandmarks
 
-        landmarks = FaceLandmarks(detector, self.dirs.gfpgan, face_index, str(self.device))
+        landmarks = FaceLandmarks(detector, self.dirs.gfpgan, face_index, str(self.device), cache=self.models)
         return self._model(("landmarks", detector, face_index), lambda: landmarks)
 
     def _enhancer_dtype(self, *, float16_ok: bool = False) -> torch.dtype:
@@ -345,12 +360,13 @@ class SadTalker:
 
     def _face_net(self):
         """The GFPGAN v1.4 network of ``<gfpgan>/GFPGANv1.4.pth`` (kept like the other models)."""
-        from .enhance import GFPGAN_FILE, load_gfpgan
+        from .enhance import load_gfpgan
+        from .weights import GFPGAN_FILE
 
         dtype = self._enhancer_dtype()
         return self._model(
             ("gfpgan", GFPGAN_FILE, str(dtype).removeprefix("torch.")),
-            lambda: load_gfpgan(self.dirs.gfpgan / GFPGAN_FILE, self.device, dtype),
+            lambda: load_gfpgan(self.dirs.gfpgan / GFPGAN_FILE, self.device, dtype, cache=self.models),
         )
 
     def enhancer_mode(self, options: GenerationOptions) -> str | None:
@@ -361,8 +377,7 @@ class SadTalker:
             return None
         if options.enhancer_mode != "auto":
             return options.enhancer_mode
-        from .enhance_paste import PARSENET_FILE
-        from .face.retinaface_backend import DETECTOR_FILE
+        from .weights import DETECTOR_FILE, PARSENET_FILE
 
         if all((self.dirs.gfpgan / name).is_file() for name in (DETECTOR_FILE, PARSENET_FILE)):
             return "official"
@@ -370,25 +385,31 @@ class SadTalker:
 
     def _official_parts(self):
         """``(ParseNet, RetinaFace)`` of the gfpgan/weights folder (kept like the other models)."""
-        from .enhance_paste import PARSENET_FILE, load_parsenet
+        from .enhance_paste import load_parsenet
         from .face.retinaface_backend import load_detector
+        from .weights import PARSENET_FILE
 
         parse = self._model(
-            ("parsenet", PARSENET_FILE), lambda: load_parsenet(self.dirs.gfpgan / PARSENET_FILE, self.device)
+            ("parsenet", PARSENET_FILE),
+            lambda: load_parsenet(self.dirs.gfpgan / PARSENET_FILE, self.device, cache=self.models),
         )
         detector = self._model(
-            ("retinaface-frames",), lambda: load_detector(self.dirs.gfpgan, str(self.device))
+            ("retinaface-frames",),
+            lambda: load_detector(self.dirs.gfpgan, str(self.device), cache=self.models),
         )
         return parse, detector
 
     def _background_upscaler(self, batch_size: int):
         """A :class:`.enhance.BackgroundUpscaler` around the kept ``RealESRGAN_x2plus.pth`` network."""
-        from .enhance import REALESRGAN_FILE, BackgroundUpscaler, load_realesrgan
+        from .enhance import BackgroundUpscaler, load_realesrgan
+        from .weights import REALESRGAN_FILE
 
         dtype = self._enhancer_dtype(float16_ok=True)
         net = self._model(
             ("realesrgan", REALESRGAN_FILE, str(dtype).removeprefix("torch.")),
-            lambda: load_realesrgan(self.dirs.gfpgan / REALESRGAN_FILE, self.device, dtype),
+            lambda: load_realesrgan(
+                self.dirs.gfpgan / REALESRGAN_FILE, self.device, dtype, cache=self.models
+            ),
         )
         return BackgroundUpscaler(net, self.device, dtype, tile=400, tile_pad=10, batch_size=batch_size)
 
@@ -562,12 +583,19 @@ class SadTalker:
         check_cancel("after loading the models")
 
         # 3. source picture
-        from .preprocess.extract import extract_source, extract_video
+        from .preprocess.extract import CACHE_SIZE, ExtractionCache, extract_source, extract_video
 
         report("preprocess", 0, 1)
         with timer.stage("preprocess"):
             source = extract_source(
-                picture, options.preprocess, options.size, landmarks, recon, self.device, torch.float32
+                picture,
+                options.preprocess,
+                options.size,
+                landmarks,
+                recon,
+                self.device,
+                torch.float32,
+                cache=self.models.get(("extractions",), lambda: ExtractionCache(CACHE_SIZE)),
             )
         report("preprocess", 1, 1)
 

@@ -32,6 +32,28 @@ log = logging.getLogger(__name__)
 MANIFEST_PATH = DATA_DIR / "weights.json"
 """The packaged manifest."""
 
+# The official file names: the only place outside models/weights.json (a test checks they agree, and that no
+# other module spells them). Stages receive paths; they get names from here.
+SAFETENSORS_256 = "SadTalker_V0.0.2_256.safetensors"
+SAFETENSORS_512 = "SadTalker_V0.0.2_512.safetensors"
+MAPPING_CROP = "mapping_00229-model.pth.tar"
+MAPPING_FULL = "mapping_00109-model.pth.tar"
+GFPGAN_FILE = "GFPGANv1.4.pth"
+REALESRGAN_FILE = "RealESRGAN_x2plus.pth"
+PARSENET_FILE = "parsing_parsenet.pth"
+DETECTOR_FILE = "detection_Resnet50_Final.pth"
+ALIGNMENT_FILE = "alignment_WFLW_4HG.pth"
+OFFICIAL_FILES = (
+    SAFETENSORS_256, SAFETENSORS_512, MAPPING_CROP, MAPPING_FULL, GFPGAN_FILE, REALESRGAN_FILE, PARSENET_FILE,
+    DETECTOR_FILE, ALIGNMENT_FILE,
+)  # fmt: skip
+
+
+def download_url(name: str) -> str:
+    """The first download URL the manifest gives for the official file ``name`` (for messages)."""
+    return load_manifest().get(name).urls[0]
+
+
 DEST_CHECKPOINTS = "checkpoints"
 DEST_GFPGAN = "gfpgan/weights"
 FEATURES = ("256", "512", "crop", "full", "enhancer", "detector", "background")

@@ -231,7 +231,10 @@ def test_official_parsenet_size_and_manifest():
     entry = _official_entry()
     assert len(sd) == 238
     assert 0 < entry["size"] - tensor_bytes < 600 * len(sd)
-    assert "enhancer" in entry["needed_for"] and entry["urls"] == [ep.PARSENET_URL]
+    assert "enhancer" in entry["needed_for"] and entry["urls"][0].startswith(
+        "https://github.com/xinntao/facexlib/releases/"
+    )
+    assert ep.download_url(ep.PARSENET_FILE) == entry["urls"][0]  # what the missing-file message names
     assert ParseNetConfig.from_state_shapes({k: tuple(v.shape) for k, v in sd.items()}) == ParseNetConfig()
 
 

@@ -237,7 +237,7 @@ def test_run_detector_pixels_threshold_order():
 
 def test_find_boxes_channel_order(monkeypatch):
     seen = []
-    monkeypatch.setattr(rb, "load_detector", lambda model_dir, device: "net")
+    monkeypatch.setattr(rb, "load_detector", lambda model_dir, device, cache=None: "net")
     monkeypatch.setattr(rb, "require_files", lambda model_dir: None)
     monkeypatch.setattr(
         rb, "run_detector", lambda net, image, **kw: (seen.append(image.copy()), (np.zeros((0, 5)), None))[1]
@@ -325,7 +325,7 @@ def test_detect_faces_flow_with_stub_backend(monkeypatch):
 
     class Stub:
         @staticmethod
-        def find_boxes(img, model_dir, device="cpu"):
+        def find_boxes(img, model_dir, device="cpu", cache=None):
             calls["shape"] = img.shape
             s = img.shape[1] / 1000
             return [
@@ -334,7 +334,7 @@ def test_detect_faces_flow_with_stub_backend(monkeypatch):
             ]
 
         @staticmethod
-        def fit_landmarks(img, box, model_dir, device="cpu"):
+        def fit_landmarks(img, box, model_dir, device="cpu", cache=None):
             calls.setdefault("boxes", []).append(box)
             return np.tile(np.array(box[:2], np.float32), (68, 1))
 

@@ -1,4 +1,6 @@
-"""Weight files are read once per process: later loads and later generations reuse the built models.
+"""Weight files are read once per cache: later loads and later generations reuse the built models.
+
+A pipeline (:class:`SadTalker`) keeps its models in its own cache: two pipelines never drop each other's.
 
 Counts every ``safetensors.safe_open`` and ``torch.load`` (the only two ways the loaders read tensors)
 by file and, for safetensors, by the prefixes then read. Uses a tiny-width renderer (official key names)
@@ -10,6 +12,7 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -135,12 +138,6 @@ def test_two_generations_read_each_file_once(folder, reads, tmp_path):
     before = reads.total()
     generate(talker, "second.mp4")
     assert reads.total() == before, (reads.opens, reads.loads)
-    # a second pipeline object in the same process reuses the process cache too
-    generate(
-        SadTalker(checkpoint_dir=folder, gfpgan_dir=tmp_path / "none", device="cpu", result_dir=tmp_path),
-        "third.mp4",
-    )
-    assert reads.total() == before, (reads.opens, reads.loads)
 
 
 def test_pipeline_winograd_choice_reaches_the_renderer(folder, reads, tmp_path):
@@ -154,3 +151,61 @@ def test_pipeline_winograd_choice_reaches_the_renderer(folder, reads, tmp_path):
     kw = {"checkpoint_dir": folder, "gfpgan_dir": tmp_path / "none", "device": "cpu", "result_dir": tmp_path}
     assert flags(SadTalker(**kw)) == {True}
     assert flags(SadTalker(**kw, winograd=False)) == {False}
+
+
+def _short_audio(tmp_path: Path) -> Path:
+    import soundfile as sf
+
+    wav, sr = sf.read(standin.MEDIA_DIR / "RD_Radio31_000.wav", dtype="float32")
+    audio = tmp_path / "short.wav"
+    sf.write(audio, wav[: int(0.12 * sr)], sr)
+    return audio
+
+
+@pytest.mark.slow
+def test_unload_of_one_pipeline_keeps_the_other_pipelines_models(folder, reads, monkeypatch, tmp_path):
+    """Two pipelines in one process: ``a.unload()`` drops a's models only; b's next generation reads no
+    weight file and builds no face model again."""
+    import dlib
+
+    from sadtalker_ext.options import GenerationOptions
+    from sadtalker_ext.pipeline import SadTalker
+
+    predictors = collections.Counter()
+    real_predictor = dlib.shape_predictor
+
+    def counting_predictor(path):
+        predictors[Path(path).name] += 1
+        return real_predictor(path)
+
+    monkeypatch.setattr(dlib, "shape_predictor", counting_predictor)
+    audio = _short_audio(tmp_path)
+
+    def generate(talker: SadTalker, name: str) -> None:
+        options = GenerationOptions(
+            source=str(standin.MEDIA_DIR / "people_0.png"),
+            driven_audio=str(audio),
+            face_detector="dlib",
+            seed=1,
+            batch_size=2,
+            output=str(tmp_path / name),
+        )
+        assert talker.generate(options).video_path.is_file()
+
+    kw = {"checkpoint_dir": folder, "gfpgan_dir": tmp_path / "none", "device": "cpu", "result_dir": tmp_path}
+    a, b = SadTalker(**kw), SadTalker(**kw)
+    generate(b, "b1.mp4")
+    a._renderer_nets(256, "crop")  # a holds models of its own
+    a._motion_nets(256)
+    a._landmarks_fn("dlib", 0)(np.zeros((64, 64, 3), np.uint8))
+    assert a.loaded and b.loaded
+    held = b.loaded
+    files, built = reads.total(), sum(predictors.values())
+    a.unload()
+    assert a.loaded == [] and b.loaded == held
+    generate(b, "b2.mp4")
+    assert reads.total() == files, (reads.opens, reads.loads)
+    assert sum(predictors.values()) == built, predictors
+    # the unloaded pipeline loads again on its next use
+    a._renderer_nets(256, "crop")
+    assert reads.total() > files

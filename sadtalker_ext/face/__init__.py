@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
 
+from ..checkpoints import ModelCache
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ def detect_faces(
     order: Literal["area", "score"] = "area",
     max_side: int | None = DETECT_MAX_SIDE,
     device: str = "cpu",
+    cache: ModelCache | None = None,
     **backend_options,
 ) -> list[Face]:
     """All faces of an (H, W, 3) uint8 RGB picture, each with 68 landmarks.
@@ -107,7 +109,8 @@ def detect_faces(
     found but fewer than ``face_index + 1``, InputError. No face at all -> empty list.
     ``model_dir``: the ``gfpgan/weights`` folder (RetinaFace / AWing files; for dlib an optional folder holding
     ``shape_predictor_68_face_landmarks.dat``). ``backend_options`` go to the backend (retinaface:
-    ``detector_input``, ``conf_threshold``; dlib: ``upsample``).
+    ``detector_input``, ``conf_threshold``; dlib: ``upsample``). ``cache``: where the backend keeps its
+    networks (default: the process cache, see :func:`.checkpoints.cached`).
     """
     img = _check_rgb(rgb)
     if order not in ("area", "score"):
@@ -122,12 +125,16 @@ def detect_faces(
             img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
         )
         log.info("face detection on a %dx%d copy of the %dx%d picture", small.shape[1], small.shape[0], w, h)
-    found: Sequence[RawDetection] = mod.find_boxes(small, model_dir, device=device, **backend_options)
+    found: Sequence[RawDetection] = mod.find_boxes(
+        small, model_dir, device=device, cache=cache, **backend_options
+    )
     if scale != 1.0:
         found = [RawDetection(tuple(v / scale for v in d.box), d.score) for d in found]
     faces = []
     for det in found:
-        lm = np.asarray(mod.fit_landmarks(img, det.box, model_dir, device=device), dtype=np.float32)
+        lm = np.asarray(
+            mod.fit_landmarks(img, det.box, model_dir, device=device, cache=cache), dtype=np.float32
+        )
         x1, y1, x2, y2 = det.box
         box = (
             float(min(max(x1, 0.0), w)),
@@ -199,9 +206,13 @@ class FaceLandmarks:
     model_dir: Path | str | None = None
     face_index: int = 0
     device: str = "cpu"
+    cache: ModelCache | None = field(default=None, compare=False)
+    """Where the backend keeps its networks (a pipeline's own; default: the process cache)."""
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
-        return landmarks68(rgb, self.backend, self.model_dir, self.face_index, device=self.device)
+        return landmarks68(
+            rgb, self.backend, self.model_dir, self.face_index, device=self.device, cache=self.cache
+        )
 
     def in_crop(self, rgb: np.ndarray, near: np.ndarray | None) -> np.ndarray | None:
         """Landmarks of the chosen face on a crop picture; ``near``: its (68, 2) landmarks expected there
@@ -209,7 +220,7 @@ class FaceLandmarks:
         picture, so ``face_index`` applies). None when the chosen face is not found on the crop."""
         if near is None:
             return self(rgb)
-        faces = detect_faces(rgb, self.backend, self.model_dir, device=self.device)
+        faces = detect_faces(rgb, self.backend, self.model_dir, device=self.device, cache=self.cache)
         face = closest_face(faces, near)
         return None if face is None else face.lm68
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoints import cached, file_identity
+from ..checkpoints import ModelCache, cached, file_identity
 from ..errors import InputError
 from . import RawDetection
 
@@ -53,26 +53,33 @@ def predictor_path(model_dir: Path | str | None = None) -> Path:
     )
 
 
-def _detector():
+def _detector(cache: ModelCache | None = None):
     dlib = _dlib()
-    return cached(("dlib-hog-detector",), dlib.get_frontal_face_detector)
+    return cached(("dlib-hog-detector",), dlib.get_frontal_face_detector, cache)
 
 
-def _predictor(model_dir: Path | str | None):
+def _predictor(model_dir: Path | str | None, cache: ModelCache | None = None):
     dlib = _dlib()
     path = predictor_path(model_dir)
-    return cached(("dlib-shape-predictor", *file_identity(path)), lambda: dlib.shape_predictor(str(path)))
+    return cached(
+        ("dlib-shape-predictor", *file_identity(path)), lambda: dlib.shape_predictor(str(path)), cache
+    )
 
 
 def find_boxes(
-    rgb: np.ndarray, model_dir: Path | str | None = None, *, device: str = "cpu", upsample: int = UPSAMPLE
+    rgb: np.ndarray,
+    model_dir: Path | str | None = None,
+    *,
+    device: str = "cpu",
+    upsample: int = UPSAMPLE,
+    cache: ModelCache | None = None,
 ) -> list[RawDetection]:
     """HOG detections on an (H, W, 3) uint8 RGB picture, in dlib's order (highest score first).
 
     Boxes are dlib's integer rectangles (left, top, right, bottom) as floats.
     """
     del device  # CPU only
-    rects, scores, _ = _detector().run(rgb, upsample, 0.0)
+    rects, scores, _ = _detector(cache).run(rgb, upsample, 0.0)
     return [
         RawDetection((float(r.left()), float(r.top()), float(r.right()), float(r.bottom())), float(s))
         for r, s in zip(rects, scores, strict=True)
@@ -85,10 +92,11 @@ def fit_landmarks(
     model_dir: Path | str | None = None,
     *,
     device: str = "cpu",
+    cache: ModelCache | None = None,
 ) -> np.ndarray:
     """(68, 2) float32 integer-valued (x, y) landmarks for one box (rounded to dlib's integer rectangle)."""
     del device
     dlib = _dlib()
     rect = dlib.rectangle(*(round(v) for v in box))
-    shape = _predictor(model_dir)(rgb, rect)
+    shape = _predictor(model_dir, cache)(rgb, rect)
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)

@@ -31,15 +31,13 @@ import cv2
 import numpy as np
 import torch
 
-from ..checkpoints import cached, file_identity, load_strict, read_torch_pickle
+from ..checkpoints import ModelCache, cached, file_identity, load_strict, read_torch_pickle
 from ..errors import CheckpointError, InputError
 from ..nets.awing import AWingConfig, AWingFAN
 from ..nets.retinaface import RetinaFaceConfig, RetinaFaceR50, decode_boxes, decode_landmarks, prior_boxes
+from ..weights import ALIGNMENT_FILE, DETECTOR_FILE, download_url
 from . import RawDetection
 
-DETECTOR_FILE = "detection_Resnet50_Final.pth"
-ALIGNMENT_FILE = "alignment_WFLW_4HG.pth"
-DOWNLOAD_BASE = "https://github.com/xinntao/facexlib/releases/download/v0.1.0/"
 CONF_THRESHOLD = 0.97
 NMS_THRESHOLD = 0.4
 _Net = TypeVar("_Net", bound=torch.nn.Module)
@@ -117,10 +115,14 @@ def nms(dets: np.ndarray, threshold: float) -> list[int]:
 
 
 def _folder(model_dir: Path | str | None) -> Path:
+    """``model_dir`` as a Path; the caller names the folder (``paths.resolve_model_dirs().gfpgan``), this
+    backend does not look for it."""
     if model_dir is None:
-        from ..paths import resolve_model_dirs
-
-        return resolve_model_dirs().gfpgan
+        raise CheckpointError(
+            f"the 'retinaface' face backend needs the gfpgan/weights folder holding {DETECTOR_FILE} and "
+            f"{ALIGNMENT_FILE}: pass it as model_dir (sadtalker_ext.paths.resolve_model_dirs().gfpgan), "
+            "or choose the 'dlib' face backend."
+        )
     return Path(model_dir)
 
 
@@ -131,7 +133,7 @@ def require_files(
     folder = _folder(model_dir)
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
-        urls = ", ".join(DOWNLOAD_BASE + n for n in missing)
+        urls = ", ".join(download_url(n) for n in missing)
         raise CheckpointError(
             f"face model file(s) {', '.join(missing)} not found in {folder}. Put them (from {urls}) into that "
             "gfpgan/weights folder, or choose the 'dlib' face backend."
@@ -139,7 +141,7 @@ def require_files(
 
 
 def weight_path(model_dir: Path | str | None, name: str) -> Path:
-    """``model_dir/name`` (model_dir None: the resolved gfpgan/weights folder); CheckpointError when missing."""
+    """``model_dir/name``; CheckpointError when missing (or ``model_dir`` is None)."""
     require_files(model_dir, (name,))
     return _folder(model_dir) / name
 
@@ -162,6 +164,7 @@ def _load_cached(
     tag: str,
     device: str,
     make: Callable[[], _Net],
+    cache: ModelCache | None = None,
 ) -> _Net:
     """``make()`` with the weights of ``model_dir/name`` loaded strictly, on ``device``, eval mode; cached per
     (``tag``, file identity, device)."""
@@ -172,10 +175,12 @@ def _load_cached(
         load_strict(net, _read(path, component), file=path, component=component)
         return net.to(device).eval()
 
-    return cached((tag, *file_identity(path), device), build)
+    return cached((tag, *file_identity(path), device), build, cache)
 
 
-def load_detector(model_dir: Path | str | None, device: str = "cpu") -> RetinaFaceR50:
+def load_detector(
+    model_dir: Path | str | None, device: str = "cpu", *, cache: ModelCache | None = None
+) -> RetinaFaceR50:
     """RetinaFace-ResNet50 with weights from ``detection_Resnet50_Final.pth`` (strict), eval mode, cached."""
     return _load_cached(
         model_dir,
@@ -184,10 +189,13 @@ def load_detector(model_dir: Path | str | None, device: str = "cpu") -> RetinaFa
         "retinaface-r50",
         device,
         lambda: RetinaFaceR50(RetinaFaceConfig()),
+        cache,
     )
 
 
-def load_alignment(model_dir: Path | str | None, device: str = "cpu") -> AWingFAN:
+def load_alignment(
+    model_dir: Path | str | None, device: str = "cpu", *, cache: ModelCache | None = None
+) -> AWingFAN:
     """AWing FAN (4 stacks, 98 points) with weights from ``alignment_WFLW_4HG.pth`` (strict), eval mode, cached."""
     return _load_cached(
         model_dir,
@@ -196,6 +204,7 @@ def load_alignment(model_dir: Path | str | None, device: str = "cpu") -> AWingFA
         "awing-fan",
         device,
         lambda: AWingFAN(AWingConfig()),
+        cache,
     )
 
 
@@ -240,6 +249,7 @@ def find_boxes(
     detector_input: str = "bgr",
     conf_threshold: float = CONF_THRESHOLD,
     nms_threshold: float = NMS_THRESHOLD,
+    cache: ModelCache | None = None,
 ) -> list[RawDetection]:
     """RetinaFace detections of an (H, W, 3) uint8 RGB picture, highest score first (see module docstring
     for ``detector_input``)."""
@@ -248,7 +258,7 @@ def find_boxes(
     require_files(model_dir)
     image = rgb[..., ::-1] if detector_input == "bgr" else rgb
     dets, _ = run_detector(
-        load_detector(model_dir, device),
+        load_detector(model_dir, device, cache=cache),
         image,
         conf_threshold=conf_threshold,
         nms_threshold=nms_threshold,
@@ -288,6 +298,7 @@ def fit_landmarks(
     model_dir: Path | str | None = None,
     *,
     device: str = "cpu",
+    cache: ModelCache | None = None,
 ) -> np.ndarray:
     """(68, 2) float32 landmarks for one detection box of an (H, W, 3) uint8 RGB picture."""
-    return landmarks_in_box(load_alignment(model_dir, device), rgb, box, device)
+    return landmarks_in_box(load_alignment(model_dir, device, cache=cache), rgb, box, device)

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import cached, file_identity, load_strict, read_safetensors_prefix, safetensors_name
+from ..checkpoints import (
+    ModelCache,
+    cached,
+    file_identity,
+    load_strict,
+    read_safetensors_prefix,
+    safetensors_name,
+)
 from ..nets.expnet import ExpNet, ExpNetConfig
 from ..nets.posevae import Audio2PoseNet, PoseVAEConfig
 
@@ -47,11 +54,17 @@ def build_motion_nets(
 
 
 def load_motion_nets(
-    checkpoint_dir: str | Path, size: int, device: torch.device | str, dtype: torch.dtype = torch.float32
+    checkpoint_dir: str | Path,
+    size: int,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+    *,
+    cache: ModelCache | None = None,
 ) -> MotionNets:
     """ExpNet + PoseVAE from ``checkpoint_dir/SadTalker_V0.0.2_{size}.safetensors`` (strict keys).
 
-    Cached per process by (file identity, device, dtype); raises CheckpointError for a missing/damaged file.
+    Kept in ``cache`` (default: the process cache) by (file identity, device, dtype); raises CheckpointError
+    for a missing/damaged file.
     """
     path = Path(checkpoint_dir) / safetensors_name(size)
     device = torch.device(device)
@@ -65,4 +78,4 @@ def load_motion_nets(
 
     if ident[1] < 0:
         return factory()
-    return cached(("motion_nets", ident, str(device), str(dtype)), factory)
+    return cached(("motion_nets", ident, str(device), str(dtype)), factory, cache)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoints import cached, file_identity, load_strict, read_safetensors_prefix
+from ..checkpoints import ModelCache, cached, file_identity, load_strict, read_safetensors_prefix
 from ..errors import InputError
 from ..nets.recon_resnet import COEFF_LAYOUT, FaceReconNet, ReconNetConfig
 from .align import align_picture, landmarks_for_alignment, load_standard_landmarks, network_input
@@ -55,7 +55,11 @@ ProgressFn = Callable[[int, "int | None"], None]
 
 
 def load_recon_net(
-    checkpoint: str | Path, device: torch.device | str, dtype: torch.dtype = torch.float32
+    checkpoint: str | Path,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+    *,
+    cache: ModelCache | None = None,
 ) -> FaceReconNet:
     """The reconstruction net from a ``SadTalker_V0.0.2_*.safetensors`` file, strictly loaded, eval mode, cached."""
     path = Path(checkpoint)
@@ -68,7 +72,7 @@ def load_recon_net(
         net.eval().requires_grad_(False)
         return net.to(device=dev, dtype=dtype)
 
-    return cached((RECON_PREFIX, file_identity(path), str(dev), str(dtype)), build)
+    return cached((RECON_PREFIX, file_identity(path), str(dev), str(dtype)), build, cache)
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -205,7 +209,7 @@ class ExtractionCache:
 
 
 def default_extraction_cache() -> ExtractionCache:
-    """The process-wide cache (kept with the loaded models; ``checkpoints.clear_cache()`` drops it)."""
+    """The process cache's extraction cache (library use; a pipeline keeps one of its own)."""
     return cached(("sadtalker_ext.preprocess.extraction_cache",), lambda: ExtractionCache(CACHE_SIZE))
 
 

@@ -6,7 +6,8 @@
 
 Network widths are inferred from the stored shapes (so reduced-width stand-in files drive the same
 code); every tensor must then fit the network exactly (strict load), else :class:`CheckpointError`.
-Built networks are cached per process, keyed by file identity, device and dtype.
+Built networks are kept in a :class:`..checkpoints.ModelCache` (the caller's, e.g. a pipeline's, else the
+process cache), keyed by file identity, device and dtype.
 """
 
 from __future__ import annotations
@@ -173,8 +174,9 @@ def load_renderer_nets(
     dtype: torch.dtype,
     *,
     winograd: bool = True,
+    cache: checkpoints.ModelCache | None = None,
 ) -> RendererNets:
-    """Load (or reuse from the process cache) the KPDetector, generator and MappingNet.
+    """Load (or reuse from ``cache``, default: the process cache) the KPDetector, generator and MappingNet.
 
     ``size`` 256 or 512 picks the safetensors file; ``preprocess`` picks the mapping file
     (``full``/``extfull`` -> 00109, 73 inputs; otherwise 00229, 70 inputs). Raises ``CheckpointError``.
@@ -186,6 +188,7 @@ def load_renderer_nets(
 
     ``winograd``: on a CPU, the decoder's wide 3x3 convolutions in float32 run by Winograd F(4x4, 3x3)
     (about 1.7x faster; its transformed kernels take ~0.8 GB once built). ``False``: direct convolutions.
+    ``cache``: where the built networks are kept (default: the process cache, see :func:`.checkpoints.cached`).
     """
     folder = Path(checkpoint_dir)
     face_path = folder / checkpoints.safetensors_name(size)
@@ -200,9 +203,11 @@ def load_renderer_nets(
     kp, gen = checkpoints.cached(
         ("renderer-face", checkpoints.file_identity(face_path), str(dev), str(dtype), winograd),
         lambda: _load_face_nets(face_path, dev, dtype, winograd),
+        cache,
     )
     mapping = checkpoints.cached(
         ("renderer-mapping", checkpoints.file_identity(map_path), str(dev)),
         lambda: _load_mapping(map_path, dev),
+        cache,
     )
     return RendererNets(kp_detector=kp, generator=gen, mapping=mapping)

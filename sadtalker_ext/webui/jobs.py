@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -28,21 +28,22 @@ from ..errors import CancelledError, CheckpointError, InputError, SadTalkerError
 from ..form import file_value, options_from_values
 from ..options import GenerationOptions
 from ..paths import ModelDirs, resolve_model_dirs
-from .host import Host, RestoreFn, accepts_keyword
+from .host import Host, RestoreFn
 from .settings import NO_RESTORER, WebUISettings, result_root
+
+if TYPE_CHECKING:
+    from ..pipeline import Result
 
 log = logging.getLogger(__name__)
 
-STAGES = ("inputs", "models", "preprocess", "reference", "audio", "motion", "render", "encode")
-"""Pipeline progress stages in run order; each is one host "job" of the progress bar."""
+STAGES = ("inputs", "models", "preprocess", "reference", "motion", "render", "encode")
+"""The stages ``SadTalker.generate`` reports, in run order (``reference`` only with a reference video);
+each is one host "job" of the progress bar."""
 STAGE_LABELS = {
     "inputs": "reading inputs", "models": "loading models", "preprocess": "finding the face",
-    "reference": "reading the reference video", "audio": "audio features", "motion": "generating motion",
+    "reference": "reading the reference video", "motion": "generating motion",
     "render": "rendering frames", "encode": "writing the video",
 }  # fmt: skip
-FRAME_HOOK = "frame_hook"
-"""Keyword of ``SadTalker.generate`` taking ``frames (N, H, W, 3) uint8 RGB -> same`` (final frames, before
-encoding). Used for WebUI face restoration and the live preview when the pipeline offers it."""
 PREVIEW_INTERVAL_S = 0.5
 
 FORM_FIELDS = (
@@ -167,12 +168,36 @@ def _resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- session
 
 
-TalkerFactory = Callable[[ModelDirs, Any, str, bool], Any]
-"""``(model_dirs, device, dtype, winograd) -> pipeline`` with ``generate(options, progress=, cancel=)``,
-``unload()``."""
+class Pipeline(Protocol):
+    """The surface of :class:`..pipeline.SadTalker` the session uses (tests pass stand-ins)."""
+
+    @property
+    def loaded(self) -> list[str]:
+        """Names of the models held."""
+        ...
+
+    def generate(
+        self,
+        options: GenerationOptions,
+        progress: Callable[[str, int, int], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+        frame_hook: Callable[[np.ndarray], np.ndarray] | None = None,
+        on_exists: str | None = None,
+    ) -> Result:
+        """One video: ``progress(stage, done, total)`` with a stage of :data:`STAGES`; ``frame_hook`` maps
+        each chunk of final frames ``(n, H, W, 3)`` uint8 RGB before encoding; ``on_exists`` as the CLI's."""
+        ...
+
+    def unload(self) -> None:
+        """Drop the models held (the next generation loads again)."""
+        ...
 
 
-def default_talker_factory(dirs: ModelDirs, device: Any, dtype: str, winograd: bool) -> Any:
+TalkerFactory = Callable[[ModelDirs, Any, str, bool], Pipeline]
+"""``(model_dirs, device, dtype, winograd) -> pipeline``."""
+
+
+def default_talker_factory(dirs: ModelDirs, device: Any, dtype: str, winograd: bool) -> Pipeline:
     from ..pipeline import SadTalker
 
     return SadTalker(model_dirs=dirs, device=device, dtype=dtype, winograd=winograd)
@@ -184,7 +209,7 @@ class RunOutcome:
 
     video_path: Path
     infotext: str
-    result: Any
+    result: Result
 
 
 class Session:
@@ -193,7 +218,7 @@ class Session:
     def __init__(self, host: Host, talker_factory: TalkerFactory | None = None) -> None:
         self.host = host
         self.factory = talker_factory or default_talker_factory
-        self._talker: Any = None
+        self._talker: Pipeline | None = None
         self._key: tuple | None = None
         self._lock = threading.RLock()
 
@@ -211,7 +236,7 @@ class Session:
             webui_models_dir=models,
         )
 
-    def talker(self, settings: WebUISettings) -> Any:
+    def talker(self, settings: WebUISettings) -> Pipeline:
         """The pipeline for the current folders, device, precision and CPU convolution choice (rebuilt when
         one of them changed)."""
         dirs = self.model_dirs()
@@ -229,13 +254,13 @@ class Session:
         """Drop the pipeline's models (next generation loads again) and free accelerator memory."""
         with self._lock:
             talker, self._talker, self._key = self._talker, None, None
-        if talker is not None and hasattr(talker, "unload"):
+        if talker is not None:
             talker.unload()
         self.host.torch_gc()
 
     def loaded(self) -> list[str]:
         talker = self._talker
-        return list(getattr(talker, "loaded", []) or []) if talker is not None else []
+        return list(talker.loaded) if talker is not None else []
 
     def finish(self, settings: WebUISettings) -> None:
         """After a run: unload unless the setting keeps models, and free VRAM either way."""
@@ -277,25 +302,19 @@ class Session:
                     f"face restoration {restorer!r} is not available in this WebUI (available: {names})"
                 )
         talker = self.talker(settings)
-        kwargs: dict[str, Any] = {}
-        if accepts_keyword(talker.generate, FRAME_HOOK):
-            show = self._preview_fn() if preview and settings.live_preview else None
-            if restore is not None or show is not None:
-                kwargs[FRAME_HOOK] = FrameHook(restore, show, cancel)
-        elif restore is not None:
-            raise InputError(
-                "WebUI face restoration needs a pipeline with a per-frame hook (SadTalker.generate(..., "
-                f"{FRAME_HOOK}=...)), which this version does not have. Choose face restoration 'None'."
-            )
+        show = self._preview_fn() if preview and settings.live_preview else None
+        hook = FrameHook(restore, show, cancel) if restore is not None or show is not None else None
+        on_exists = None
         if not options.output:  # a first guess: the pipeline's writer claims the name really free
             folder = ensure_folder(self.output_folder(settings))
             options = options.replace(output=str(default_output(options, folder)))
-            if accepts_keyword(talker.generate, "on_exists"):
-                kwargs["on_exists"] = "unique"
+            on_exists = "unique"
         else:
             ensure_folder(Path(options.output).parent)
         t0 = time.perf_counter()
-        result = talker.generate(options, progress=progress, cancel=cancel, **kwargs)
+        result = talker.generate(
+            options, progress=progress, cancel=cancel, frame_hook=hook, on_exists=on_exists
+        )
         elapsed = time.perf_counter() - t0
         return RunOutcome(Path(result.video_path), infotext(options, result, restorer, elapsed), result)
 

@@ -37,10 +37,10 @@ class FakeResult:
 
 class FakeTalker:
     """Pipeline stand-in with the real ``SadTalker`` surface: ``generate(options, progress=, cancel=,
-    frame_hook=)`` reports the real stage names, renders ``frames`` gray frames in chunks of
+    frame_hook=, on_exists=)`` reports the real stage names, renders ``frames`` gray frames in chunks of
     ``options.batch_size``, honours ``cancel`` between chunks and writes a small file at ``options.output``."""
 
-    def __init__(self, dirs, device, dtype, winograd=True, *, frames=6, hook=True, on_render=None, fail=None):
+    def __init__(self, dirs, device, dtype, winograd=True, *, frames=6, on_render=None, fail=None):
         self.dirs, self.device, self.dtype, self.winograd = dirs, device, dtype, winograd
         self.frames = frames
         self.calls: list = []
@@ -49,8 +49,6 @@ class FakeTalker:
         self.on_render = on_render
         self.fail = fail
         self._models = []
-        if not hook:  # the same object without the keyword, like a pipeline without the hook
-            self.generate = self._generate_no_hook
 
     @property
     def loaded(self):
@@ -60,10 +58,8 @@ class FakeTalker:
         self.unloads += 1
         self._models.clear()
 
-    def _generate_no_hook(self, options, progress=None, cancel=None):
-        return self.generate_impl(options, progress, cancel, None)
-
-    def generate(self, options, progress=None, cancel=None, frame_hook=None):
+    def generate(self, options, progress=None, cancel=None, frame_hook=None, on_exists=None):
+        self.on_exists = on_exists
         return self.generate_impl(options, progress, cancel, frame_hook)
 
     def generate_impl(self, options, progress, cancel, frame_hook):

@@ -46,6 +46,7 @@ def test_real_pipeline_through_the_tab(webui, tiny_checkpoints, media, tmp_path,
     assert talker is not None and talker.loaded  # models kept for the next run (default setting)
     stages = [s[0] for s in seen]
     assert {"inputs", "models", "preprocess", "motion", "render", "encode"} <= set(stages)
+    assert set(stages) <= set(STAGES)  # every stage the real pipeline reports has a progress-bar job
     job_nos = [s[1] for s in seen]
     assert job_nos == sorted(job_nos) and job_nos[-1] == STAGES.index("encode")
     assert ("render", STAGES.index("render"), 2, 2) in [s[:4] for s in seen]

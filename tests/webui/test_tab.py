@@ -185,22 +185,6 @@ def test_face_restoration_through_frame_hook(make_extension, webui, tmp_path):
     assert first.dtype == np.uint8 and np.all(first == 255 - 40)  # frames came back restored
 
 
-def test_restoration_without_pipeline_hook_is_a_clear_error(make_extension, webui, tmp_path):
-    webui.shared.face_restorers.append(FakeRestorer("GFPGAN"))
-    ext, talkers = make_extension(hook=False)
-    pic, wav = sample_png(tmp_path / "f.png"), sample_wav(tmp_path / "a.wav")
-    from sadtalker_ext.webui.jobs import generate_single
-
-    wrapped = ext.host.wrap_gpu_call(lambda *a: generate_single(ext.session, *a), [None, ""])
-    video, _, html_log = wrapped(
-        "task(r)", *form_values(source=str(pic), driven_audio=str(wav), restorer="GFPGAN")
-    )
-    assert video is None and "frame_hook" in html_log and "class='error'" in html_log
-    # without restoration the same pipeline runs (no preview, no hook passed)
-    video, _, _ = wrapped("task(r2)", *form_values(source=str(pic), driven_audio=str(wav)))
-    assert video and talkers[0].calls
-
-
 def test_unexpected_error_becomes_error_html(make_extension, webui, tmp_path):
     ext, _ = make_extension(fail=RuntimeError("kaboom"))
     blocks = ext.ui_tabs()[0][0]
