@@ -4,6 +4,7 @@ Run from the repository root::
 
     python -m bench.bench --quick --out bench/results            # CPU, stand-in weights
     python -m bench.bench --checkpoint_dir /models/SadTalker --device cuda --dtype float16
+    python -m bench.bench --sections ratio --official /path/to/SadTalker   # vs the official code (CPU)
 
 Sections (all written to ``<out>/bench.json`` and ``<out>/bench.md``):
 
@@ -15,8 +16,15 @@ Sections (all written to ``<out>/bench.json`` and ``<out>/bench.md``):
   ``--frames`` frames; per-frame figures and frames/s are extrapolated from them (labelled so).
 * **conv**: each 3x3 convolution of the SPADE decoder at batch 2 (random data, CPU float32): oneDNN's
   direct convolution vs Winograd F(4x4, 3x3), with their rounding against float64.
-* **ratio**: ours against :func:`bench.baseline.iter_official_structure` (source re-encoded every step,
-  direct SPADE arrangement) at batch 2, same frames, alternated ``--repeats`` times in one run.
+* **ratio**: ours against the baseline at 256, batch 2, ``--ratio_frames`` frames, ``--threads`` torch
+  threads, CPU float32, alternated ``--repeats`` times in one run, each side in its own long-lived
+  :mod:`bench.render_worker` process (models loaded once): wall and CPU s per frame, process peak RSS,
+  the ratio per repeat, and the frames' max abs difference. Baseline: the **official code** when
+  ``--official PATH`` (or ``$SADTALKER_OFFICIAL``) names an official SadTalker checkout (kept outside this
+  repository; only the worker process gets it on its ``PYTHONPATH``): its ``AnimateFromCoeff`` loading
+  from ``src/config/facerender.yaml``, ``get_facerender_data`` batch layout and ``make_animation``. Without
+  it, :func:`bench.baseline.iter_official_structure` (our copy of the official per-step structure), and
+  the report says that the ratio is against a copy.
 * **stages**: one short generation through ``sadtalker_ext.pipeline.SadTalker`` (``full`` preprocess, so
   paste-back runs) with the reduced-width renderer; seconds per stage as the pipeline reports them.
 * **memory**: peak RSS (and peak CUDA memory) of a child process per audio length, each one full
@@ -24,6 +32,16 @@ Sections (all written to ``<out>/bench.json`` and ``<out>/bench.md``):
 * **resample**: the official audio resampler (resampy ``kaiser_best`` in numpy,
   ``sadtalker_ext.audio.resample``) on ``--resample_seconds`` of noise per input rate, and soxr HQ on the same
   samples; seconds per hour of audio extrapolated from it (labelled so).
+
+Every report names the CPU model, its instruction sets (AVX2 / AVX-512 / AVX-512-BF16 / AMX from
+``/proc/cpuinfo``), the kernel level torch picked (``torch.backends.cpu.get_cpu_capability()``) and the
+load average. To measure the same on AVX2 kernels only (e.g. to compare with an AVX2 machine), set the
+environment for the whole run; the worker processes inherit it::
+
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m bench.bench --sections ratio --official PATH
+
+(``ATEN_CPU_CAPABILITY`` limits ATen's own kernels, ``ONEDNN_MAX_CPU_ISA`` oneDNN's convolutions; the
+machine line shows both.)
 
 Weights: ``--checkpoint_dir`` (official files), else stand-in files built with ``tests/standin.py``
 (fill.py values, official widths). The *reduced-width* renderer (3 keypoints, a few channels per layer,
