@@ -57,6 +57,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -486,10 +487,13 @@ def bench_ratio(ckpt, args, device, dtype) -> dict:
                     f"{t['cpu_s'] / t['frames']:.2f} CPU s/frame, peak RSS {t['peak_rss_mb']:.0f} MiB, "
                     f"load {t['load_avg']}"
                 )
+        diff = frame_difference(
+            np.load(work / f"frames_{base_side}_0.npy"), np.load(work / "frames_ours_0.npy")
+        )
     finally:
         for w in workers.values():
             w.close()
-    diff = frame_difference(np.load(work / f"frames_{base_side}_0.npy"), np.load(work / "frames_ours_0.npy"))
+        shutil.rmtree(work, ignore_errors=True)
     n = args.ratio_frames
     base, ours = runs[base_side], runs["ours"]
     out = {
