@@ -4,6 +4,7 @@ Run from the repository root::
 
     python -m bench.bench --quick --out bench/results            # CPU, stand-in weights
     python -m bench.bench --checkpoint_dir /models/SadTalker --device cuda --dtype float16
+    python -m bench.bench --sections ratio --official /path/to/SadTalker   # vs the official code (CPU)
 
 Sections (all written to ``<out>/bench.json`` and ``<out>/bench.md``):
 
@@ -15,8 +16,15 @@ Sections (all written to ``<out>/bench.json`` and ``<out>/bench.md``):
   ``--frames`` frames; per-frame figures and frames/s are extrapolated from them (labelled so).
 * **conv**: each 3x3 convolution of the SPADE decoder at batch 2 (random data, CPU float32): oneDNN's
   direct convolution vs Winograd F(4x4, 3x3), with their rounding against float64.
-* **ratio**: ours against :func:`bench.baseline.iter_official_structure` (source re-encoded every step,
-  direct SPADE arrangement) at batch 2, same frames, alternated ``--repeats`` times in one run.
+* **ratio**: ours against the baseline at 256, batch 2, ``--ratio_frames`` frames, ``--threads`` torch
+  threads, CPU float32, alternated ``--repeats`` times in one run, each side in its own long-lived
+  :mod:`bench.render_worker` process (models loaded once): wall and CPU s per frame, process peak RSS,
+  the ratio per repeat, and the frames' max abs difference. Baseline: the **official code** when
+  ``--official PATH`` (or ``$SADTALKER_OFFICIAL``) names an official SadTalker checkout (kept outside this
+  repository; only the worker process gets it on its ``PYTHONPATH``): its ``AnimateFromCoeff`` loading
+  from ``src/config/facerender.yaml``, ``get_facerender_data`` batch layout and ``make_animation``. Without
+  it, :func:`bench.baseline.iter_official_structure` (our copy of the official per-step structure), and
+  the report says that the ratio is against a copy.
 * **stages**: one short generation through ``sadtalker_ext.pipeline.SadTalker`` (``full`` preprocess, so
   paste-back runs) with the reduced-width renderer; seconds per stage as the pipeline reports them.
 * **memory**: peak RSS (and peak CUDA memory) of a child process per audio length, each one full
@@ -24,6 +32,16 @@ Sections (all written to ``<out>/bench.json`` and ``<out>/bench.md``):
 * **resample**: the official audio resampler (resampy ``kaiser_best`` in numpy,
   ``sadtalker_ext.audio.resample``) on ``--resample_seconds`` of noise per input rate, and soxr HQ on the same
   samples; seconds per hour of audio extrapolated from it (labelled so).
+
+Every report names the CPU model, its instruction sets (AVX2 / AVX-512 / AVX-512-BF16 / AMX from
+``/proc/cpuinfo``), the kernel level torch picked (``torch.backends.cpu.get_cpu_capability()``) and the
+load average. To measure the same on AVX2 kernels only (e.g. to compare with an AVX2 machine), set the
+environment for the whole run; the worker processes inherit it::
+
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m bench.bench --sections ratio --official PATH
+
+(``ATEN_CPU_CAPABILITY`` limits ATen's own kernels, ``ONEDNN_MAX_CPU_ISA`` oneDNN's convolutions; the
+machine line shows both.)
 
 Weights: ``--checkpoint_dir`` (official files), else stand-in files built with ``tests/standin.py``
 (fill.py values, official widths). The *reduced-width* renderer (3 keypoints, a few channels per layer,
@@ -39,6 +57,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -130,8 +149,9 @@ def whole_batches(frames: int, batch_size: int) -> int:
     return -(-max(frames, batch_size) // batch_size) * batch_size
 
 
-def synthetic_plan(frames: int, batch_size: int, seed: int = 0):
-    """A render plan from fixed pseudo-random coefficients (expression ~0.3, small head angles)."""
+def synthetic_coefficients(frames: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed pseudo-random coefficients: source ``(1, 73)`` and target ``(frames, 70)``
+    (expression ~0.3, small head angles)."""
     rng = np.random.default_rng(seed)
     src = np.zeros((1, 73), np.float32)
     src[0, :64] = rng.normal(0, 0.3, 64)
@@ -139,7 +159,12 @@ def synthetic_plan(frames: int, batch_size: int, seed: int = 0):
     tgt = np.zeros((frames, 70), np.float32)
     tgt[:, :64] = rng.normal(0, 0.3, (frames, 64))
     tgt[:, 64:67] = rng.normal(0, 0.1, (frames, 3))
-    return plan_render(src, tgt, batch_size=batch_size)
+    return src, tgt
+
+
+def synthetic_plan(frames: int, batch_size: int, seed: int = 0):
+    """A render plan from :func:`synthetic_coefficients`."""
+    return plan_render(*synthetic_coefficients(frames, seed), batch_size=batch_size)
 
 
 def source_image(size: int, device) -> torch.Tensor:
@@ -275,50 +300,260 @@ def bench_render(ckpt, args, device, dtype) -> list[dict]:
     return rows
 
 
+OFFICIAL_ENV = "SADTALKER_OFFICIAL"
+ISA_FLAGS = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512-BF16"), ("amx_tile", "AMX"))
+
+
+def parse_cpuinfo(text: str) -> tuple[str, list[str]]:
+    """CPU model name and the instruction sets of :data:`ISA_FLAGS` it has, from ``/proc/cpuinfo`` text."""
+    model, flags = "unknown CPU", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model == "unknown CPU":
+            model = " ".join(value.split())
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return model, [name for flag, name in ISA_FLAGS if flag in flags]
+
+
+def machine_info(capability: str | None = None) -> dict:
+    """CPU model, instruction sets, the ATen kernel level torch uses (``capability``: as a worker reported
+    it; default this process's), the ISA environment overrides and the load average."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    model, isa = parse_cpuinfo(text)
+    return {
+        "cpu_model": model,
+        "cpu_count": os.cpu_count(),
+        "isa": isa,
+        "torch_cpu_capability": capability or torch.backends.cpu.get_cpu_capability(),
+        "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY"),
+        "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        "load_avg": load_average(),
+    }
+
+
+def machine_line(info: dict) -> str:
+    """One line naming the CPU, its instruction sets, what torch used and the load average."""
+    forced = [f"{k}={info[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if info.get(k)]
+    return (
+        f"{info['cpu_model']} ({info['cpu_count']} CPUs; {' / '.join(info['isa']) or 'no AVX2'}); "
+        f"torch CPU kernels {info['torch_cpu_capability']}"
+        + (f" ({', '.join(forced)})" if forced else "")
+        + f"; load average {' '.join(str(v) for v in info['load_avg'])}"
+    )
+
+
+def official_checkout(arg: str | Path | None) -> Path | None:
+    """The official SadTalker checkout from ``--official`` or ``$SADTALKER_OFFICIAL`` (None: neither set).
+
+    Raises ``SystemExit`` with what to do when the folder is not an official checkout."""
+    value = arg if arg else os.environ.get(OFFICIAL_ENV)
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    needed = path / "src" / "facerender" / "modules" / "make_animation.py"
+    if not needed.is_file():
+        raise SystemExit(
+            f"--official / ${OFFICIAL_ENV}: {path} is not an official SadTalker checkout ({needed} is missing); "
+            "clone https://github.com/OpenTalker/SadTalker outside this repository and pass its root folder"
+        )
+    return path
+
+
+def baseline_label(checkout: Path | None, commit: str | None = None) -> str:
+    """What the ratio's baseline is, in words."""
+    if checkout is None:
+        return (
+            "our COPY of the official per-step structure (bench/baseline.py), not the official code: "
+            f"the ratio is against a copy; pass --official PATH or set ${OFFICIAL_ENV} to time the real code"
+        )
+    return f"the official SadTalker code at {checkout}" + (f" (commit {commit[:12]})" if commit else "")
+
+
+def write_ratio_inputs(folder: Path, frames: int) -> Path:
+    """The shared inputs of both workers: the square picture, coefficients as ``.npz`` (ours) and as the
+    official ``.mat`` files (``coeff_3dmm``); returns the picture path."""
+    import scipy.io
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    src, tgt = synthetic_coefficients(frames)
+    np.savez(folder / "coeffs.npz", source=src, target=tgt)
+    scipy.io.savemat(folder / "source.mat", {"coeff_3dmm": src})
+    scipy.io.savemat(folder / "target.mat", {"coeff_3dmm": tgt})
+    rgb = np.asarray(Image.open(MEDIA / "people_0.png").convert("RGB"))
+    side = min(rgb.shape[:2])
+    picture = folder / "picture.png"
+    Image.fromarray(np.ascontiguousarray(rgb[:side, :side])).save(picture)
+    return picture
+
+
+def worker_command(
+    side: str, ckpt: Path, work: Path, picture: Path, checkout: Path | None, threads: int
+) -> list[str]:
+    """Argument list of one :mod:`bench.render_worker` process."""
+    cmd = [sys.executable, "-m", "bench.render_worker", "--side", side, "--ckpt", str(ckpt)]
+    cmd += ["--work", str(work), "--picture", str(picture), "--threads", str(threads)]
+    if side == "official":
+        cmd += ["--official", str(checkout)]
+    return cmd
+
+
+def worker_env(side: str, checkout: Path | None, threads: int) -> dict[str, str]:
+    """The worker's environment: the official checkout on ``PYTHONPATH`` for the official side only."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
+    env.pop("PYTHONPATH", None)
+    if side == "official":
+        env["PYTHONPATH"] = str(checkout)
+    return env
+
+
+class Worker:
+    """A long-lived :mod:`bench.render_worker` process: models loaded once, one JSON line per run."""
+
+    def __init__(self, side: str, cmd: list[str], env: dict[str, str]) -> None:
+        self.side = side
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.ready = self._reply()
+
+    def _reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            code = self.proc.wait()
+            raise RuntimeError(f"the {self.side} render worker ended (exit {code}); its error is above")
+        return json.loads(line)
+
+    def run(self, frames_out: Path) -> dict:
+        self.proc.stdin.write(json.dumps({"cmd": "run", "frames_out": str(frames_out)}) + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def frame_difference(a: np.ndarray, b: np.ndarray) -> dict:
+    """Max abs difference of two float frame stacks in ``[0, 1]`` and the share of values above 1e-3."""
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    return {"max_abs_diff": float(diff.max()), "share_above_1e-3": float((diff > 1e-3).mean())}
+
+
 def bench_ratio(ckpt, args, device, dtype) -> dict:
-    """Ours vs the official structure, alternated in one run, batch 2, size 256, official widths."""
-    nets = load_renderer_nets(ckpt, 256, "crop", device, dtype)
-    image = source_image(256, device)
-    plan = synthetic_plan(args.ratio_frames, 2)
-    warm_up(nets, image, device, baseline=True)
-    ours, base = [], []
-    for r in range(args.repeats):
-        for name, fn, sink in (("ours", run_ours, ours), ("baseline", run_baseline, base)):
-            t = fn(nets, image, plan, device)
-            sink.append(t)
-            log(
-                f"ratio repeat {r}: {name} {t['prepare'] + t['frames']:.2f} s wall, "
-                f"{t['prepare_cpu'] + t['frames_cpu']:.2f} s CPU, load {load_average()}"
+    """Ours vs the baseline, each in its own long-lived worker process, alternated in one run
+    (256, batch 2, official widths, CPU float32). Baseline: the official code from ``--official`` /
+    ``$SADTALKER_OFFICIAL``, else our structure copy (said so in the report)."""
+    if device.type != "cpu" or dtype != torch.float32:
+        return {"skipped": "the official-vs-ours ratio runs on the CPU in float32"}
+    checkout = official_checkout(args.official)
+    commit = None
+    if checkout is not None:
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            commit = subprocess.run(
+                ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+    base_side = "official" if checkout is not None else "copy"
+    work = Path(tempfile.mkdtemp(prefix="sadtalker_ratio_"))
+    picture = write_ratio_inputs(work, args.ratio_frames)
+    workers: dict[str, Worker] = {}
+    runs: dict[str, list[dict]] = {base_side: [], "ours": []}
+    try:
+        for side in runs:
+            log(f"ratio: starting the {side} worker")
+            env = worker_env(side, checkout, args.threads)
+            workers[side] = Worker(
+                side, worker_command(side, Path(ckpt), work, picture, checkout, args.threads), env
             )
-    n = plan.frame_count
-    ours_total = [t["prepare"] + t["frames"] for t in ours]
-    base_total = [t["frames"] for t in base]
-    ratios = [b / o for b, o in zip(base_total, ours_total, strict=True)]
-    steady = [b["frames"] / o["frames"] for b, o in zip(base, ours, strict=True)]
+        for r in range(args.repeats):
+            for side in runs:
+                t = workers[side].run(work / f"frames_{side}_{r}.npy")
+                t["load_avg"] = load_average()
+                runs[side].append(t)
+                log(
+                    f"ratio repeat {r}: {side} {t['wall_s'] / t['frames']:.2f} s/frame wall, "
+                    f"{t['cpu_s'] / t['frames']:.2f} CPU s/frame, peak RSS {t['peak_rss_mb']:.0f} MiB, "
+                    f"load {t['load_avg']}"
+                )
+        diff = frame_difference(
+            np.load(work / f"frames_{base_side}_0.npy"), np.load(work / "frames_ours_0.npy")
+        )
+    finally:
+        for w in workers.values():
+            w.close()
+        shutil.rmtree(work, ignore_errors=True)
+    n = args.ratio_frames
+    base, ours = runs[base_side], runs["ours"]
     out = {
+        "baseline": base_side,
+        "baseline_label": baseline_label(checkout, commit),
         "size": 256,
         "batch_size": 2,
         "frames": n,
         "repeats": args.repeats,
-        "ours_s_per_frame_incl_prepare": [v / n for v in ours_total],
-        "ours_prepare_s": [t["prepare"] for t in ours],
-        "baseline_s_per_frame": [v / n for v in base_total],
-        "ratio_incl_prepare": ratios,
-        "ratio_steady_state": steady,
-        "ratio_incl_prepare_median": statistics.median(ratios),
-        "ratio_steady_state_median": statistics.median(steady),
-        "ours_cpu_s_per_frame_incl_prepare": [(t["prepare_cpu"] + t["frames_cpu"]) / n for t in ours],
-        "baseline_cpu_s_per_frame": [t["frames_cpu"] / n for t in base],
-        "cpu_ratio_incl_prepare": [
-            b["frames_cpu"] / (o["prepare_cpu"] + o["frames_cpu"]) for b, o in zip(base, ours, strict=True)
-        ],
-        "cpu_ratio_steady_state": [
-            b["frames_cpu"] / o["frames_cpu"] for b, o in zip(base, ours, strict=True)
-        ],
-        "load_avg": load_average(),
+        "threads": args.threads,
+        "machine": machine_info(workers["ours"].ready.get("cpu_capability")),
+        "worker_capability": {k: w.ready.get("cpu_capability") for k, w in workers.items()},
+        "load_s": {k: w.ready["load_s"] for k, w in workers.items()},
+        "baseline_s_per_frame": [t["wall_s"] / n for t in base],
+        "ours_s_per_frame": [t["wall_s"] / n for t in ours],
+        "baseline_cpu_s_per_frame": [t["cpu_s"] / n for t in base],
+        "ours_cpu_s_per_frame": [t["cpu_s"] / n for t in ours],
+        "baseline_peak_rss_mb": max(t["peak_rss_mb"] for t in base),
+        "ours_peak_rss_mb": max(t["peak_rss_mb"] for t in ours),
+        "ratio": [b["wall_s"] / o["wall_s"] for b, o in zip(base, ours, strict=True)],
+        "cpu_ratio": [b["cpu_s"] / o["cpu_s"] for b, o in zip(base, ours, strict=True)],
+        "load_avg": [t["load_avg"] for t in ours],
+        **diff,
     }
-    checkpoints.clear_cache()
+    out["ratio_median"] = statistics.median(out["ratio"])
+    out["cpu_ratio_median"] = statistics.median(out["cpu_ratio"])
     return out
+
+
+def ratio_markdown(r: dict) -> list[str]:
+    """The official-vs-ours table of :func:`bench_ratio`."""
+    if "skipped" in r:
+        return ["## Renderer vs the official code", "", f"Skipped: {r['skipped']}.", ""]
+    med = statistics.median
+    name = "official" if r["baseline"] == "official" else "copy of the official structure"
+    rss_b, rss_o = r["baseline_peak_rss_mb"], r["ours_peak_rss_mb"]
+    return [
+        f"## Renderer vs {name} (256, batch {r['batch_size']}, {r['threads']} torch threads, float32, same run)",
+        "",
+        f"Baseline: {r['baseline_label']}.",
+        f"Machine: {machine_line(r['machine'])} (worker kernels: "
+        + ", ".join(f"{k} {v}" for k, v in r["worker_capability"].items())
+        + ").",
+        f"{r['frames']} frames per repeat, {r['repeats']} repeats alternated, each side in its own long-lived "
+        "process (models loaded once; ours includes its per-call prepare_source).",
+        "",
+        f"| | {name} | ours | {name} / ours |",
+        "|---|---:|---:|---:|",
+        f"| wall s per frame (median) | {med(r['baseline_s_per_frame']):.2f} | {med(r['ours_s_per_frame']):.2f} | "
+        f"{r['ratio_median']:.2f}x (repeats {' / '.join(f'{v:.2f}' for v in r['ratio'])}) |",
+        f"| CPU s per frame (median) | {med(r['baseline_cpu_s_per_frame']):.2f} | "
+        f"{med(r['ours_cpu_s_per_frame']):.2f} | {r['cpu_ratio_median']:.2f}x "
+        f"(repeats {' / '.join(f'{v:.2f}' for v in r['cpu_ratio'])}) |",
+        f"| process peak RSS | {rss_b:.0f} MiB | {rss_o:.0f} MiB | ours uses {100 * (rss_o / rss_b - 1):+.0f} % |",
+        f"| frames, max abs diff (float, [0, 1]) | | | {r['max_abs_diff']:.1e} "
+        f"({100 * r['share_above_1e-3']:.2f} % of values above 1e-3) |",
+        "",
+        "Load average after each repeat: " + ", ".join(str(v[0]) if v else "?" for v in r["load_avg"]) + ".",
+        "",
+    ]
 
 
 def bench_macs(ckpt, args, device, dtype) -> dict:
@@ -758,6 +993,7 @@ def markdown(report: dict) -> str:
         f"torch threads {env['threads']} · load average at start {env['load_avg_start']}, "
         f"at end {report.get('load_avg_end')}",
         f"Weights: {env['weights']}.",
+        f"Machine: {machine_line(env['machine'])}." if env.get("machine") else "",
         "",
     ]
     if env.get("cuda_device"):
@@ -809,32 +1045,7 @@ def markdown(report: dict) -> str:
             "",
         ]
     if report.get("ratio"):
-        r = report["ratio"]
-        lines += [
-            "## Renderer vs the official per-step structure (256, batch 2, official widths, same run)",
-            "",
-            f"{r['frames']} frames, {r['repeats']} alternated repeats; load average {r['load_avg']}.",
-            "",
-            "| repeat | ours wall s/frame (incl. prepare_source) | baseline wall s/frame | wall ratio | "
-            "ours CPU s/frame | baseline CPU s/frame | CPU ratio | CPU ratio, frames only |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for i in range(r["repeats"]):
-            lines.append(
-                f"| {i} | {r['ours_s_per_frame_incl_prepare'][i]:.2f} | {r['baseline_s_per_frame'][i]:.2f} | "
-                f"{r['ratio_incl_prepare'][i]:.2f}x | {r['ours_cpu_s_per_frame_incl_prepare'][i]:.2f} | "
-                f"{r['baseline_cpu_s_per_frame'][i]:.2f} | {r['cpu_ratio_incl_prepare'][i]:.2f}x | "
-                f"{r['cpu_ratio_steady_state'][i]:.2f}x |"
-            )
-        lines += [
-            "",
-            f"Median wall ratio {r['ratio_incl_prepare_median']:.2f}x (ours including the one-off "
-            f"prepare_source over {r['frames']} frames), frames only {r['ratio_steady_state_median']:.2f}x; "
-            f"**median CPU-time ratio {statistics.median(r['cpu_ratio_incl_prepare']):.2f}x**, frames only "
-            f"{statistics.median(r['cpu_ratio_steady_state']):.2f}x (CPU time is the figure to trust on a "
-            "shared machine).",
-            "",
-        ]
+        lines += ratio_markdown(report["ratio"])
     if report.get("arrangements"):
         rows = report["arrangements"]
         names = list(rows[0]["median_s_per_frame"])
@@ -991,6 +1202,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--ratio_frames", type=int, default=8, help="frames per ours/baseline repeat")
     p.add_argument("--repeats", type=int, default=3, help="alternated ours/baseline repeats")
+    p.add_argument(
+        "--official",
+        type=Path,
+        help=f"ratio: root of an official SadTalker checkout (also ${OFFICIAL_ENV}); its make_animation is "
+        "timed against ours in a separate process. Without it the baseline is our structure copy",
+    )
+    p.add_argument("--threads", type=int, default=2, help="ratio: torch threads of each worker process")
     p.add_argument("--stage_seconds", type=float, default=2.0, help="audio length of the stage run")
     p.add_argument(
         "--stage_renderer",
@@ -1085,6 +1303,7 @@ def main(argv=None) -> int:
             "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "load_avg_start": load_average(),
+            "machine": machine_info(),
             "weights": weights,
             "quick": args.quick,
         }
