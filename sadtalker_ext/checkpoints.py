@@ -263,6 +263,28 @@ def load_strict(
     module.load_state_dict(fixed, strict=True)
 
 
+_Net = TypeVar("_Net", bound=nn.Module)
+
+
+def build_strict(
+    factory: Callable[[], _Net],
+    state: Mapping[str, torch.Tensor],
+    path: Path,
+    component: str,
+    device: torch.device | str,
+    dtype: torch.dtype,
+) -> _Net:
+    """``factory()`` built on the meta device, ``state`` loaded strictly (:func:`load_strict`), moved to
+    ``device``/``dtype``; eval mode, no gradients."""
+    with torch.device("meta"):
+        net = factory()
+    net = net.to_empty(device="cpu")
+    load_strict(net, state, file=path, component=component)
+    net = net.to(device=device, dtype=dtype).eval()
+    net.requires_grad_(False)
+    return net
+
+
 _T = TypeVar("_T")
 
 

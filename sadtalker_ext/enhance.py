@@ -33,9 +33,8 @@ How this differs from the official SadTalker enhancer (``src/utils/face_enhancer
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -49,7 +48,6 @@ from .nets.rrdbnet import RRDBNet, RRDBNetConfig
 from .weights import GFPGAN_FILE, REALESRGAN_FILE, download_url
 
 log = logging.getLogger(__name__)
-_Net = TypeVar("_Net", bound=torch.nn.Module)
 
 COMPONENT = "face enhancer (GFPGAN)"
 
@@ -88,25 +86,6 @@ def read_params_checkpoint(path: str | Path, component: str = COMPONENT) -> dict
     return dict(state)
 
 
-def _instantiate(
-    factory: Callable[[], _Net],
-    state: Mapping[str, torch.Tensor],
-    path: Path,
-    component: str,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> _Net:
-    """``factory()`` built on the meta device, ``state`` loaded strictly, moved to ``device``/``dtype``;
-    eval mode, no gradients."""
-    with torch.device("meta"):
-        net = factory()
-    net = net.to_empty(device="cpu")
-    checkpoints.load_strict(net, state, file=path, component=component)
-    net = net.to(device=device, dtype=dtype).eval()
-    net.requires_grad_(False)
-    return net
-
-
 def read_gfpgan_state(path: str | Path) -> dict[str, torch.Tensor]:
     """:func:`read_params_checkpoint` for the GFPGAN file (component name in messages)."""
     return read_params_checkpoint(path, COMPONENT)
@@ -123,7 +102,7 @@ def _build(path: Path, device: torch.device, dtype: torch.dtype) -> GFPGANv1Clea
         ) from exc
     if cfg != GFPGANConfig():
         log.info("%s: %s has a non-official configuration: %s", COMPONENT, path.name, cfg)
-    return _instantiate(lambda: GFPGANv1Clean(cfg), state, path, COMPONENT, device, dtype)
+    return checkpoints.build_strict(lambda: GFPGANv1Clean(cfg), state, path, COMPONENT, device, dtype)
 
 
 def load_gfpgan(
@@ -273,7 +252,7 @@ def _build_rrdb(path: Path, device: torch.device, dtype: torch.dtype) -> RRDBNet
         ) from exc
     if cfg != RRDBNetConfig():
         log.info("%s: %s has a non-official configuration: %s", BG_COMPONENT, path.name, cfg)
-    return _instantiate(lambda: RRDBNet(cfg), state, path, BG_COMPONENT, device, dtype)
+    return checkpoints.build_strict(lambda: RRDBNet(cfg), state, path, BG_COMPONENT, device, dtype)
 
 
 def load_realesrgan(

@@ -123,13 +123,9 @@ def _build_parsenet(path: Path, device: torch.device) -> ParseNet:
         ) from exc
     if cfg != ParseNetConfig():
         log.info("%s: %s has a non-official configuration: %s", PARSE_COMPONENT, path.name, cfg)
-    with torch.device("meta"):
-        net = ParseNet(cfg)
-    net = net.to_empty(device="cpu")
-    checkpoints.load_strict(net, state, file=path, component=PARSE_COMPONENT)
-    net = net.to(device).eval()
-    net.requires_grad_(False)
-    return net
+    return checkpoints.build_strict(
+        lambda: ParseNet(cfg), state, path, PARSE_COMPONENT, device, torch.float32
+    )
 
 
 def load_parsenet(
