@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pickle
 import re
 import struct
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -27,6 +28,8 @@ from torch import nn
 from .errors import CheckpointError
 from .paths import ModelDirs, resolve_model_dirs
 from .weights import MAPPING_CROP, MAPPING_FULL, SAFETENSORS_256, SAFETENSORS_512
+
+log = logging.getLogger(__name__)
 
 _MAX_HEADER = 100 * 1024 * 1024
 _DTYPE_BYTES = {
@@ -266,18 +269,29 @@ def load_strict(
 _Net = TypeVar("_Net", bound=nn.Module)
 
 
-def build_strict(
-    factory: Callable[[], _Net],
+def build_from_state(
+    config_cls: Any,
+    net_cls: Callable[[Any], _Net],
     state: Mapping[str, torch.Tensor],
     path: Path,
     component: str,
     device: torch.device | str,
     dtype: torch.dtype,
+    hint: str,
 ) -> _Net:
-    """``factory()`` built on the meta device, ``state`` loaded strictly (:func:`load_strict`), moved to
-    ``device``/``dtype``; eval mode, no gradients."""
+    """``net_cls(config)`` with ``config = config_cls.from_state_shapes(shapes of state)``, built on the meta
+    device, ``state`` loaded strictly (:func:`load_strict`), moved to ``device``/``dtype``; eval mode, no
+    gradients. A state that fits no configuration is a :class:`CheckpointError` ending with ``hint``; a
+    configuration other than ``config_cls()`` (the official one) is logged."""
+    try:
+        cfg = config_cls.from_state_shapes({k: tuple(v.shape) for k, v in state.items()})
+    except ValueError as exc:
+        name = getattr(net_cls, "__name__", "the")
+        raise CheckpointError(f"{component}: {path} does not fit the {name} network ({exc}). {hint}") from exc
+    if cfg != config_cls():
+        log.info("%s: %s has a non-official configuration: %s", component, path.name, cfg)
     with torch.device("meta"):
-        net = factory()
+        net = net_cls(cfg)
     net = net.to_empty(device="cpu")
     load_strict(net, state, file=path, component=component)
     net = net.to(device=device, dtype=dtype).eval()

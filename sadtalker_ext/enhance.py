@@ -92,17 +92,10 @@ def read_gfpgan_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _build(path: Path, device: torch.device, dtype: torch.dtype) -> GFPGANv1Clean:
-    state = read_gfpgan_state(path)
-    try:
-        cfg = GFPGANConfig.from_state_shapes({k: tuple(v.shape) for k, v in state.items()})
-    except ValueError as exc:
-        raise CheckpointError(
-            f"{COMPONENT}: {path} does not fit the GFPGANv1Clean network ({exc}). "
-            f"Only GFPGAN v1.3/v1.4 ('clean' architecture) files are supported; download {GFPGAN_FILE} again."
-        ) from exc
-    if cfg != GFPGANConfig():
-        log.info("%s: %s has a non-official configuration: %s", COMPONENT, path.name, cfg)
-    return checkpoints.build_strict(lambda: GFPGANv1Clean(cfg), state, path, COMPONENT, device, dtype)
+    hint = f"Only GFPGAN v1.3/v1.4 ('clean' architecture) files are supported; download {GFPGAN_FILE} again."
+    return checkpoints.build_from_state(
+        GFPGANConfig, GFPGANv1Clean, read_gfpgan_state(path), path, COMPONENT, device, dtype, hint
+    )
 
 
 def load_gfpgan(
@@ -243,16 +236,10 @@ BG_COMPONENT = "background enhancer (Real-ESRGAN)"
 
 def _build_rrdb(path: Path, device: torch.device, dtype: torch.dtype) -> RRDBNet:
     state = read_params_checkpoint(path, BG_COMPONENT)
-    try:
-        cfg = RRDBNetConfig.from_state_shapes({k: tuple(v.shape) for k, v in state.items()})
-    except ValueError as exc:
-        raise CheckpointError(
-            f"{BG_COMPONENT}: {path} does not fit the RRDBNet network ({exc}). "
-            f"Use the official {REALESRGAN_FILE}."
-        ) from exc
-    if cfg != RRDBNetConfig():
-        log.info("%s: %s has a non-official configuration: %s", BG_COMPONENT, path.name, cfg)
-    return checkpoints.build_strict(lambda: RRDBNet(cfg), state, path, BG_COMPONENT, device, dtype)
+    hint = f"Use the official {REALESRGAN_FILE}."
+    return checkpoints.build_from_state(
+        RRDBNetConfig, RRDBNet, state, path, BG_COMPONENT, device, dtype, hint
+    )
 
 
 def load_realesrgan(

@@ -114,17 +114,9 @@ def read_parsenet_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _build_parsenet(path: Path, device: torch.device) -> ParseNet:
     state = read_parsenet_state(path)
-    try:
-        cfg = ParseNetConfig.from_state_shapes({k: tuple(v.shape) for k, v in state.items()})
-    except ValueError as exc:
-        raise CheckpointError(
-            f"{PARSE_COMPONENT}: {path} does not fit the ParseNet network ({exc}). "
-            f"Use the official {PARSENET_FILE}."
-        ) from exc
-    if cfg != ParseNetConfig():
-        log.info("%s: %s has a non-official configuration: %s", PARSE_COMPONENT, path.name, cfg)
-    return checkpoints.build_strict(
-        lambda: ParseNet(cfg), state, path, PARSE_COMPONENT, device, torch.float32
+    hint = f"Use the official {PARSENET_FILE}."
+    return checkpoints.build_from_state(
+        ParseNetConfig, ParseNet, state, path, PARSE_COMPONENT, device, torch.float32, hint
     )
 
 
