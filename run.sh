@@ -66,6 +66,7 @@ kernel_tests=(
   tests/test_enhance.py::test_pixel_path_equals_gfpganer_math
   tests/test_enhance.py::test_batching_equals_one_by_one
   tests/test_motion_parity.py::test_noise_generator_reproduces_recorded_draws
+  tests/test_enhance_parity.py::test_seeded_noise_mode_is_repeatable_and_separate
   tests/test_motion_units.py::test_expression_frames_independent_of_chunking
 )
 # test_kernels [ARGS]: that pass, after a whole-suite run only (no ARGS)

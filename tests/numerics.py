@@ -64,3 +64,18 @@ def assert_uint8_equal_but_ties(got: np.ndarray, levels, noise_levels: float) ->
         f"{int((off & ~tie).sum())} value(s) differ although not within {noise_levels:.3g} levels of a"
         f" rounding boundary (first at {np.argwhere(off & ~tie)[0].tolist()})"
     )
+
+
+def assert_normal_draws_match(drawn, recorded, what: str = "") -> None:
+    """Seeded ``torch`` normal draws against draws recorded on another machine with the same seed.
+
+    The uniform draws are the same bits everywhere, but torch turns them into normals (Box-Muller) with its
+    scalar, AVX2 or AVX-512 kernels, which round differently (up to ~2.3 eps32 * max|z| seen). Each value is
+    radius * cos/sin(2 pi u): the angle rounds by ~pi eps32 and log/sqrt/cos add a few ulps, all scaled by the
+    radius <= max|z|. Another seed or order moves values by O(1).
+    """
+    recorded = _f64(recorded)
+    assert _f64(drawn).shape == recorded.shape, what
+    bound = 8 * EPS32 * float(np.abs(recorded).max())
+    worst = float(np.abs(_f64(drawn) - recorded).max())
+    assert worst <= bound, f"{what}: max |diff| {worst:.3g} > {bound:.3g}"
