@@ -131,6 +131,8 @@ class Prepared:
     """``(ParseNet, RetinaFace)`` when the official enhancer arrangement runs (``enhancer_mode``), else None."""
     on_exists: str = "unique"
     """What the writer does when ``output`` is taken (:data:`.video.writer.ON_EXISTS`)."""
+    recorded_as: GenerationOptions | None = None
+    """Options recorded in the metadata instead of ``options`` (see :meth:`SadTalker.generate`)."""
 
     @property
     def num_frames(self) -> int:
@@ -485,6 +487,7 @@ class SadTalker:
         cancel: CancelLike = None,
         frame_hook: FrameHook | None = None,
         on_exists: str | None = None,
+        recorded_as: GenerationOptions | None = None,
     ) -> Result:
         """Make one video. Raises InputError / CheckpointError / CancelledError (nothing left at the
         output path on any failure; on cancel a ``.partial.mp4`` when ``keep_partial``).
@@ -496,8 +499,18 @@ class SadTalker:
         ``"unique"`` (``<name>-2.mp4``...) or ``"overwrite"``; ``None``: ``"error"`` for an explicit
         ``options.output``, ``"unique"`` for a name made in ``result_dir``. Two generations never write
         the same file; ``Result.video_path`` is the file written.
+
+        ``recorded_as``: the options written into the metadata and sidecar instead of ``options``: the same
+        settings, with the paths as the user named them, where the inputs were copied elsewhere to be read
+        (a cluster worker); its ``output`` is the name recorded. Settings that differ are refused.
         """
         prep = self.prepare(options, progress, cancel, on_exists=on_exists)
+        if recorded_as is not None:
+            from .provenance import settings_without_paths
+
+            if settings_without_paths(recorded_as.to_dict()) != settings_without_paths(options.to_dict()):
+                raise InputError("recorded_as must hold the same settings as the options (paths aside)")
+            prep.recorded_as = recorded_as
         return self.write_video(prep, frame_hook=frame_hook)
 
     def prepare(
@@ -795,9 +808,11 @@ class SadTalker:
     def write_video(self, prep: Prepared, frame_hook: FrameHook | None = None) -> Result:
         """Step 6: stream :meth:`iter_video_frames` (through ``frame_hook``, if given) into the mp4
         (audio, metadata, sidecar)."""
+        from .provenance import input_digests
         from .video.writer import VideoWriter, sidecar_path
 
         options, timer = prep.options, prep.timer
+        digests = input_digests(options)  # of the files actually read
         frame_w = frame_h = 0
         writer = VideoWriter(  # claims the output name (another run may have taken prep.output)
             prep.output,
@@ -813,7 +828,10 @@ class SadTalker:
             "generator": "sadtalker_ext",
             "version": __version__,
             "seed": prep.seed,
-            "options": options.replace(seed=prep.seed, output=str(output)).to_dict(),
+            "options": (prep.recorded_as or options.replace(output=str(output)))
+            .replace(seed=prep.seed)
+            .to_dict(),
+            "inputs_sha256": digests,
             "fps": FPS,
             "num_frames": prep.num_frames,
             "device": str(self.device),
