@@ -142,7 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.mp4",
         help="exact output file (single job only); an existing file is refused unless --overwrite",
     )
-    _add(io, "overwrite", action="store_true", help="let --output replace an existing file (and its .json)")
+    _add(
+        io,
+        "overwrite",
+        action="store_true",
+        help="let --output replace an existing file (and its .json); with --cluster: redo the videos made before",
+    )
     _add(
         io,
         "keep_partial",
@@ -293,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(sy, "no_progress", action="store_true", help="no progress bars")
     _add(sy, "verbose", action="store_true", help="debug logging and full tracebacks on errors")
+    from .cluster.cli import add_arguments as add_cluster_arguments
+
+    add_cluster_arguments(p, _add)
     p.add_argument("--version", action="version", version=f"sadtalker_ext {__version__}")
     return p
 
@@ -413,6 +421,11 @@ def options_for(job: Job, args: argparse.Namespace):
     return GenerationOptions.from_mapping(values)
 
 
+def output_stem(job: Job, args: argparse.Namespace) -> str:
+    """``<picture>__<audio>`` (``<picture>__idle<S>s`` in idle mode): a job's video name without suffix."""
+    return job.picture.stem + "__" + (job.audio.stem if job.audio else f"idle{args.idle_seconds:g}s")
+
+
 def output_path(job: Job, args: argparse.Namespace, taken: set[Path]) -> Path:
     """``--output``, else ``<result_dir>/<picture>__<audio>.mp4`` made unique (``-2``, ``-3``...).
 
@@ -420,7 +433,7 @@ def output_path(job: Job, args: argparse.Namespace, taken: set[Path]) -> Path:
     starts (another run may take this one first); see :func:`on_exists_for`."""
     if args.output:
         return Path(args.output).expanduser()
-    stem = job.picture.stem + "__" + (job.audio.stem if job.audio else f"idle{args.idle_seconds:g}s")
+    stem = output_stem(job, args)
     folder = Path(args.result_dir).expanduser()
     candidate = folder / f"{stem}.mp4"
     n = 1
@@ -536,12 +549,17 @@ def _main(argv: Sequence[str] | None = None) -> int:
         jobs = collect_jobs(args)
         if args.output and len(jobs) > 1:
             raise InputError(f"--output names one file but there are {len(jobs)} jobs; use --result_dir")
-        if args.overwrite and not args.output:
+        if args.overwrite and not args.output and not args.cluster:
             raise InputError(
                 "--overwrite only applies to --output FILE (names in --result_dir are never reused)"
             )
         taken: set[Path] = set()
         planned = [(job, options_for(job, args)) for job in jobs]
+        from .cluster.cli import check_flags, run_cluster_batch
+
+        check_flags(args)
+        if args.cluster:  # the batch runs on Ray (optional dependency), see sadtalker_ext.cluster
+            return run_cluster_batch(args, planned)
         planned = [(job, opts.replace(output=str(output_path(job, args, taken)))) for job, opts in planned]
         on_exists = on_exists_for(args)
         check_outputs([Path(opts.output) for _, opts in planned], on_exists)
