@@ -8,7 +8,8 @@ Batch: ``--source_image`` and ``--driven_audio`` take several files and/or folde
 paired with every recording (one video per pair). ``--pairs LIST`` adds explicit pairs, one
 ``picture<TAB>audio`` per line (``#`` comments and blank lines ignored; relative paths are relative to
 the list file; an empty audio column means idle mode and needs ``--idle_seconds``). A failing job is
-reported and the others go on; a summary is printed at the end.
+reported and the others go on; a summary is printed at the end. ``--cluster ADDRESS`` runs the batch on a
+Ray cluster instead (:mod:`sadtalker_ext.cluster`; it skips the videos made before).
 
 Output names: ``<result_dir>/<picture>__<audio>.mp4``; a name already taken (by an earlier video or
 by another run writing into the same folder at the same time) becomes ``-2``, ``-3``... and the path

@@ -155,6 +155,16 @@ def _init(ray: Any, config: ClusterConfig, verbose: bool) -> bool:
         return False
 
 
+def _worker_runtime_env() -> dict[str, Any] | None:
+    """Run from a checkout (not installed), this package is found through the driver's working folder or
+    ``PYTHONPATH``, which Ray's workers do not share: put the checkout first on their ``PYTHONPATH``
+    (machines where that folder does not exist need the package installed)."""
+    root = Path(__file__).resolve().parents[2]
+    if root.name in ("site-packages", "dist-packages"):
+        return None
+    return {"env_vars": {"PYTHONPATH": f"{root}{os.pathsep}${{PYTHONPATH}}"}}
+
+
 def _death_reason(exc: BaseException) -> str:
     """Ray's error type, plus the error that stopped the worker when its start failed (e.g. no
     ``sadtalker_ext`` on that machine)."""
@@ -296,7 +306,12 @@ def run_batch(
     try:
         count, gpw, cpw = _worker_shape(ray, config, len(todo))
         remote = ray.remote(ClusterWorker).options(
-            num_cpus=cpw, num_gpus=gpw, max_restarts=0, max_task_retries=0, max_concurrency=2
+            num_cpus=cpw,
+            num_gpus=gpw,
+            max_restarts=0,
+            max_task_retries=0,
+            max_concurrency=2,
+            runtime_env=_worker_runtime_env(),
         )
 
         def new_actor() -> Any:
@@ -320,7 +335,12 @@ def run_batch(
                         data_refs[key] = ray.put(Path(key).read_bytes())
                     inputs.append((f, Path(getattr(opts, f)).name))
                     refs.append(data_refs[key])
-            job = {"options": wanted.to_dict(), "inputs": inputs}
+            paths = {}
+            if config.shared_fs:  # absolute: a worker's working folder is not the driver's
+                for f in (*INPUT_FIELDS, "output"):
+                    if getattr(wanted, f):
+                        paths[f] = str(Path(getattr(wanted, f)).resolve())
+            job = {"options": wanted.to_dict(), "inputs": inputs, "paths": paths}
             outcome.tries += 1
             slot.busy = index
             in_flight[slot.actor.run.remote(job, *refs)] = index

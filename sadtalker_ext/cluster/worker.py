@@ -118,7 +118,7 @@ class ClusterWorker:
     def run(self, job: dict[str, Any], *data: bytes) -> dict[str, Any]:
         """Make one video. ``job``: ``options`` (``GenerationOptions.to_dict()``, ``output`` = the final
         name on the driver), ``inputs`` (``[(field, file name)]``, one per ``data`` item; empty with a
-        shared file system). Returns ``status`` (``done``, ``input``, ``checkpoint``, ``error``,
+        shared file system) and with a shared file system ``paths`` (``{field: absolute path}``, output too). Returns ``status`` (``done``, ``input``, ``checkpoint``, ``error``,
         ``cancelled``), ``error``, ``video`` (bytes) and ``sidecar`` (text) when done, ``seed``,
         ``num_frames``, ``pid``, ``started`` / ``finished`` (epoch seconds)."""
         out: dict[str, Any] = {"pid": os.getpid(), "started": time.time()}
@@ -127,22 +127,20 @@ class ClusterWorker:
             if self.cancel.is_set():
                 raise CancelledError("cancelled before the job started")
             wanted = GenerationOptions.from_mapping(job["options"])
-            if self.shared_fs:
-                result = self.talker.generate(wanted, cancel=self.cancel, on_exists="overwrite")
+            if self.shared_fs:  # the driver's absolute paths (its working folder is not ours)
+                local = dict(job["paths"])
             else:
-                local: dict[str, str] = {}
+                local = {}
                 for (field, name), content in zip(job["inputs"], data, strict=True):
                     path = folder / "in" / field / Path(name).name
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_bytes(content)
                     local[field] = str(path)
-                target = folder / "out" / Path(str(wanted.output)).name
-                result = self.talker.generate(
-                    wanted.replace(**local, output=str(target)),
-                    cancel=self.cancel,
-                    on_exists="overwrite",
-                    recorded_as=wanted,
-                )
+                local["output"] = str(folder / "out" / Path(str(wanted.output)).name)
+            result = self.talker.generate(
+                wanted.replace(**local), cancel=self.cancel, on_exists="overwrite", recorded_as=wanted
+            )
+            if not self.shared_fs:
                 out["video"] = result.video_path.read_bytes()
                 out["sidecar"] = sidecar_path(result.video_path).read_text(encoding="utf-8")
             out.update(status="done", seed=result.seed, num_frames=result.num_frames)
