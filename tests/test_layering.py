@@ -23,7 +23,7 @@ from tests.standin import REPO
 PACKAGE = "sadtalker_ext"
 STAGES = (
     "audio", "motion", "face", "preprocess", "render", "video", "enhance", "enhance_paste", "images",
-    "checkpoints", "weights", "paths", "options", "errors", "form", "provenance",
+    "checkpoints", "weights", "paths", "options", "errors", "form", "ffmpeg", "provenance",
 )  # fmt: skip
 """Modules / packages of ``sadtalker_ext`` below the pipeline."""
 FRONT_AND_PIPELINE = (
