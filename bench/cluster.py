@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -135,8 +136,10 @@ def bench_cluster(jobs: int = 6, seconds: float = 0.2, device: str = "cpu", work
     out: dict = {"jobs": jobs, "seconds_of_audio": seconds, "device": device, "load_avg_start": _load()}
     runs = [run_sequential(ck, pairs, work / "sequential", device)]
     cpus = os.cpu_count() or 1
-    ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             logging_level="warning")  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Ray's notes on env vars and pydantic 1
+        ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                 logging_level="warning")  # fmt: skip
     try:
         gpus = int(ray.cluster_resources().get("GPU", 0)) if device != "cpu" else 0
         widest = max(gpus, 1) if gpus else min(2, cpus)

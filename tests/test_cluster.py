@@ -176,7 +176,9 @@ def test_batch_of_four_equals_the_single_process_command_line(grid_run, single):
     assert "done: 4 of 4 videos made" in res.stdout
 
 
-def test_rerun_skips_what_was_made_and_a_changed_option_redoes_only_its_job(env, cluster, grid_run):
+def test_rerun_skips_what_was_made_a_changed_option_redoes_its_job_overwrite_replaces_it(
+    env, cluster, grid_run
+):
     root, _ = env
     _, out = grid_run
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
@@ -199,6 +201,16 @@ def test_rerun_skips_what_was_made_and_a_changed_option_redoes_only_its_job(env,
         res = _cli(*one, *extra, "--result_dir", str(out), "--cluster", cluster, *_common(env))
         assert res.returncode == 0 and "made before" in res.stdout, res.stderr
     assert len(list(out.iterdir())) == len(before) + 2
+
+    # --overwrite makes it again and replaces that video (a new file under the same name), nothing else
+    inode = redone.stat().st_ino
+    over = _cli(*one, "--expression_scale", "0.5", "--overwrite", "--result_dir", str(out), "--cluster", cluster,
+                *_common(env))  # fmt: skip
+    assert over.returncode == 0, over.stderr
+    assert str(redone) in over.stdout and "made before" not in over.stdout
+    assert redone.stat().st_ino != inode and redone.stat().st_size > 0
+    assert len(list(out.iterdir())) == len(before) + 2
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name in before} == before
 
 
 def test_a_picture_without_a_face_fails_alone_and_is_not_retried(env, cluster, tmp_path):
