@@ -188,11 +188,14 @@ def _announced_cluster(ray: Any) -> bool:
         return False
 
 
-def _worker_shape(ray: Any, config: ClusterConfig, jobs: int) -> tuple[int, float, float]:
-    """``(workers, gpus per worker, cpus per worker)`` that the cluster's resources allow."""
+def _worker_shape(ray: Any, config: ClusterConfig, jobs: int, device: str) -> tuple[int, float, float]:
+    """``(workers, gpus per worker, cpus per worker)`` that the cluster's resources allow (no GPU by
+    default for workers told to run on the CPU)."""
     resources = ray.cluster_resources()
     cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
-    gpw = config.gpus_per_worker if config.gpus_per_worker is not None else (1.0 if gpus >= 1 else 0.0)
+    gpw = config.gpus_per_worker
+    if gpw is None:
+        gpw = 1.0 if gpus >= 1 and device != "cpu" else 0.0
     cpw = config.cpus_per_worker
     fit = math.floor(cpus / cpw + 1e-9)
     if gpw > 0:
@@ -304,7 +307,7 @@ def run_batch(
                 data_refs.pop(k, None)
 
     try:
-        count, gpw, cpw = _worker_shape(ray, config, len(todo))
+        count, gpw, cpw = _worker_shape(ray, config, len(todo), worker.device)
         remote = ray.remote(ClusterWorker).options(
             num_cpus=cpw,
             num_gpus=gpw,

@@ -88,6 +88,8 @@ class ClusterWorker:
         device = settings.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device.startswith("cuda:") and os.environ.get("CUDA_VISIBLE_DEVICES"):
+            device = "cuda"  # Ray made the worker's own GPU(s) visible, numbered from 0
         self.talker = SadTalker(
             checkpoint_dir=settings.checkpoint_dir,
             gfpgan_dir=settings.gfpgan_dir,
