@@ -504,13 +504,13 @@ class SadTalker:
         settings, with the paths as the user named them, where the inputs were copied elsewhere to be read
         (a cluster worker); its ``output`` is the name recorded. Settings that differ are refused.
         """
-        prep = self.prepare(options, progress, cancel, on_exists=on_exists)
         if recorded_as is not None:
             from .provenance import settings_without_paths
 
             if settings_without_paths(recorded_as.to_dict()) != settings_without_paths(options.to_dict()):
                 raise InputError("recorded_as must hold the same settings as the options (paths aside)")
-            prep.recorded_as = recorded_as
+        prep = self.prepare(options, progress, cancel, on_exists=on_exists)
+        prep.recorded_as = recorded_as
         return self.write_video(prep, frame_hook=frame_hook)
 
     def prepare(

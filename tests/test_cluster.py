@@ -438,3 +438,17 @@ def test_shared_file_system_mode_reads_and_writes_the_paths_themselves(env, clus
     side = json.loads(video.with_suffix(".json").read_text())
     assert side["options"]["output"] == str(Path("videos") / video.name)  # as the user named it
     assert _comparable_sidecar(video) == _comparable_sidecar(single / video.name)
+
+
+def test_recorded_options_must_hold_the_same_settings(env, tmp_path):
+    """What a worker records instead of its staged paths may differ in paths only: refused at once."""
+    from sadtalker_ext.errors import InputError
+    from sadtalker_ext.pipeline import SadTalker
+
+    root, ck = env
+    staged = GenerationOptions(source=str(root / "face.png"), driven_audio=str(root / "speech.wav"),
+                               output=str(tmp_path / "a.mp4"), face_detector="dlib")  # fmt: skip
+    talker = SadTalker(checkpoint_dir=ck, gfpgan_dir=root / "gf")
+    with pytest.raises(InputError, match="same settings"):
+        talker.generate(staged, recorded_as=staged.replace(source="elsewhere/face.png", pose_style=3))
+    assert talker.loaded == [] and not (tmp_path / "a.mp4").exists()
