@@ -36,14 +36,14 @@ SEED = 7
 PICTURES = ("face.png", "face_b.png")
 AUDIOS = ("speech.wav", "speech3.wav")
 LONG = ("face.png", "long.wav")
-"""The job a worker is killed in: long enough (8 frames) to be caught while it renders."""
+"""The job a worker is killed in: long enough (12 frames) to be caught while it renders."""
 WORKER_CLASS = "ClusterWorker"
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Stand-in checkpoints, an empty face-model folder, two face pictures (the e2e picture and its mirror
-    image), a picture without a face, recordings of 2, 3 and 8 frames."""
+    image), a picture without a face, recordings of 2, 3 and 12 frames."""
     import soundfile as sf
 
     files = vector_files("e2e_crop_seed*.npz")
@@ -60,7 +60,7 @@ def env(tmp_path_factory):
     Image.fromarray(picture).save(root / "face.png")
     Image.fromarray(np.ascontiguousarray(picture[:, ::-1])).save(root / "face_b.png")
     Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(root / "wall.png")
-    for name, frames in (("speech.wav", 2), ("speech3.wav", 3), ("long.wav", 8)):
+    for name, frames in (("speech.wav", 2), ("speech3.wav", 3), ("long.wav", 12)):
         samples = np.tile(wav, frames * SR // FPS // wav.shape[0] + 1)[: frames * SR // FPS + 100]
         sf.write(root / name, samples, SR, subtype="FLOAT")
     return root, ck
