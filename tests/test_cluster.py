@@ -422,16 +422,19 @@ def test_cluster_flags_without_cluster_are_refused(env, tmp_path, capsys):
 
 
 def test_shared_file_system_mode_reads_and_writes_the_paths_themselves(env, cluster, single, tmp_path):
-    """``--shared_fs`` with a result folder relative to the driver's working folder (not the workers')."""
+    """``--shared_fs`` with a result folder relative to the driver's working folder (not the workers'); with
+    the progress bar on (one bar over the batch)."""
     root, _ = env
+    with_bar = [a for a in _common(env) if a != "--no_progress"]
     res = subprocess.run(
         [sys.executable, "-m", "sadtalker_ext", "--source_image", str(root / "face.png"), "--driven_audio",
          str(root / "speech.wav"), "--result_dir", "videos", "--cluster", cluster, "--workers", "1",
-         "--shared_fs", *_common(env)],
+         "--shared_fs", *with_bar],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
+    assert "batch: 100%" in res.stderr and "1/1" in res.stderr and "done=1" in res.stderr
     video = tmp_path / "videos" / "face__speech.mp4"
     assert _names(tmp_path / "videos") == ["face__speech.json", "face__speech.mp4"]
     np.testing.assert_array_equal(read_frames(video), read_frames(single / video.name))
