@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -70,10 +71,12 @@ def env(tmp_path_factory):
 def cluster():
     """A local Ray cluster on loopback, started once; its GCS address. At the end the cluster is shut down
     and every process it started (GCS, raylet, workers) must be gone."""
-    ray.init(
-        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-        logging_level="warning",
-    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Ray's notes on env vars and pydantic 1
+        ray.init(
+            num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+            logging_level="warning",
+        )  # fmt: skip
     address = ray.get_runtime_context().gcs_address
     node = ray._private.worker._global_node  # the processes this init started
     pids = [info.process.pid for infos in node.all_processes.values() for info in infos]
