@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,33 @@ def check_flags(args: argparse.Namespace) -> None:
         raise InputError(
             f"{', '.join(given)} only apply to a batch on a cluster: add --cluster auto (or an address)"
         )
+
+
+@contextlib.contextmanager
+def _remember_sigterm() -> Iterator[list[int]]:
+    """While inside, a SIGTERM is noted in the yielded list before the handler in place runs."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:  # pragma: no cover - not the main thread
+        previous = None
+    received: list[int] = []
+    if not callable(previous):
+        yield received
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        received.append(signum)
+        previous(signum, frame)
+
+    try:
+        signal.signal(signal.SIGTERM, note)
+    except ValueError:  # pragma: no cover - not the main thread
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _job_label(options: Any) -> str:
@@ -171,9 +200,16 @@ def run_cluster_batch(args: argparse.Namespace, planned: Sequence[tuple[Any, Any
                 bar.update(1)
 
     try:
-        report = run_batch(
-            jobs, config, settings, overwrite=args.overwrite, progress=on_event, verbose=args.verbose
-        )
+        with _remember_sigterm() as terminated:
+            try:
+                report = run_batch(
+                    jobs, config, settings, overwrite=args.overwrite, progress=on_event, verbose=args.verbose
+                )
+            except KeyboardInterrupt as exc:
+                # Ray turns any KeyboardInterrupt raised while it waits into a plain one: keep SIGTERM's
+                if terminated and not isinstance(exc, cli.Terminated):
+                    raise cli.Terminated(f"terminated (signal {terminated[0]})") from None
+                raise
     except (ClusterUnavailable, InputError) as exc:
         print(f"error: {str(exc).strip()}", file=sys.stderr)
         return EXIT_FAILED
