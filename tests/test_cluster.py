@@ -266,9 +266,12 @@ def test_a_worker_killed_while_rendering_is_replaced_and_its_job_retried(env, cl
         for part in stage.glob(f"*/job-*/out/.{long_stem}.*.video.mp4"):
             pid = int(part.parts[len(stage.parts)].removeprefix("sadtalker-worker-").split("-")[0])
             if pid in _worker_pids():
-                victim = pid
+                victim, job_folder = pid, part.parent.parent
         time.sleep(0.05)
     assert victim is not None, f"the long job was not seen rendering: {events}"
+    # the worker renders from the copies the driver sent (bytes through the object store), not our paths
+    for field, name in (("source", LONG[0]), ("driven_audio", LONG[1])):
+        assert (job_folder / "in" / field / name).read_bytes() == (root / name).read_bytes()
     os.kill(victim, signal.SIGKILL)
     runner.join(timeout=600)
     assert not runner.is_alive()
