@@ -438,6 +438,8 @@ def test_cluster_flags_without_cluster_are_refused(env, tmp_path, capsys):
     assert (
         "--workers, --shared_fs only apply to a batch on a cluster: add --cluster" in capsys.readouterr().err
     )
+    assert cli.main([*argv, "--cluster", "auto", "--keep_partial"]) == 2
+    assert "--keep_partial does not apply to a batch on a cluster" in capsys.readouterr().err
     assert not (tmp_path / "v").exists()
 
 

@@ -63,8 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser, add: Any) -> None:
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    """:class:`InputError` when a cluster flag is given without ``--cluster`` (it would do nothing)."""
+    """:class:`InputError` when a cluster flag is given without ``--cluster`` (it would do nothing), or
+    ``--keep_partial`` with it (an interrupted cluster job leaves nothing behind)."""
     if args.cluster:
+        if args.keep_partial:
+            raise InputError(
+                "--keep_partial does not apply to a batch on a cluster (--cluster): leave it out"
+            )
         return
     defaults = {
         "workers": None,
