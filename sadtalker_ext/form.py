@@ -1,7 +1,8 @@
-"""Form values -> :class:`GenerationOptions`, shared by the standalone app and the WebUI tab.
+"""The generation form shared by the standalone app and the WebUI tab: its fields, its components (built
+from the option table, :class:`~sadtalker_ext.options.OptionSpec`) and its values -> :class:`GenerationOptions`.
 
-No gradio and no host import: both front ends pass plain values (file components may give a path
-string, a ``{'name'|'path': ...}`` dict or a tempfile wrapper).
+No gradio and no host import: the front ends pass their ``gradio`` module to :func:`component`, and plain
+values back (file components may give a path string, a ``{'name'|'path': ...}`` dict or a tempfile wrapper).
 """
 
 from __future__ import annotations
@@ -11,7 +12,67 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .options import GenerationOptions
+from .options import GROUPS, OPTION_SPECS, GenerationOptions, option_default, value_type
+
+FORM_FIELDS = (
+    "source", "driven_audio", "idle_mode", "idle_seconds", "ref_video", "ref_mode", "preprocess", "still",
+    "pose_style", "expression_scale", "size", "batch_size", "use_blink", "seed", "input_yaw", "input_pitch",
+    "input_roll", "face_detector", "face_index", "enhancer", "background_enhancer",
+)  # fmt: skip
+"""The generation fields both forms have, in the order their values reach the handlers (the app adds
+``max_audio_seconds``, the WebUI tab its host face ``restorer``)."""
+
+FORM_VALUES: dict[str, Any] = {
+    "idle_seconds": 5,
+    "seed": -1,
+    "input_yaw": "",
+    "input_pitch": "",
+    "input_roll": "",
+}
+"""What a form shows where the option's default is ``None`` (seed -1: random; idle length 5 s)."""
+
+_WIDGETS = {
+    "slider": "Slider", "radio": "Radio", "dropdown": "Dropdown", "checkbox": "Checkbox", "number": "Number",
+    "text": "Textbox",
+}  # fmt: skip
+
+
+def form_fields(group: str) -> tuple[str, ...]:
+    """The option fields of :data:`FORM_FIELDS` in ``group`` (one of :data:`~sadtalker_ext.options.GROUPS`)
+    that the forms show as components built by :func:`component`, in form order."""
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {', '.join(GROUPS)}; got {group!r}")
+    return tuple(
+        n
+        for n in FORM_FIELDS
+        if n in OPTION_SPECS and OPTION_SPECS[n].group == group and OPTION_SPECS[n].widget
+    )
+
+
+def component_args(name: str, **overrides: Any) -> tuple[str, dict[str, Any]]:
+    """``(gradio class name, keyword arguments)`` of field ``name``'s form component, from its
+    :class:`~sadtalker_ext.options.OptionSpec`: label, value (the option's default, else :data:`FORM_VALUES`),
+    slider bounds and step, choices; ``overrides`` (``value=``, ``elem_id=``, ...) win."""
+    spec = OPTION_SPECS[name]
+    if not spec.widget:
+        raise ValueError(f"{name} has no form widget in the option table")
+    default = option_default(name)
+    kwargs: dict[str, Any] = {"label": spec.label, "value": FORM_VALUES.get(name, default)}
+    if spec.widget == "slider":
+        kwargs.update(minimum=spec.minimum, maximum=spec.maximum, step=spec.step)
+    elif spec.widget in ("radio", "dropdown"):
+        kwargs["choices"] = list(spec.choices or ())
+    elif spec.widget == "number" and value_type(name) is int:
+        kwargs["precision"] = 0
+    kwargs.update(overrides)
+    return _WIDGETS[spec.widget], kwargs
+
+
+def component(gr: Any, name: str, **overrides: Any) -> Any:
+    """Field ``name``'s form component made with the ``gradio`` module ``gr`` (see :func:`component_args`)."""
+    kind, kwargs = component_args(name, **overrides)
+    return getattr(gr, kind)(**kwargs)
+
 
 INT_FIELDS = ("size", "pose_style", "batch_size", "face_index")
 """Fields that sliders/number boxes may hand over as floats or strings; converted to ``int``."""

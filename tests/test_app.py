@@ -90,9 +90,10 @@ def test_parser_defaults_are_local_only():
     assert args.no_winograd is False and app.build_parser().parse_args(["--no-winograd"]).no_winograd
 
 
-def test_no_winograd_reaches_the_pipeline(monkeypatch):
+def _fake_launch(monkeypatch) -> dict:
+    """``app.main`` builds a stand-in app that records the build_app arguments and launch() arguments."""
     pytest.importorskip("gradio")
-    seen = {}
+    seen: dict = {}
 
     class Demo:
         def queue(self):
@@ -102,6 +103,11 @@ def test_no_winograd_reaches_the_pipeline(monkeypatch):
             seen["launch"] = kw
 
     monkeypatch.setattr(app, "build_app", lambda **kw: seen.update(kw) or Demo())
+    return seen
+
+
+def test_no_winograd_reaches_the_pipeline(monkeypatch):
+    seen = _fake_launch(monkeypatch)
     assert app.main(["--no_winograd", "--device", "cpu"]) == 0
     assert seen["winograd"] is False and seen["launch"]["server_name"] == "127.0.0.1"
 
@@ -226,17 +232,7 @@ def test_download_button_fetches_what_the_settings_need(tmp_path, monkeypatch):
 
 
 def test_allowed_dir_reaches_build_app(monkeypatch, tmp_path):
-    pytest.importorskip("gradio")
-    seen = {}
-
-    class Demo:
-        def queue(self):
-            return self
-
-        def launch(self, **kw):
-            pass
-
-    monkeypatch.setattr(app, "build_app", lambda **kw: seen.update(kw) or Demo())
+    seen = _fake_launch(monkeypatch)
     assert app.main(["--allowed_dir", str(tmp_path), "--allowed-dir", "/srv/pics", "--device", "cpu"]) == 0
     assert seen["allowed_dirs"] == [str(tmp_path), "/srv/pics"]
     assert app.build_parser().parse_args([]).allowed_dirs == []
