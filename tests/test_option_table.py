@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -174,3 +175,20 @@ def test_pipeline_precisions_are_the_tables():
 
     assert tuple(pipeline.DTYPES) == DTYPES
     assert cli.build_parser().get_default("dtype") == DTYPES[0]
+
+
+def test_readme_option_list_matches_the_table():
+    """The README's option list (`--name a|b|c`, `--name LO-HI`) says what the table says."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    listed = re.findall(r"`--([a-z_]+) ([\w.+]+(?:\|[\w.+]+)+|-?\d+-\d+)`", text)
+    checked = set()
+    for name, values in listed:
+        if name not in OPTION_SPECS:
+            continue
+        spec = option_spec(name)
+        if "|" in values:
+            assert values.split("|") == [str(c) for c in spec.choices], name
+        else:
+            assert values == f"{number_text(spec.minimum)}-{number_text(spec.maximum)}", name
+        checked.add(name)
+    assert {"preprocess", "size", "pose_style", "expression_scale", "batch_size", "face_detector"} <= checked
