@@ -27,7 +27,7 @@ TIMEOUTS_S: dict[str, float] = {
     "audio": 900.0,  # decode a recording (up to the longest accepted) to wav
     "frame": 60.0,  # decode one picture-sized frame
     "mux": 600.0,  # copy the video stream and encode the audio (AAC) into the final mp4
-    "probe": 300.0,  # read headers/packets or decode a whole (short) video to count or read it
+    "probe": 900.0,  # list a video's packets, or decode it whole to count or read its frames
     "encode_flush": 900.0,  # after the last frame: the encoder finishing what is buffered
 }
 """Upper bound in seconds on one ffmpeg call, by kind of call. Encoders fed frame by frame
