@@ -32,7 +32,7 @@ from typing import Any
 from . import form
 from .cli import add_runtime_flags, resolve_device
 from .errors import CheckpointError, InputError, SadTalkerError
-from .form import options_from_values
+from .form import options_from_values, sniff_suffix
 from .options import GenerationOptions
 
 log = logging.getLogger(__name__)
@@ -87,26 +87,10 @@ DEFAULT_UPLOAD_NAMES = {"source": "picture", "driven_audio": "speech", "ref_vide
 MAX_INLINE_BYTES = 200 << 20
 """Largest inline (base64) upload accepted, decoded."""
 
-_SIGNATURES = (
-    (b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"), (b"ID3", ".mp3"),
-    (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"\x1aE\xdf\xa3", ".webm"),
-)  # fmt: skip
-
 
 def gradio_upload_dir() -> Path:
     """The folder gradio (3.41 and 4.x alike) saves uploads into: ``$GRADIO_TEMP_DIR`` or ``<temp>/gradio``."""
     return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
-
-
-def _suffix_of(data: bytes, field: str) -> str:
-    for magic, suffix in _SIGNATURES:
-        if data.startswith(magic):
-            return suffix
-    if data[:4] == b"RIFF":
-        return {b"WEBP": ".webp", b"WAVE": ".wav"}.get(data[8:12], ".bin")
-    if data[4:8] == b"ftyp":
-        return ".mp4"
-    return {"source": ".png", "driven_audio": ".wav"}.get(field, ".mp4")
 
 
 def upload_name(name: Any, field: str, suffix: str = "") -> str:
@@ -155,7 +139,7 @@ class UploadGuard:
         if isinstance(value, str):
             if value.startswith("data:"):
                 data = self._decode(value, label)
-                return self._write(data, upload_name(None, field, _suffix_of(data, field)), field, scratch)
+                return self._write(data, upload_name(None, field, sniff_suffix(data, field)), field, scratch)
             return self._inside(value, None, field, scratch)
         if not isinstance(value, Mapping):
             raise InputError(f"{label}: expected an uploaded file, got {type(value).__name__}")
@@ -171,7 +155,7 @@ class UploadGuard:
             return self._inside(name, value.get("orig_name"), field, scratch)
         if value.get("data"):  # gradio 3: the file inline, base64
             data = self._decode(value["data"], label)
-            return self._write(data, upload_name(value.get("orig_name") or name, field, _suffix_of(data, field)),
+            return self._write(data, upload_name(value.get("orig_name") or name, field, sniff_suffix(data, field)),
                                field, scratch)  # fmt: skip
         if value.get("url"):
             raise InputError(f"{label}: URLs are not accepted; upload the file itself")

@@ -74,6 +74,27 @@ def component(gr: Any, name: str, **overrides: Any) -> Any:
     return getattr(gr, kind)(**kwargs)
 
 
+_SIGNATURES = (
+    (b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"), (b"ID3", ".mp3"),
+    (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"\x1aE\xdf\xa3", ".webm"),
+)  # fmt: skip
+_RIFF = {b"WEBP": ".webp", b"WAVE": ".wav", b"AVI ": ".avi"}
+
+
+def sniff_suffix(data: bytes, field: str) -> str:
+    """File suffix for uploaded bytes, from their first bytes (png, jpg, gif, bmp, mp3, flac, ogg, webm, webp,
+    wav, avi, mp4/mov); unknown data gets the usual suffix of the input ``field`` (``source``: .png,
+    ``driven_audio``: .wav, else .mp4)."""
+    for magic, suffix in _SIGNATURES:
+        if data.startswith(magic):
+            return suffix
+    if data[:4] == b"RIFF" and data[8:12] in _RIFF:
+        return _RIFF[data[8:12]]
+    if data[4:8] == b"ftyp":
+        return ".mp4"
+    return {"source": ".png", "driven_audio": ".wav"}.get(field, ".mp4")
+
+
 INT_FIELDS = ("size", "pose_style", "batch_size", "face_index")
 """Fields that sliders/number boxes may hand over as floats or strings; converted to ``int``."""
 

@@ -236,3 +236,44 @@ def test_allowed_dir_reaches_build_app(monkeypatch, tmp_path):
     assert app.main(["--allowed_dir", str(tmp_path), "--allowed-dir", "/srv/pics", "--device", "cpu"]) == 0
     assert seen["allowed_dirs"] == [str(tmp_path), "/srv/pics"]
     assert app.build_parser().parse_args([]).allowed_dirs == []
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP"])
+def test_inline_upload_suffix_from_real_picture_bytes(fmt, tmp_path):
+    """The app and the API name inline uploads by their bytes (one sniffing function, sadtalker_ext.form)."""
+    import io
+
+    from PIL import Image
+
+    from sadtalker_ext.form import sniff_suffix
+    from sadtalker_ext.webui.api import parse_request
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(buffer, format=fmt)
+    data = buffer.getvalue()
+    expected = {"JPEG": ".jpg"}.get(fmt, "." + fmt.lower())
+    assert sniff_suffix(data, "source") == expected
+    guard = app.UploadGuard(upload_dir=tmp_path / "up")
+    encoded = base64.b64encode(data).decode()
+    assert guard.resolve(f"data:image/x;base64,{encoded}", "source", tmp_path / "s").endswith(expected)
+    options = parse_request({"source_base64": encoded, "idle_seconds": 1}, [], tmp_path)[0]
+    assert options.source.endswith(expected)
+
+
+def test_inline_upload_suffix_of_wav_and_unknown_bytes(tmp_path):
+    import io
+    import wave
+
+    from sadtalker_ext.form import sniff_suffix
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x00" * 160)
+    assert sniff_suffix(buffer.getvalue(), "driven_audio") == ".wav"
+    assert sniff_suffix(b"RIFF\x00\x00\x00\x00AVI LIST", "ref_video") == ".avi"
+    assert sniff_suffix(b"\x00\x00\x00\x18ftypmp42", "ref_video") == ".mp4"
+    assert sniff_suffix(b"RIFF\x00\x00\x00\x00XXXX", "source") == ".png"  # unknown: the field's usual kind
+    assert sniff_suffix(b"plain", "driven_audio") == ".wav"

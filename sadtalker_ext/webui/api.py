@@ -30,6 +30,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import CancelledError, CheckpointError, InputError, SadTalkerError
+from ..form import sniff_suffix
 from ..options import GenerationOptions
 from . import jobs, models_panel
 from .settings import NO_RESTORER, WebUISettings, result_root
@@ -86,25 +87,6 @@ def check_allowed(value: str, roots: Iterable[Path], field: str) -> str:
     if not resolved.is_file():
         raise ApiError(404, f"{field}: file not found: {value}")
     return str(resolved)
-
-
-def _sniff_suffix(data: bytes, field: str) -> str:
-    signatures = (
-        (b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
-        (b"ID3", ".mp3"), (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"\x1aE\xdf\xa3", ".webm"),
-    )  # fmt: skip
-    for magic, suffix in signatures:
-        if data.startswith(magic):
-            return suffix
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return ".webp"
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        return ".wav"
-    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
-        return ".avi"
-    if data[4:8] == b"ftyp":
-        return ".mp4"
-    return {"source": ".png", "driven_audio": ".wav"}.get(field, ".mp4")
 
 
 def decode_base64(text: Any, field: str) -> bytes:
@@ -178,7 +160,7 @@ def parse_request(body: Any, roots: list[Path], tmp: Path) -> tuple[GenerationOp
             raise ApiError(422, f"give either {field} or {field}_base64, not both")
         if encoded is not None:
             data = decode_base64(encoded, field)
-            path = tmp / f"api_{field}{_sniff_suffix(data, field)}"
+            path = tmp / f"api_{field}{sniff_suffix(data, field)}"
             path.write_bytes(data)
             values[field] = str(path)
         elif given not in (None, ""):
