@@ -16,8 +16,6 @@ inline (base64) uploads, which it writes into a private temporary folder under t
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import importlib.util
 import logging
 import os
@@ -32,7 +30,7 @@ from typing import Any
 from . import form
 from .cli import add_runtime_flags, resolve_device
 from .errors import CheckpointError, InputError, SadTalkerError
-from .form import options_from_values, sniff_suffix
+from .form import decode_inline, options_from_values, sniff_suffix
 from .options import GenerationOptions
 
 log = logging.getLogger(__name__)
@@ -84,8 +82,6 @@ UPLOAD_FIELDS = {"source": "face picture", "driven_audio": "speech recording", "
 """File inputs of the form and how messages name them."""
 
 DEFAULT_UPLOAD_NAMES = {"source": "picture", "driven_audio": "speech", "ref_video": "reference"}
-MAX_INLINE_BYTES = 200 << 20
-"""Largest inline (base64) upload accepted, decoded."""
 
 
 def gradio_upload_dir() -> Path:
@@ -138,7 +134,7 @@ class UploadGuard:
             return None
         if isinstance(value, str):
             if value.startswith("data:"):
-                data = self._decode(value, label)
+                data = decode_inline(value, label)
                 return self._write(data, upload_name(None, field, sniff_suffix(data, field)), field, scratch)
             return self._inside(value, None, field, scratch)
         if not isinstance(value, Mapping):
@@ -154,7 +150,7 @@ class UploadGuard:
         if value.get("is_file"):  # gradio 3: a file already on the server
             return self._inside(name, value.get("orig_name"), field, scratch)
         if value.get("data"):  # gradio 3: the file inline, base64
-            data = self._decode(value["data"], label)
+            data = decode_inline(value["data"], label)
             return self._write(data, upload_name(value.get("orig_name") or name, field, sniff_suffix(data, field)),
                                field, scratch)  # fmt: skip
         if value.get("url"):
@@ -193,27 +189,6 @@ class UploadGuard:
         folder = scratch / field
         folder.mkdir(parents=True, exist_ok=True)
         return folder
-
-    @staticmethod
-    def _decode(data: Any, label: str) -> bytes:
-        if not isinstance(data, str) or not data:
-            raise InputError(f"{label}: expected base64 data")
-        if data.startswith("data:"):
-            head, _, data = data.partition(",")
-            if ";base64" not in head:
-                raise InputError(f"{label}: only base64 data URLs are accepted")
-        data = "".join(data.split())
-        if len(data) // 4 * 3 > MAX_INLINE_BYTES:
-            raise InputError(f"{label}: larger than {MAX_INLINE_BYTES >> 20} MB; use a smaller file")
-        try:
-            decoded = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InputError(
-                f"{label}: the upload is not valid base64 data ({exc}); upload the file again"
-            ) from exc
-        if not decoded:
-            raise InputError(f"{label}: the uploaded file is empty")
-        return decoded
 
     def _write(self, data: bytes, name: str, field: str, scratch: Path) -> str:
         path = self._slot(scratch, field) / name

@@ -7,6 +7,8 @@ values back (file components may give a path string, a ``{'name'|'path': ...}`` 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,42 @@ def component(gr: Any, name: str, **overrides: Any) -> Any:
     """Field ``name``'s form component made with the ``gradio`` module ``gr`` (see :func:`component_args`)."""
     kind, kwargs = component_args(name, **overrides)
     return getattr(gr, kind)(**kwargs)
+
+
+MAX_INLINE_BYTES = 200 << 20
+"""Largest inline (base64) upload the app and the API accept, decoded."""
+
+
+class InlineDataError(InputError):
+    """Inline (base64) upload data that cannot be used; ``kind``: ``type`` (not a string), ``url`` (a data URL
+    that is not base64), ``size`` (too large), ``invalid`` (not base64) or ``empty``."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def decode_inline(text: Any, label: str, max_bytes: int = MAX_INLINE_BYTES) -> bytes:
+    """Plain base64 (line breaks allowed) or a ``data:<mime>;base64,`` URL -> bytes; :class:`InlineDataError`
+    naming the input by ``label`` otherwise."""
+    if not isinstance(text, str) or not text:
+        raise InlineDataError(f"{label}: expected base64 data", "type")
+    if text.startswith("data:"):
+        head, _, text = text.partition(",")
+        if ";base64" not in head:
+            raise InlineDataError(f"{label}: only base64 data URLs are accepted", "url")
+    text = "".join(text.split())  # line-wrapped output of `base64` is fine
+    if len(text) // 4 * 3 > max_bytes:
+        raise InlineDataError(f"{label}: larger than {max_bytes >> 20} MB; use a smaller file", "size")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InlineDataError(
+            f"{label}: not valid base64 data ({exc}); send the file again", "invalid"
+        ) from exc
+    if not data:
+        raise InlineDataError(f"{label}: the uploaded file is empty", "empty")
+    return data
 
 
 _SIGNATURES = (

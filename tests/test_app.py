@@ -277,3 +277,38 @@ def test_inline_upload_suffix_of_wav_and_unknown_bytes(tmp_path):
     assert sniff_suffix(b"\x00\x00\x00\x18ftypmp42", "ref_video") == ".mp4"
     assert sniff_suffix(b"RIFF\x00\x00\x00\x00XXXX", "source") == ".png"  # unknown: the field's usual kind
     assert sniff_suffix(b"plain", "driven_audio") == ".wav"
+
+
+@pytest.mark.parametrize(
+    ("value", "status", "needle"),
+    [
+        (123, 422, "expected base64 data"),
+        ("data:image/png,rawbytes", 400, "only base64 data URLs"),
+        ("!!!not base64!!!", 400, "not valid base64"),
+    ],
+)
+def test_bad_inline_data_same_words_in_app_and_api(tmp_path, value, status, needle):
+    """One decoder (sadtalker_ext.form.decode_inline) for the app's inline uploads and the API's *_base64."""
+    from sadtalker_ext.webui.api import ApiError, parse_request
+
+    guard = app.UploadGuard(upload_dir=tmp_path / "up")
+    with pytest.raises(InputError, match=needle):
+        guard.resolve(
+            {"name": "x.png", "data": value} if value else "data:;base64,", "source", tmp_path / "s"
+        )
+    with pytest.raises(ApiError, match=needle) as err:
+        parse_request({"source_base64": value, "idle_seconds": 1}, [], tmp_path)
+    assert err.value.status == status
+
+
+def test_inline_data_size_limit(monkeypatch, tmp_path):
+    from sadtalker_ext import form
+    from sadtalker_ext.webui.api import ApiError, decode_base64
+
+    encoded = base64.b64encode(b"x" * 4096).decode()
+    with pytest.raises(InputError, match="larger than 0 MB"):
+        form.decode_inline(encoded, "face picture", max_bytes=1024)
+    monkeypatch.setattr("sadtalker_ext.webui.api.MAX_BASE64_BYTES", 1024)
+    with pytest.raises(ApiError) as err:
+        decode_base64(encoded, "source")
+    assert err.value.status == 413

@@ -19,7 +19,6 @@ The body is read as a plain dict (no pydantic model) so pydantic 1 (A1111) and 2
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import logging
 import tempfile
@@ -30,7 +29,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import CancelledError, CheckpointError, InputError, SadTalkerError
-from ..form import sniff_suffix
+from ..form import MAX_INLINE_BYTES, InlineDataError, decode_inline, sniff_suffix
 from ..options import GenerationOptions
 from . import jobs, models_panel
 from .settings import NO_RESTORER, WebUISettings, result_root
@@ -40,7 +39,7 @@ log = logging.getLogger(__name__)
 API_VERSION = 1
 FILE_FIELDS = ("source", "driven_audio", "ref_video", "ref_pose_video")
 RETURN_MODES = ("path", "base64", "both")
-MAX_BASE64_BYTES = 200 << 20
+MAX_BASE64_BYTES = MAX_INLINE_BYTES
 
 
 class ApiError(Exception):
@@ -89,24 +88,16 @@ def check_allowed(value: str, roots: Iterable[Path], field: str) -> str:
     return str(resolved)
 
 
+INLINE_STATUS = {"type": 422, "url": 400, "size": 413, "invalid": 400, "empty": 400}
+"""HTTP status for each kind of unusable ``*_base64`` value (:class:`~sadtalker_ext.form.InlineDataError`)."""
+
+
 def decode_base64(text: Any, field: str) -> bytes:
-    """Plain base64 or a ``data:<mime>;base64,`` URL -> bytes (ApiError 400 when it is not base64)."""
-    if not isinstance(text, str) or not text:
-        raise ApiError(422, f"{field}_base64: expected a base64 string")
-    if text.startswith("data:"):
-        head, _, text = text.partition(",")
-        if ";base64" not in head:
-            raise ApiError(400, f"{field}_base64: only base64 data URLs are accepted")
-    text = "".join(text.split())  # line-wrapped output of `base64` is fine
-    if len(text) * 3 // 4 > MAX_BASE64_BYTES:
-        raise ApiError(413, f"{field}_base64: larger than {MAX_BASE64_BYTES >> 20} MB")
+    """Plain base64 or a ``data:<mime>;base64,`` URL -> bytes; ApiError (400, 413 or 422) when unusable."""
     try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ApiError(400, f"{field}_base64: not valid base64 ({exc})") from exc
-    if not data:
-        raise ApiError(400, f"{field}_base64: empty")
-    return data
+        return decode_inline(text, f"{field}_base64", MAX_BASE64_BYTES)
+    except InlineDataError as exc:
+        raise ApiError(INLINE_STATUS[exc.kind], str(exc)) from exc
 
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi")
