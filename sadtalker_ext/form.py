@@ -1,5 +1,7 @@
 """The generation form shared by the standalone app and the WebUI tab: its fields, its components (built
-from the option table, :class:`~sadtalker_ext.options.OptionSpec`) and its values -> :class:`GenerationOptions`.
+from the option table, :class:`~sadtalker_ext.options.OptionSpec`), its values -> :class:`GenerationOptions`,
+and inline (base64) uploads, which the app and the WebUI's API both accept (:func:`decode_inline`,
+:func:`sniff_suffix`).
 
 No gradio and no host import: the front ends pass their ``gradio`` module to :func:`component`, and plain
 values back (file components may give a path string, a ``{'name'|'path': ...}`` dict or a tempfile wrapper).
