@@ -27,6 +27,7 @@ import torch
 from ..errors import CancelledError, InputError
 from ..nets.generator import EncodedSource
 from ..options import GenerationOptions
+from ..preprocess.mode import PreprocessMode
 from . import motion
 
 ProgressFn = Callable[[int, int], None]
@@ -83,7 +84,7 @@ def plan_render(
     source_coeff: np.ndarray,
     target_coeff: np.ndarray,
     *,
-    preprocess: str = "crop",
+    preprocess: str | PreprocessMode = PreprocessMode.CROP,
     still: bool = False,
     expression_scale: float = 1.0,
     batch_size: int = 2,
@@ -306,7 +307,7 @@ def render_uint8(
     target_coeff: np.ndarray,
     *,
     device: torch.device | str,
-    preprocess: str = "crop",
+    preprocess: str | PreprocessMode = PreprocessMode.CROP,
     still: bool = False,
     expression_scale: float = 1.0,
     batch_size: int = 2,
