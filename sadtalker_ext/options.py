@@ -9,8 +9,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import InputError
+from .preprocess.mode import MODE_NAMES
 
-PREPROCESS_MODES = ("crop", "resize", "full", "extcrop", "extfull")
+PREPROCESS_MODES = MODE_NAMES
+"""The preprocess mode names (:class:`.preprocess.mode.PreprocessMode`), as front ends list them."""
 REF_MODES = ("pose", "blink", "pose+blink", "all")
 FACE_DETECTORS = ("retinaface", "dlib")
 ENHANCERS = ("none", "gfpgan")
