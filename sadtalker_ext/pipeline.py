@@ -84,6 +84,7 @@ from .nets.gfpgan import GFPGANv1Clean
 from .nets.parsenet import ParseNet
 from .nets.recon_resnet import FaceReconNet
 from .nets.retinaface import RetinaFaceR50
+from .options import DTYPES as DTYPE_NAMES
 from .options import GenerationOptions
 from .paths import ModelDirs, resolve_model_dirs
 from .preprocess.crop import LandmarksFn
@@ -127,7 +128,8 @@ FrameHook = Callable[[np.ndarray], np.ndarray]
 
 FPS = 25
 SAMPLE_RATE = 16000
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
+"""The option table's dtype names -> torch dtypes."""
 DEFAULT_RESULT_DIR = Path("results")
 OfficialParts = tuple[ParseNet, RetinaFaceR50]
 """The official enhancer arrangement's face parser and frame detector."""
