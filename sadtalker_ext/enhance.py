@@ -133,6 +133,23 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+def enlarge(frames: np.ndarray, scale: int) -> np.ndarray:
+    """``(N, H, W, 3)`` uint8 -> ``(N, H * scale, W * scale, 3)``, cv2 bilinear (``scale=1``: ``frames`` itself).
+
+    With the x2 background enhancer in the full modes, rendered face crops are enlarged so before GFPGAN
+    restores them, and keep its detail at the size they are pasted at (:mod:`sadtalker_ext.pipeline`)."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise InputError(f"enlarge: scale must be a whole number >= 1, got {scale!r}")
+    if scale == 1:
+        return frames
+    return np.stack(
+        [
+            cv2.resize(f, (f.shape[1] * scale, f.shape[0] * scale), interpolation=cv2.INTER_LINEAR)
+            for f in frames
+        ]
+    )
+
+
 class FaceEnhancer:
     """Restore face crops with GFPGAN: ``enhancer(frames)``, frames ``(N, H, W, 3)`` uint8 RGB -> same shape.
 

@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from .errors import CheckpointError
 from .paths import DATA_DIR, ModelDirs, resolve_model_dirs
+from .preprocess.mode import PreprocessMode
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ OFFICIAL_FILES = (
     SAFETENSORS_256, SAFETENSORS_512, MAPPING_CROP, MAPPING_FULL, GFPGAN_FILE, REALESRGAN_FILE, PARSENET_FILE,
     DETECTOR_FILE, ALIGNMENT_FILE,
 )  # fmt: skip
+MAPPING_FILES = {"crop": MAPPING_CROP, "full": MAPPING_FULL}
+"""The MappingNet file of each :attr:`.PreprocessMode.mapping_feature` (see :func:`.checkpoints.mapping_name`)."""
 
 
 def download_url(name: str) -> str:
@@ -396,20 +399,25 @@ def resolve_selection(selection: Selection | Iterable[str] | None, manifest: Man
 
 def required_files(
     size: int,
-    preprocess: str = "crop",
+    preprocess: str | PreprocessMode = PreprocessMode.CROP,
     *,
     enhancer: bool = False,
     detector: bool = False,
     background: bool = False,
 ) -> Selection:
-    """The :class:`Selection` a run needs: size 256/512 and one MappingNet (``'full' in preprocess`` -> 00109,
-    else 00229, as :func:`sadtalker_ext.checkpoints.mapping_name`); ``enhancer``: GFPGAN v1.4,
+    """The :class:`Selection` a run needs: size 256/512 and one MappingNet (:func:`.checkpoints.mapping_name`: full modes
+    00109, else 00229); ``enhancer``: GFPGAN v1.4,
     ``detector``: RetinaFace + AWing FAN, ``background``: Real-ESRGAN x2plus."""
     if size not in (256, 512):
         raise CheckpointError(f"size must be 256 or 512, got {size}")
-    full = "full" in preprocess
+    mapping = PreprocessMode.parse(preprocess).mapping_feature
     return Selection(
-        sizes=(size,), full=full, enhancer=enhancer, detector=detector, crop=not full, background=background
+        sizes=(size,),
+        full=mapping == "full",
+        enhancer=enhancer,
+        detector=detector,
+        crop=mapping == "crop",
+        background=background,
     )
 
 

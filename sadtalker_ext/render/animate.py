@@ -27,6 +27,7 @@ import torch
 from ..errors import CancelledError, InputError
 from ..nets.generator import EncodedSource
 from ..options import GenerationOptions
+from ..preprocess.mode import PreprocessMode
 from . import motion
 
 ProgressFn = Callable[[int, int], None]
@@ -83,7 +84,7 @@ def plan_render(
     source_coeff: np.ndarray,
     target_coeff: np.ndarray,
     *,
-    preprocess: str = "crop",
+    preprocess: str | PreprocessMode = PreprocessMode.CROP,
     still: bool = False,
     expression_scale: float = 1.0,
     batch_size: int = 2,
@@ -309,7 +310,7 @@ def render_uint8(
     target_coeff: np.ndarray,
     *,
     device: torch.device | str,
-    preprocess: str = "crop",
+    preprocess: str | PreprocessMode = PreprocessMode.CROP,
     still: bool = False,
     expression_scale: float = 1.0,
     batch_size: int = 2,
@@ -365,12 +366,3 @@ def source_image_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
         raise InputError(f"source picture must be (H, W, 3) RGB; got {arr.shape}")
     resized = transform.resize(img_as_float32(arr), (size, size, 3))
     return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32))[None]
-
-
-def resize_to_crop_aspect(frame: np.ndarray, crop_size_wh: tuple[int, int], size: int) -> np.ndarray:
-    """Official post-render resize (every mode): ``cv2.resize`` (bilinear) of a ``(S, S, 3)`` uint8 frame
-    to width ``size`` and height ``int(size * h / w)``, ``(w, h)`` = the crop's quad-box size."""
-    import cv2
-
-    w, h = crop_size_wh
-    return cv2.resize(frame, (size, int(size * h / w)))
