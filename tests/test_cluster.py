@@ -343,17 +343,39 @@ def test_a_bad_cluster_address_is_refused_before_anything_runs(env, tmp_path, ca
     assert not (tmp_path / "v").exists()
 
 
-def _ray_daemons() -> set[int]:
-    """Pids of the GCS servers and raylets running on this machine."""
-    found = set()
+def _children() -> dict[int, list[int]]:
+    """Parent pid -> child pids of every process on this machine (from /proc)."""
+    tree: dict[int, list[int]] = {}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                cmd = (proc / "cmdline").read_bytes().split(b"\0")[0]
-            except OSError:
+                ppid = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
                 continue
-            if cmd.endswith((b"/gcs_server", b"/raylet")) and _running(int(proc.name)):
-                found.add(int(proc.name))
+            tree.setdefault(ppid, []).append(int(proc.name))
+    return tree
+
+
+def _descendants(pid: int) -> set[int]:
+    tree, found, todo = _children(), set(), [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _ray_daemons(pids: set[int]) -> set[int]:
+    """Those of ``pids`` that are a running GCS server or raylet."""
+    found = set()
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if cmd.endswith((b"/gcs_server", b"/raylet")) and _running(pid):
+            found.add(pid)
     return found
 
 
@@ -374,8 +396,6 @@ def test_ctrl_c_cancels_the_running_job_and_stops_the_cluster_it_started(
     say 143.)"""
     root, _ = env
     out, temp = tmp_path / "videos", Path(tempfile.gettempdir())
-    daemons_before = _ray_daemons()
-    staging_before = set(temp.glob("sadtalker-worker-*"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "sadtalker_ext", "--source_image", str(root / LONG[0]), "--driven_audio",
          str(root / LONG[1]), "--result_dir", str(out), "--cluster", "auto", "--cpus_per_worker", "2",
@@ -385,12 +405,19 @@ def test_ctrl_c_cancels_the_running_job_and_stops_the_cluster_it_started(
     )  # fmt: skip
     long_stem = _stem(*LONG)
     deadline = time.monotonic() + 300  # a hang guard, not a timing assertion
-    while not any(temp.glob(f"sadtalker-worker-*/job-*/out/.{long_stem}.*.video.mp4")):
+    staging = None  # the staging folder of this command's worker once it renders (others may run Ray too)
+    while staging is None:
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"the batch ended before rendering (exit {proc.returncode}): {proc.communicate()}")
+        ours = _descendants(proc.pid)
+        for part in temp.glob(f"sadtalker-worker-*/job-*/out/.{long_stem}.*.video.mp4"):
+            folder = part.parents[2]
+            if int(folder.name.removeprefix("sadtalker-worker-").split("-")[0]) in ours:
+                staging = folder
         time.sleep(0.05)
-    assert _ray_daemons() - daemons_before  # it started a cluster of its own
+    daemons = _ray_daemons(ours)
+    assert daemons  # it started a cluster of its own: GCS and raylet are its children
     if to_group:
         os.killpg(proc.pid, signum)
     else:
@@ -400,10 +427,10 @@ def test_ctrl_c_cancels_the_running_job_and_stops_the_cluster_it_started(
     assert word in stderr and "Traceback" not in stderr
     assert list(out.iterdir()) == []
     deadline = time.monotonic() + 60  # a hang guard
-    while (left := _ray_daemons() - daemons_before) and time.monotonic() < deadline:
+    while (left := {p for p in daemons if _running(p)}) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"Ray daemons left running: {left}"
-    assert set(temp.glob("sadtalker-worker-*")) <= staging_before
+    assert not staging.exists()
 
 
 @pytest.mark.parametrize(("ray_version", "pydantic", "refused"), [
