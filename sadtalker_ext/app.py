@@ -32,6 +32,7 @@ from .cli import add_runtime_flags, resolve_device
 from .errors import CheckpointError, InputError, SadTalkerError
 from .form import decode_inline, options_from_values, sniff_suffix
 from .options import GenerationOptions
+from .weights import downloader
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def status_markdown(talker: Any) -> str:
         lines += [
             "",
             "Fetch missing files with **Download missing weights** below, or with "
-            "`python -m sadtalker_ext.download` (see `--help` there).",
+            f"`{downloader()}` (see `--help` there).",
         ]
     loaded = talker.loaded
     lines += ["", f"Device: `{talker.device}`, dtype `{str(talker.dtype).removeprefix('torch.')}`; "

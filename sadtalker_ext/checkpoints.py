@@ -28,7 +28,7 @@ from torch import nn
 from .errors import CheckpointError
 from .paths import ModelDirs, resolve_model_dirs
 from .preprocess.mode import PreprocessMode
-from .weights import MAPPING_FILES, SAFETENSORS_256, SAFETENSORS_512
+from .weights import MAPPING_FILES, SAFETENSORS_256, SAFETENSORS_512, downloader
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def mapping_name(preprocess: str | PreprocessMode) -> str:
 def _missing(path: Path, component: str) -> CheckpointError:
     return CheckpointError(
         f"{component}: weight file not found: {path}. Put '{path.name}' into '{path.parent}' "
-        "(run `python -m sadtalker_ext.download` to fetch the official weights)."
+        f"(run `{downloader()}` to fetch the official weights)."
     )
 
 

@@ -46,7 +46,7 @@ from .options import (
     range_text,
     value_type,
 )
-from .weights import DETECTOR_FILE, GFPGAN_FILE, PARSENET_FILE, REALESRGAN_FILE
+from .weights import DETECTOR_FILE, GFPGAN_FILE, PARSENET_FILE, REALESRGAN_FILE, downloader
 
 PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 AUDIO_SUFFIXES = frozenset(
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sadtalker_ext",
         description="SadTalker: one face picture + speech -> talking-head mp4 (25 fps, H.264 + AAC).",
         epilog="Every multi-word flag also accepts dashes (--driven-audio). Missing weights: "
-        "`python -m sadtalker_ext.download` fetches them.",
+        f"`{downloader()}` fetches them.",
     )
     g = {group: p.add_argument_group(title) for group, title in GROUP_TITLES.items()}
     io, mo = g["inputs"], g["motion"]
@@ -404,12 +404,12 @@ def on_exists_for(args: argparse.Namespace) -> str:
 
 
 def check_outputs(paths: Sequence[Path], on_exists: str) -> None:
-    """Every output folder usable (created) and, for ``--output``, the file free: InputError now,
+    """Every output folder usable (not created yet) and, for ``--output``, the file free: InputError now,
     before any model loads, instead of after the motion."""
-    from .video.writer import check_output_free, ensure_folder
+    from .video.writer import check_folder, check_output_free
 
     for folder in dict.fromkeys(p.parent for p in paths):
-        ensure_folder(folder)
+        check_folder(folder)
     for path in paths:
         check_output_free(path, on_exists)
 

@@ -101,7 +101,7 @@ from .preprocess.paste import frame_finisher
 from .render.animate import Renderer, RenderPlan, plan_from_options, source_image_tensor
 from .render.loading import RendererNets, load_renderer_nets
 from .video.probe import count_frames, iter_frames
-from .video.writer import VideoWriter, check_output_free, ensure_folder, sidecar_path
+from .video.writer import VideoWriter, check_folder, check_output_free, sidecar_path
 from .weights import (
     DETECTOR_FILE,
     GFPGAN_FILE,
@@ -642,7 +642,7 @@ class SadTalker:
                 raise InputError(f"output must be an .mp4 file, got {output}")
             if on_exists is None:
                 on_exists = "error" if options.output else "unique"
-            ensure_folder(output.parent)  # a file in the way is reported now, not after the motion
+            check_folder(output.parent)  # a file in the way is reported now, not after the motion
             check_output_free(output, on_exists)
             picture = load_rgb(options.source)
             videos = (options.ref_video, options.ref_pose_video)

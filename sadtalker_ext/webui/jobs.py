@@ -286,7 +286,7 @@ class Session:
     ) -> RunOutcome:
         """Generate one video into the output folder. Raises SadTalkerError subclasses for the user."""
         from ..pipeline import default_output
-        from ..video.writer import ensure_folder
+        from ..video.writer import check_folder
 
         settings = settings or WebUISettings.read(self.host)
         restore = None
@@ -302,11 +302,11 @@ class Session:
         hook = FrameHook(restore, show, cancel) if restore is not None or show is not None else None
         on_exists = None
         if not options.output:  # a first guess: the pipeline's writer claims the name really free
-            folder = ensure_folder(self.output_folder(settings))
+            folder = check_folder(self.output_folder(settings))
             options = options.replace(output=str(default_output(options, folder)))
             on_exists = "unique"
         else:
-            ensure_folder(Path(options.output).parent)
+            check_folder(Path(options.output).parent)
         t0 = time.perf_counter()
         result = talker.generate(
             options, progress=progress, cancel=cancel, frame_hook=hook, on_exists=on_exists
