@@ -8,7 +8,8 @@ Batch: ``--source_image`` and ``--driven_audio`` take several files and/or folde
 paired with every recording (one video per pair). ``--pairs LIST`` adds explicit pairs, one
 ``picture<TAB>audio`` per line (``#`` comments and blank lines ignored; relative paths are relative to
 the list file; an empty audio column means idle mode and needs ``--idle_seconds``). A failing job is
-reported and the others go on; a summary is printed at the end.
+reported and the others go on; a summary is printed at the end. ``--cluster ADDRESS`` runs the batch on a
+Ray cluster instead (:mod:`sadtalker_ext.cluster`; it skips the videos made before).
 
 Output names: ``<result_dir>/<picture>__<audio>.mp4``; a name already taken (by an earlier video or
 by another run writing into the same folder at the same time) becomes ``-2``, ``-3``... and the path
@@ -210,7 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     _option(
         g, "output", "single job only; an existing file is refused unless --overwrite", metavar="FILE.mp4"
     )
-    _add(io, "overwrite", action="store_true", help="let --output replace an existing file (and its .json)")
+    _add(
+        io,
+        "overwrite",
+        action="store_true",
+        help="let --output replace an existing file (and its .json); with --cluster: redo the videos made before",
+    )
     _add(
         io,
         "keep_partial",
@@ -257,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_flags(sy)
     _add(sy, "no_progress", action="store_true", help="no progress bars")
     _add(sy, "verbose", action="store_true", help="debug logging and full tracebacks on errors")
+    from .cluster.cli import add_arguments as add_cluster_arguments
+
+    add_cluster_arguments(p, _add)
     p.add_argument("--version", action="version", version=f"sadtalker_ext {__version__}")
     return p
 
@@ -377,6 +386,11 @@ def options_for(job: Job, args: argparse.Namespace):
     return GenerationOptions.from_mapping(values)
 
 
+def output_stem(job: Job, args: argparse.Namespace) -> str:
+    """``<picture>__<audio>`` (``<picture>__idle<S>s`` in idle mode): a job's video name without suffix."""
+    return job.picture.stem + "__" + (job.audio.stem if job.audio else f"idle{args.idle_seconds:g}s")
+
+
 def output_path(job: Job, args: argparse.Namespace, taken: set[Path]) -> Path:
     """``--output``, else ``<result_dir>/<picture>__<audio>.mp4`` made unique (``-2``, ``-3``...).
 
@@ -384,7 +398,7 @@ def output_path(job: Job, args: argparse.Namespace, taken: set[Path]) -> Path:
     starts (another run may take this one first); see :func:`on_exists_for`."""
     if args.output:
         return Path(args.output).expanduser()
-    stem = job.picture.stem + "__" + (job.audio.stem if job.audio else f"idle{args.idle_seconds:g}s")
+    stem = output_stem(job, args)
     folder = Path(args.result_dir).expanduser()
     candidate = folder / f"{stem}.mp4"
     n = 1
@@ -500,12 +514,17 @@ def _main(argv: Sequence[str] | None = None) -> int:
         jobs = collect_jobs(args)
         if args.output and len(jobs) > 1:
             raise InputError(f"--output names one file but there are {len(jobs)} jobs; use --result_dir")
-        if args.overwrite and not args.output:
+        if args.overwrite and not args.output and not args.cluster:
             raise InputError(
                 "--overwrite only applies to --output FILE (names in --result_dir are never reused)"
             )
         taken: set[Path] = set()
         planned = [(job, options_for(job, args)) for job in jobs]
+        from .cluster.cli import check_flags, run_cluster_batch
+
+        check_flags(args)
+        if args.cluster:  # the batch runs on Ray (optional dependency), see sadtalker_ext.cluster
+            return run_cluster_batch(args, planned)
         planned = [(job, opts.replace(output=str(output_path(job, args, taken)))) for job, opts in planned]
         on_exists = on_exists_for(args)
         check_outputs([Path(opts.output) for _, opts in planned], on_exists)

@@ -98,6 +98,7 @@ from .preprocess.extract import (
 )
 from .preprocess.mode import PreprocessMode
 from .preprocess.paste import frame_finisher
+from .provenance import input_digests, settings_without_paths
 from .render.animate import Renderer, RenderPlan, plan_from_options, source_image_tensor
 from .render.loading import RendererNets, load_renderer_nets
 from .video.probe import count_frames, iter_frames
@@ -179,6 +180,8 @@ class Prepared:
     """``(ParseNet, RetinaFace)`` when the official enhancer arrangement runs (``enhancer_mode``), else None."""
     on_exists: str = "unique"
     """What the writer does when ``output`` is taken (:data:`.video.writer.ON_EXISTS`)."""
+    recorded_as: GenerationOptions | None = None
+    """Options recorded in the metadata instead of ``options`` (see :meth:`SadTalker.generate`)."""
 
     @property
     def num_frames(self) -> int:
@@ -573,6 +576,7 @@ class SadTalker:
         cancel: CancelLike = None,
         frame_hook: FrameHook | None = None,
         on_exists: str | None = None,
+        recorded_as: GenerationOptions | None = None,
     ) -> Result:
         """Make one video. Raises InputError / CheckpointError / CancelledError (nothing left at the
         output path on any failure; on cancel a ``.partial.mp4`` when ``keep_partial``).
@@ -584,8 +588,17 @@ class SadTalker:
         ``"unique"`` (``<name>-2.mp4``...) or ``"overwrite"``; ``None``: ``"error"`` for an explicit
         ``options.output``, ``"unique"`` for a name made in ``result_dir``. Two generations never write
         the same file; ``Result.video_path`` is the file written.
+
+        ``recorded_as``: the options written into the metadata and sidecar instead of ``options``: the same
+        settings, with the paths as the user named them, where the inputs were copied elsewhere to be read
+        (a cluster worker); its ``output`` is the name recorded. Settings that differ are refused.
         """
+        if recorded_as is not None:
+            same = settings_without_paths(recorded_as.to_dict()) == settings_without_paths(options.to_dict())
+            if not same:
+                raise InputError("recorded_as must hold the same settings as the options (paths aside)")
         prep = self.prepare(options, progress, cancel, on_exists=on_exists)
+        prep.recorded_as = recorded_as
         return self.write_video(prep, frame_hook=frame_hook)
 
     def prepare(
@@ -883,6 +896,7 @@ class SadTalker:
         """Step 6: stream :meth:`iter_video_frames` (through ``frame_hook``, if given) into the mp4
         (audio, metadata, sidecar)."""
         options, timer = prep.options, prep.timer
+        digests = input_digests(options)  # of the files actually read
         frame_w = frame_h = 0
         writer = VideoWriter(  # claims the output name (another run may have taken prep.output)
             prep.output,
@@ -898,7 +912,10 @@ class SadTalker:
             "generator": "sadtalker_ext",
             "version": __version__,
             "seed": prep.seed,
-            "options": options.replace(seed=prep.seed, output=str(output)).to_dict(),
+            "options": (prep.recorded_as or options.replace(output=str(output)))
+            .replace(seed=prep.seed)
+            .to_dict(),
+            "inputs_sha256": digests,
             "fps": FPS,
             "num_frames": prep.num_frames,
             "device": str(self.device),

@@ -179,6 +179,46 @@ def _remove_placeholder(path: Path, stat: os.stat_result | None) -> None:
             path.unlink()
 
 
+def release_output(path: str | os.PathLike, placeholder: os.stat_result | None) -> None:
+    """Give back a name claimed with :func:`reserve_output` (``placeholder``: the stat of the empty file
+    it made, or ``None``): the placeholder is removed unless a finished file replaced it."""
+    _remove_placeholder(Path(path), placeholder)
+
+
+def temp_files_of(path: str | os.PathLike) -> list[Path]:
+    """Hidden files a :class:`VideoWriter` for ``path`` makes beside it while it works
+    (``.<stem>.<tag>.video.mp4``, ``.mux.mp4``, ``.wav``): what a writer killed mid-video leaves behind."""
+    path = Path(path)
+    pattern = f".{path.stem}." + "[0-9a-f]" * 10 + ".*"
+    return sorted(path.parent.glob(pattern)) if path.parent.is_dir() else []
+
+
+def install_finished(path: str | os.PathLike, video: bytes, sidecar_text: str | None) -> Path:
+    """Put a finished video made elsewhere (another process or machine) at ``path``, and its sidecar
+    beside it: each written under a temporary name and renamed, the video first; when the sidecar cannot
+    be written the video is removed again. ``path`` may hold the placeholder of :func:`reserve_output`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:10]}.install.mp4")
+    try:
+        tmp.write_bytes(video)
+        tmp.replace(path)
+    except OSError as exc:
+        raise SadTalkerError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    if sidecar_text is not None:
+        try:
+            _atomic_write_text(sidecar_path(path), sidecar_text)
+        except BaseException as exc:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            if isinstance(exc, OSError):
+                raise SadTalkerError(f"cannot write {sidecar_path(path)}: {exc.strerror or exc}") from exc
+            raise
+    return path
+
+
 def audio_samples_for(num_frames: int, sample_rate: int, fps: int) -> int:
     """Number of audio samples covering ``num_frames`` video frames (16 kHz, 25 fps: 640 per frame)."""
     return round(num_frames * sample_rate / fps)
