@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, form
 from ..errors import CancelledError, CheckpointError, InputError, SadTalkerError
 from ..form import file_value, options_from_values
 from ..options import GenerationOptions
@@ -46,11 +46,7 @@ STAGE_LABELS = {
 }  # fmt: skip
 PREVIEW_INTERVAL_S = 0.5
 
-FORM_FIELDS = (
-    "source", "driven_audio", "idle_mode", "idle_seconds", "ref_video", "ref_mode", "preprocess", "still",
-    "pose_style", "expression_scale", "size", "batch_size", "use_blink", "seed", "input_yaw", "input_pitch",
-    "input_roll", "face_detector", "face_index", "enhancer", "background_enhancer", "restorer",
-)  # fmt: skip
+FORM_FIELDS = (*form.FORM_FIELDS, "restorer")
 """Order of the tab's option components as passed to the handlers (after the task id)."""
 
 
