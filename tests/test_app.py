@@ -100,10 +100,23 @@ def test_no_winograd_reaches_the_pipeline(monkeypatch):
 
         def launch(self, **kw):
             seen["launch"] = kw
+            return "fastapi-app", "http://127.0.0.1:7860/", None
+
+        def sadtalker_add_routes(self, fastapi_app):
+            seen["routes_on"] = fastapi_app
+
+        def block_thread(self):
+            seen["blocked"] = True
 
     monkeypatch.setattr(app, "build_app", lambda **kw: seen.update(kw) or Demo())
     assert app.main(["--no_winograd", "--device", "cpu"]) == 0
     assert seen["winograd"] is False and seen["launch"]["server_name"] == "127.0.0.1"
+    # launched without blocking, the streaming route added to gradio's app, then the main thread waits
+    assert (
+        seen["launch"]["prevent_thread_lock"] is True
+        and seen["routes_on"] == "fastapi-app"
+        and seen["blocked"]
+    )
 
 
 def test_build_app_with_gradio(tmp_path):
