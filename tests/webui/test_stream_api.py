@@ -77,6 +77,11 @@ class StreamingTalker:
         try:
             with writer:
                 for start in range(0, FRAMES, 5):
+                    if start >= getattr(self, "hold_at", HOLD_AFTER):
+                        while not self.gate.wait(0.05):  # held here until the test opens the gate
+                            if cancel():
+                                self.cancel_seen.set()
+                                raise CancelledError("cancelled while held")
                     if cancel():
                         self.cancel_seen.set()
                         raise CancelledError("cancelled while rendering")
@@ -86,11 +91,6 @@ class StreamingTalker:
                     frames = np.broadcast_to((shade + 3 * np.arange(start, start + 5)[:, None, None, None]) % 256,
                                              (5, 48, 64, 3)).astype(np.uint8)  # fmt: skip
                     writer.write(frames)
-                    if start + 5 >= HOLD_AFTER:
-                        while not self.gate.wait(0.05):  # held here until the test opens the gate
-                            if cancel():
-                                self.cancel_seen.set()
-                                raise CancelledError("cancelled while held")
                 writer.finish()
         finally:
             self.finished.set()
@@ -227,6 +227,20 @@ def test_failures_before_the_first_byte_answer_json(server, body, raised, status
     assert r.status_code == status and r.headers["content-type"] == "application/json"
     assert needle in r.json()["detail"]
     assert r.headers["x-sadtalker-job"]
+
+
+def test_client_going_away_before_the_first_byte_cancels_the_job(server, body):
+    base, _talkers, ext = server
+    from sadtalker_ext.webui.settings import WebUISettings
+
+    talker = ext.session.talker(WebUISettings.read(ext.session.host))
+    talker.hold_at = 0  # held before the first frame: nothing can have been sent
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up waiting and closes the connection
+        httpx.post(f"{base}/sadtalker/v1/stream", json=body, timeout=httpx.Timeout(60, read=2))
+    assert talker.cancel_seen.wait(60), "the job waiting for its first byte was not cancelled"
+    assert talker.finished.wait(60)
+    folder = ext.session.output_folder(WebUISettings.read(ext.session.host))
+    assert not folder.exists() or not [p for p in folder.iterdir() if p.suffix in (".mp4", ".json")]
 
 
 def test_failure_after_the_first_byte_cuts_the_stream_and_is_logged(server, body, caplog):
