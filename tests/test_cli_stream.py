@@ -56,7 +56,7 @@ def test_stream_to_stdout_while_generating(env, speech, tmp_path):  # noqa: F811
     out, gate = tmp_path / "out", tmp_path / "gate"
     argv = _argv(env, speech, "--result_dir", str(out), "--seed", "3", "--stream_to", "-")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.stream_gate", str(gate), "90", "--", *argv[3:]],
+        [sys.executable, "-m", "tests.stream_gate", str(gate), "--", *argv[3:]],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     reader = Reader(proc.stdout)
@@ -64,7 +64,7 @@ def test_stream_to_stdout_while_generating(env, speech, tmp_path):  # noqa: F811
     err_reader = Reader(proc.stderr)
     err_reader.start()
     try:
-        # held at the gate after 90 of 110 frames: the init segment and a first fragment must be out
+        # held at the gate once the first fragment is on stdout, frames still to come
         got = reader.wait_for(lambda d: len(read_fragments(d)) >= 1)
         assert got, f"no fragment before the end: {bytes(err_reader.data).decode(errors='replace')[-2000:]}"
         assert proc.poll() is None  # the generation is still running (held at the gate)
