@@ -99,7 +99,7 @@ def test_stream_to_stdout_while_generating(env, speech, tmp_path):  # noqa: F811
 
 def test_fragmented_file_without_streaming_matches_the_normal_run(env, tmp_path):  # noqa: F811
     normal, frag = tmp_path / "n.mp4", tmp_path / "f.mp4"
-    base = _argv(env, "long.wav", "--seed", "3", "--no_progress")  # 60 frames
+    base = _argv(env, "speech.wav", "--seed", "3", "--no_progress")  # 2 frames: the flag, not the encoder
     for target, extra in ((normal, []), (frag, ["--fragmented"])):
         res = subprocess.run(
             [*base, "--output", str(target), *extra], cwd=REPO, capture_output=True, text=True
@@ -107,16 +107,15 @@ def test_fragmented_file_without_streaming_matches_the_normal_run(env, tmp_path)
         assert res.returncode == 0, res.stderr
         assert str(target) in res.stdout  # without streaming the result line stays on stdout
     assert b"moof" not in top_level_boxes(normal.read_bytes())
-    assert b"moof" in top_level_boxes(frag.read_bytes())
+    assert top_level_boxes(frag.read_bytes()) == [b"ftyp", b"moov", b"moof", b"mdat", b"mfra"]
     a, b = probe(normal), probe(frag)
-    assert a.num_frames == b.num_frames == 60 and a.audio_samples == 60 * SR // 25
-    assert [f.track(1).samples for f in read_fragments(frag.read_bytes())] == [25, 25, 10]
+    assert a.num_frames == b.num_frames == 2 and a.audio_samples == 2 * SR // 25
+    assert [f.track(1).samples for f in read_fragments(frag.read_bytes())] == [2]
     np.testing.assert_array_equal(read_audio(normal), read_audio(frag)[: a.audio_samples])
-    # the same rendered frames, encoded with a keyframe every second instead of x264's own choice: on the
-    # stand-in renderer's noisy frames the decoded videos differ by 3.4 levels on average (smooth frames:
-    # under 1, tests/test_fragmented_mp4.py)
+    # the same rendered frames reach both encoders (the keyframe interval, the one setting that differs,
+    # makes no difference over two frames; its effect is measured in tests/test_fragmented_mp4.py)
     between = np.abs(read_frames(normal).astype(int) - read_frames(frag).astype(int))
-    assert between.mean() < 5, between.mean()
+    assert between.mean() < 1, between.mean()
     assert {k: v for k, v in a.settings["options"].items() if k != "output"} == {
         k: v for k, v in b.settings["options"].items() if k != "output"
     }
