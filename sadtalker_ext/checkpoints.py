@@ -27,7 +27,8 @@ from torch import nn
 
 from .errors import CheckpointError
 from .paths import ModelDirs, resolve_model_dirs
-from .weights import MAPPING_CROP, MAPPING_FULL, SAFETENSORS_256, SAFETENSORS_512
+from .preprocess.mode import PreprocessMode
+from .weights import MAPPING_FILES, SAFETENSORS_256, SAFETENSORS_512, downloader
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,15 @@ def safetensors_name(size: int) -> str:
     return SAFETENSORS_256 if size == 256 else SAFETENSORS_512
 
 
-def mapping_name(preprocess: str) -> str:
+def mapping_name(preprocess: str | PreprocessMode) -> str:
     """MappingNet file for a preprocess mode: 00109 (73 inputs) for full modes, else 00229 (70)."""
-    return MAPPING_FULL if "full" in preprocess else MAPPING_CROP
+    return MAPPING_FILES[PreprocessMode.parse(preprocess).mapping_feature]
 
 
 def _missing(path: Path, component: str) -> CheckpointError:
     return CheckpointError(
         f"{component}: weight file not found: {path}. Put '{path.name}' into '{path.parent}' "
-        "(run `python -m sadtalker_ext.download` to fetch the official weights)."
+        f"(run `{downloader()}` to fetch the official weights)."
     )
 
 

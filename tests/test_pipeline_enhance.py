@@ -31,8 +31,8 @@ from sadtalker_ext.nets.gfpgan import GFPGANConfig, GFPGANv1Clean
 from sadtalker_ext.nets.rrdbnet import RRDBNet, RRDBNetConfig
 from sadtalker_ext.pipeline import SadTalker
 from sadtalker_ext.preprocess.crop import CropInfo
-from sadtalker_ext.preprocess.paste import PasteBack
-from sadtalker_ext.render.animate import Renderer, resize_to_crop_aspect, source_image_tensor
+from sadtalker_ext.preprocess.paste import PasteBack, aspect_resize
+from sadtalker_ext.render.animate import Renderer, source_image_tensor
 from sadtalker_ext.video import even_size, read_frames
 from tests.test_pipeline_e2e import (
     FPS,
@@ -137,8 +137,7 @@ def test_gfpgan_runs_on_the_crops_before_the_resize(talker, face_dir, media, vec
     crops = _crops(talker, prep)
     assert crops.shape == (FRAMES, 256, 256, 3)
     enhancer = FaceEnhancer(load_gfpgan(face_dir / GFPGAN_FILE, "cpu", torch.float32), "cpu", torch.float32)
-    size_wh = prep.source.crop_info.size_wh
-    expected = np.stack([resize_to_crop_aspect(f, size_wh, 256) for f in enhancer(crops)])
+    expected = np.stack([aspect_resize(f, prep.source.crop_info, 256) for f in enhancer(crops)])
     np.testing.assert_array_equal(got, expected)
     plain = _frames(talker, prep, face_net=None)
     assert plain.shape == got.shape and np.abs(plain.astype(int) - got.astype(int)).mean() > 2.0
@@ -198,7 +197,7 @@ def test_realesrgan_full_upscales_the_picture_once(talker, face_dir, media, vect
     enhancer = FaceEnhancer(load_gfpgan(face_dir / GFPGAN_FILE, "cpu", torch.float32), "cpu", torch.float32)
     crops = _crops(talker, prep)
     faces = enhancer(np.stack([cv2.resize(f, (512, 512), interpolation=cv2.INTER_LINEAR) for f in crops]))
-    expected = np.stack([paste.paste_resized(resize_to_crop_aspect(f, info.size_wh, 512)) for f in faces])
+    expected = np.stack([paste.paste_resized(aspect_resize(f, info, 512)) for f in faces])
     np.testing.assert_array_equal(got, expected)
     inside = _paste_region(vector, "full", scale=2)
     np.testing.assert_array_equal(

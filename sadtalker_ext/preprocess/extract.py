@@ -39,10 +39,9 @@ from .crop import (
     LandmarksFn,
     check_landmarks,
     check_rgb,
-    is_full,
-    normalize_mode,
     plan_crop,
 )
+from .mode import PreprocessMode
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ class SourceRecord:
     ``resize``); ``landmarks_crop``: (68, 2) on the crop picture (None when none was found).
     """
 
-    mode: str
+    mode: PreprocessMode
     size: int
     crop_picture: np.ndarray
     crop_info: CropInfo
@@ -122,7 +121,7 @@ class SourceRecord:
     @property
     def coeff_channels(self) -> int:
         """70 for crop/extcrop/resize, 73 for full/extfull (crop parameters appended)."""
-        return 73 if is_full(self.mode) else 70
+        return 73 if self.mode.uses_crop_params else 70
 
     @property
     def first_coeff(self) -> np.ndarray:
@@ -139,7 +138,7 @@ class SourceRecord:
 class VideoCoefficients:
     """Per-frame extraction of a reference video: ``coeff_3dmm`` (N, 73) float32, ``full_3dmm`` (N, 257)."""
 
-    mode: str
+    mode: PreprocessMode
     crop_info: CropInfo
     coeff_3dmm: np.ndarray
     full_3dmm: np.ndarray
@@ -260,7 +259,7 @@ def _check_size(size: int) -> int:
 
 def extract_source(
     rgb_image: np.ndarray,
-    mode: str,
+    mode: str | PreprocessMode,
     size: int,
     landmarks_fn: LandmarksFn | None,
     recon_net: torch.nn.Module,
@@ -276,7 +275,7 @@ def extract_source(
     Raises :class:`InputError` for bad inputs or when no face is found on the full picture.
     Results are cached (``cache``, default: :func:`default_extraction_cache`) unless ``use_cache`` is False.
     """
-    mode = normalize_mode(mode)
+    mode = PreprocessMode.parse(mode)
     size = _check_size(size)
     image = check_rgb(rgb_image, "source picture")
     key = None
@@ -324,7 +323,7 @@ def extract_source(
 
 def extract_video(
     frames: Iterable[np.ndarray],
-    mode: str,
+    mode: str | PreprocessMode,
     landmarks_fn: LandmarksFn | None,
     recon_net: torch.nn.Module,
     device: torch.device | str,
@@ -340,7 +339,7 @@ def extract_video(
     ``size``, its landmarks detected (a frame without a face reuses the previous frame's landmarks;
     none at all -> standard fallback), aligned and reconstructed. ``progress(done, total)`` after each frame.
     """
-    mode = normalize_mode(mode)
+    mode = PreprocessMode.parse(mode)
     size = _check_size(size)
     std = load_standard_landmarks()
     plan: CropPlan | None = None

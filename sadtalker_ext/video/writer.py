@@ -104,18 +104,29 @@ def partial_path(video_path: str | os.PathLike) -> Path:
     return p.with_name(p.stem + PARTIAL_SUFFIX)
 
 
-def ensure_folder(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` (and its parents) for output files; :class:`InputError` saying what is wrong
-    when it cannot be: a file in the way, no permission, a read-only disk."""
+def check_folder(folder: str | os.PathLike) -> Path:
+    """:class:`InputError` now if ``folder`` could not hold output files (a file in the way, no permission,
+    a read-only disk), without creating anything: the early check, before any model loads, that leaves no
+    empty folder behind when a later check fails. Returns ``folder`` as a Path."""
     folder = Path(folder)
-    for part in (folder, *folder.parents):  # the nearest part that exists must be a folder
+    for part in (folder, *folder.parents):  # the nearest part that exists must be a writable folder
         if part.exists() or part.is_symlink():
             if not part.is_dir():
                 what = f"{part} is a file" if part.is_file() else f"{part} exists but is not a folder"
                 raise InputError(
                     f"cannot create the output folder {folder}: {what}; choose another output folder"
                 )
+            if not os.access(part, os.W_OK | os.X_OK):
+                what = "is not writable" if part == folder else f"cannot be created in {part} (not writable)"
+                raise InputError(f"the output folder {folder} {what}; choose another output folder")
             break
+    return folder
+
+
+def ensure_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents) for output files; :class:`InputError` saying what is wrong
+    when it cannot be (see :func:`check_folder`)."""
+    folder = check_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
