@@ -45,7 +45,7 @@ from . import checkpoints
 from .errors import CheckpointError, InputError
 from .nets.gfpgan import GFPGANConfig, GFPGANv1Clean, sample_noise
 from .nets.rrdbnet import RRDBNet, RRDBNetConfig
-from .weights import GFPGAN_FILE, REALESRGAN_FILE, download_url
+from .weights import GFPGAN_FILE, REALESRGAN_FILE, download_url, downloader
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ COMPONENT = "face enhancer (GFPGAN)"
 
 
 def _missing(path: Path, component: str = COMPONENT, how: str | None = None) -> CheckpointError:
-    how = how or "run `python -m sadtalker_ext.download --enhancer` to fetch it"
+    how = how or f"run `{downloader('--enhancer')}` to fetch it"
     return CheckpointError(
         f"{component}: weight file not found: {path}. Put '{path.name}' into the gfpgan/weights folder "
         f"('{path.parent}'), or {how}."
@@ -269,7 +269,7 @@ def load_realesrgan(
     """Load (or reuse from ``cache``, default: the process cache) the Real-ESRGAN RRDBNet of ``path``; like :func:`load_gfpgan`."""
     path = Path(path)
     if not path.is_file():
-        how = f"run `python -m sadtalker_ext.download --background` to fetch it (from {download_url(REALESRGAN_FILE)})"
+        how = f"run `{downloader('--background')}` to fetch it (from {download_url(REALESRGAN_FILE)})"
         raise _missing(path, BG_COMPONENT, how)
     dev = torch.device(device)
     return checkpoints.cached(

@@ -181,16 +181,19 @@ def start(
     what: str,
     stderr: IO[bytes] | int = subprocess.DEVNULL,
     read: bool = False,
+    stdout: IO[bytes] | int = subprocess.DEVNULL,
 ) -> subprocess.Popen[bytes]:
     """Start ``ffmpeg ARGS`` detached from the terminal, stderr to ``stderr`` (a file, so a long run cannot
-    fill a pipe). Default: a writer, fed through ``proc.stdin`` (unbuffered; stdout discarded); with
-    ``read``: a reader, whose output comes from ``proc.stdout`` (buffered, so ``read(n)`` returns ``n``
-    bytes until the end; stdin empty). The caller closes the pipe it uses and waits (:func:`wait`)."""
+    fill a pipe). Default: a writer, fed through ``proc.stdin`` (unbuffered; stdout discarded unless
+    ``stdout`` says otherwise: ``subprocess.PIPE`` for a filter fed and read at once, whose ``proc.stdout``
+    (unbuffered) the caller must keep reading or ffmpeg blocks); with ``read``: a reader, whose output comes
+    from ``proc.stdout`` (buffered, so ``read(n)`` returns ``n`` bytes until the end; stdin empty). The
+    caller closes the pipe it uses and waits (:func:`wait`)."""
     cmd = _command(args)
     pipes: dict[str, Any] = (
         {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "bufsize": -1}
         if read
-        else {"stdin": subprocess.PIPE, "stdout": subprocess.DEVNULL, "bufsize": 0}
+        else {"stdin": subprocess.PIPE, "stdout": stdout, "bufsize": 0}
     )
     try:
         return subprocess.Popen(cmd, stderr=stderr, **pipes, **detached_kwargs())

@@ -16,7 +16,9 @@ Order (as the official ``inference.py`` / ``src/gradio_demo.py``):
    in a thread pool, which with a GPU renderer works while the next frames render);
    ``background_enhancer='realesrgan'`` makes the video twice as large (see below);
 6. video: frames stream into the encoder as they come (memory stays flat in the audio length);
-   the audio is trimmed/padded to ``T`` frames (:mod:`.video.writer`).
+   the audio is trimmed/padded to ``T`` frames (:mod:`.video.writer`). With ``fragmented`` the file is a
+   fragmented MP4 (one fragment per second, audio interleaved) and ``stream`` receives its bytes, whole
+   fragment by whole fragment, while the frames are still being rendered.
 
 Enhancers (both optional, weights in the ``gfpgan/weights`` folder):
 
@@ -102,7 +104,7 @@ from .provenance import input_digests, settings_without_paths
 from .render.animate import Renderer, RenderPlan, plan_from_options, source_image_tensor
 from .render.loading import RendererNets, load_renderer_nets
 from .video.probe import count_frames, iter_frames
-from .video.writer import VideoWriter, check_output_free, ensure_folder, sidecar_path
+from .video.writer import VideoWriter, check_folder, check_output_free, sidecar_path
 from .weights import (
     DETECTOR_FILE,
     GFPGAN_FILE,
@@ -126,6 +128,9 @@ reference (frames of a reference video), motion, render (frames), encode."""
 CancelLike = Callable[[], bool] | threading.Event | None
 FrameHook = Callable[[np.ndarray], np.ndarray]
 """``frames (n, H, W, 3) uint8 RGB -> frames`` of the same shape, applied before encoding."""
+StreamSink = Callable[[bytes], None]
+"""Receives the fragmented MP4 as it is written: the init segment, then one whole fragment per call
+(see :mod:`.video.writer`); called from the writer's reader thread."""
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -577,6 +582,10 @@ class SadTalker:
         frame_hook: FrameHook | None = None,
         on_exists: str | None = None,
         recorded_as: GenerationOptions | None = None,
+        *,
+        fragmented: bool = False,
+        stream: StreamSink | None = None,
+        on_output: Callable[[Path], None] | None = None,
     ) -> Result:
         """Make one video. Raises InputError / CheckpointError / CancelledError (nothing left at the
         output path on any failure; on cancel a ``.partial.mp4`` when ``keep_partial``).
@@ -592,6 +601,13 @@ class SadTalker:
         ``recorded_as``: the options written into the metadata and sidecar instead of ``options``: the same
         settings, with the paths as the user named them, where the inputs were copied elsewhere to be read
         (a cluster worker); its ``output`` is the name recorded. Settings that differ are refused.
+
+        ``fragmented``: write the file as a fragmented MP4 (one fragment per second of video, each from a
+        keyframe; plays everywhere a normal mp4 plays). ``stream(data)`` (implies ``fragmented``): gets the
+        init segment and then each whole fragment as soon as the encoder has written it, while frames are
+        still rendered (from another thread; hand the bytes on quickly). The file is still written and
+        renamed to its final name only when complete; a cancelled or failed run leaves no final file,
+        whatever was streamed. ``on_output(path)``: called with the claimed output path before rendering.
         """
         if recorded_as is not None:
             same = settings_without_paths(recorded_as.to_dict()) == settings_without_paths(options.to_dict())
@@ -599,7 +615,9 @@ class SadTalker:
                 raise InputError("recorded_as must hold the same settings as the options (paths aside)")
         prep = self.prepare(options, progress, cancel, on_exists=on_exists)
         prep.recorded_as = recorded_as
-        return self.write_video(prep, frame_hook=frame_hook)
+        return self.write_video(
+            prep, frame_hook=frame_hook, fragmented=fragmented, stream=stream, on_output=on_output
+        )
 
     def prepare(
         self,
@@ -655,7 +673,7 @@ class SadTalker:
                 raise InputError(f"output must be an .mp4 file, got {output}")
             if on_exists is None:
                 on_exists = "error" if options.output else "unique"
-            ensure_folder(output.parent)  # a file in the way is reported now, not after the motion
+            check_folder(output.parent)  # a file in the way is reported now, not after the motion
             check_output_free(output, on_exists)
             picture = load_rgb(options.source)
             videos = (options.ref_video, options.ref_pose_video)
@@ -892,9 +910,18 @@ class SadTalker:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def write_video(self, prep: Prepared, frame_hook: FrameHook | None = None) -> Result:
+    def write_video(
+        self,
+        prep: Prepared,
+        frame_hook: FrameHook | None = None,
+        *,
+        fragmented: bool = False,
+        stream: StreamSink | None = None,
+        on_output: Callable[[Path], None] | None = None,
+    ) -> Result:
         """Step 6: stream :meth:`iter_video_frames` (through ``frame_hook``, if given) into the mp4
-        (audio, metadata, sidecar)."""
+        (audio, metadata, sidecar). ``fragmented`` / ``stream``: see :meth:`generate`; ``on_output(path)``
+        is called once the output name is claimed, before the first frame is rendered."""
         options, timer = prep.options, prep.timer
         digests = input_digests(options)  # of the files actually read
         frame_w = frame_h = 0
@@ -906,6 +933,8 @@ class SadTalker:
             fps=FPS,
             keep_partial=self.keep_partial,
             on_exists=prep.on_exists,
+            fragmented=fragmented,
+            sink=stream,
         )
         output = writer.path
         writer.metadata = {
@@ -922,6 +951,8 @@ class SadTalker:
             "dtype": str(self.dtype).removeprefix("torch."),
         }
         try:
+            if on_output is not None:
+                on_output(output)
             with writer:
                 for batch in self.iter_video_frames(prep):
                     if frame_hook is not None:

@@ -101,6 +101,13 @@ def _fake_launch(monkeypatch) -> dict:
 
         def launch(self, **kw):
             seen["launch"] = kw
+            return "fastapi-app", "http://127.0.0.1:7860/", None
+
+        def sadtalker_add_routes(self, fastapi_app):
+            seen["routes_on"] = fastapi_app
+
+        def block_thread(self):
+            seen["blocked"] = True
 
     monkeypatch.setattr(app, "build_app", lambda **kw: seen.update(kw) or Demo())
     return seen
@@ -110,6 +117,12 @@ def test_no_winograd_reaches_the_pipeline(monkeypatch):
     seen = _fake_launch(monkeypatch)
     assert app.main(["--no_winograd", "--device", "cpu"]) == 0
     assert seen["winograd"] is False and seen["launch"]["server_name"] == "127.0.0.1"
+    # launched without blocking, the streaming route added to gradio's app, then the main thread waits
+    assert (
+        seen["launch"]["prevent_thread_lock"] is True
+        and seen["routes_on"] == "fastapi-app"
+        and seen["blocked"]
+    )
 
 
 def test_build_app_with_gradio(tmp_path):
@@ -308,7 +321,7 @@ def test_inline_data_size_limit(monkeypatch, tmp_path):
     encoded = base64.b64encode(b"x" * 4096).decode()
     with pytest.raises(InputError, match="larger than 0 MB"):
         form.decode_inline(encoded, "face picture", max_bytes=1024)
-    monkeypatch.setattr("sadtalker_ext.webui.api.MAX_BASE64_BYTES", 1024)
+    monkeypatch.setattr("sadtalker_ext.http_request.MAX_BASE64_BYTES", 1024)  # its home
     with pytest.raises(ApiError) as err:
         decode_base64(encoded, "source")
     assert err.value.status == 413

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoints import ModelCache, cached, file_identity, load_strict, read_safetensors_prefix
+from ..checkpoints import LockedDict, ModelCache, cached, file_identity, load_strict, read_safetensors_prefix
 from ..errors import InputError
 from ..nets.recon_resnet import COEFF_LAYOUT, FaceReconNet, ReconNetConfig
 from .align import align_picture, landmarks_for_alignment, load_standard_landmarks, network_input
@@ -170,13 +169,13 @@ def frame_coefficients(
     return FrameCoefficients(coeff, full.astype(np.float32), aligned.trans_params, aligned.image, fallback)
 
 
-class ExtractionCache:
-    """Small thread-safe LRU of :class:`SourceRecord` keyed by picture content, mode, size, net and detector."""
+class ExtractionCache(LockedDict):
+    """Small thread-safe LRU of :class:`SourceRecord` keyed by picture content, mode, size, net and detector
+    (``clear()``, ``len()`` from :class:`.checkpoints.LockedDict`)."""
 
     def __init__(self, maxsize: int = CACHE_SIZE):
+        super().__init__(OrderedDict())
         self.maxsize = max(0, int(maxsize))
-        self._items: OrderedDict[Hashable, tuple[weakref.ref, SourceRecord]] = OrderedDict()
-        self._lock = threading.Lock()
 
     def get(self, key: Hashable, net: torch.nn.Module) -> SourceRecord | None:
         """The record for ``key`` if it was made with this very ``net`` object."""
@@ -196,15 +195,6 @@ class ExtractionCache:
             self._items.move_to_end(key)
             while len(self._items) > self.maxsize:
                 self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        """Forget every record."""
-        with self._lock:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
 
 
 def default_extraction_cache() -> ExtractionCache:

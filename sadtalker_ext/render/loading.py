@@ -26,6 +26,7 @@ from ..nets.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
 from ..nets.kp_detector import KPDetector, KPDetectorConfig
 from ..nets.mapping import MappingConfig, MappingNet
 from ..preprocess.mode import PreprocessMode
+from ..weights import downloader
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ def load_renderer_nets(
         if not p.is_file():
             raise CheckpointError(
                 f"{comp}: weight file not found: {p}. Put '{p.name}' into '{folder}' "
-                "(run `python -m sadtalker_ext.download` to fetch the official weights)."
+                f"(run `{downloader()}` to fetch the official weights)."
             )
     dev = torch.device(device)
     kp, gen = checkpoints.cached(

@@ -20,6 +20,25 @@ creating an empty placeholder there with an exclusive create (``O_CREAT | O_EXCL
 rename, and a failed or cancelled run removes it. ``on_exists`` says what happens when the name is
 taken: ``"error"`` (refuse), ``"unique"`` (the next free ``<name>-2.mp4``, ``-3``...) or ``"overwrite"``.
 
+Fragmented MP4 (``fragmented=True``, or a ``sink``): ONE ffmpeg process reads the frames on stdin and the
+audio (fitted to ``num_frames`` up front, so ``num_frames`` is required with audio) as a second input, and
+writes a fragmented MP4 to a pipe: the init segment (``ftyp`` + a ``moov`` without samples), then one
+fragment (``moof`` + ``mdat``) per second of video, each starting on a keyframe (fixed GOP of ``fps``
+frames, no scene-cut keyframes), the AAC audio of that second interleaved in it, then an ``mfra`` index.
+The encoder settings are otherwise those of the normal file (libx264, same ``crf`` / ``preset``,
+``yuv420p``; AAC 128 kb/s); the moov is written just before the first fragment (``delay_moov``) so it
+carries the edit lists that start the video at 0 and drop the AAC priming samples, as in the normal file.
+Two differences from the normal file, both measured in ``tests/test_fragmented_mp4.py``: the keyframe every
+second changes x264's frame decisions (decoded frames differ from the normal file's by about one level on
+average, each as close to the input as the other); and nothing trims the AAC encoder's last frame (the
+moov is written before the end is known), so up to 1023 samples (< 64 ms at 16 kHz) of it decode after the
+video's end; the samples of the video's length are identical.
+A reader thread copies the bytes into the hidden temp file and hands each whole segment (the init
+segment, then each fragment; :class:`.fmp4.SegmentSplitter`) to ``sink`` as soon as ffmpeg has written
+it; the temp file is renamed to the final name only by :meth:`VideoWriter.finish`. x264's look-ahead
+holds frames back: the first fragment leaves the encoder after about ``fps`` + 40 frames were written
+(``preset`` medium), the last ones at :meth:`VideoWriter.finish`.
+
 The ffmpeg processes run in their own session (process group), started by :mod:`sadtalker_ext.ffmpeg`:
 a Ctrl-C in the terminal, which goes to the whole foreground process group, reaches Python only, so a
 partial video can still be finished.
@@ -33,9 +52,10 @@ import logging
 import os
 import subprocess
 import tempfile
+import threading
 import uuid
 import wave
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,6 +71,11 @@ _detached = detached_kwargs  # this module's name for it before sadtalker_ext.ff
 log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial.mp4"
+FRAGMENT_MOVFLAGS = "+empty_moov+delay_moov+default_base_moof+frag_keyframe"
+"""mp4 muxer flags of the fragmented output (a fragment is cut at every video keyframe)."""
+READ_CHUNK = 1 << 16
+Sink = Callable[[bytes], None]
+"""Receives each whole fMP4 segment as it is written (init segment first, then fragment by fragment)."""
 ON_EXISTS = ("error", "unique", "overwrite")
 """What a writer does when its output name is taken (see the module docstring)."""
 
@@ -79,18 +104,29 @@ def partial_path(video_path: str | os.PathLike) -> Path:
     return p.with_name(p.stem + PARTIAL_SUFFIX)
 
 
-def ensure_folder(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` (and its parents) for output files; :class:`InputError` saying what is wrong
-    when it cannot be: a file in the way, no permission, a read-only disk."""
+def check_folder(folder: str | os.PathLike) -> Path:
+    """:class:`InputError` now if ``folder`` could not hold output files (a file in the way, no permission,
+    a read-only disk), without creating anything: the early check, before any model loads, that leaves no
+    empty folder behind when a later check fails. Returns ``folder`` as a Path."""
     folder = Path(folder)
-    for part in (folder, *folder.parents):  # the nearest part that exists must be a folder
+    for part in (folder, *folder.parents):  # the nearest part that exists must be a writable folder
         if part.exists() or part.is_symlink():
             if not part.is_dir():
                 what = f"{part} is a file" if part.is_file() else f"{part} exists but is not a folder"
                 raise InputError(
                     f"cannot create the output folder {folder}: {what}; choose another output folder"
                 )
+            if not os.access(part, os.W_OK | os.X_OK):
+                what = "is not writable" if part == folder else f"cannot be created in {part} (not writable)"
+                raise InputError(f"the output folder {folder} {what}; choose another output folder")
             break
+    return folder
+
+
+def ensure_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents) for output files; :class:`InputError` saying what is wrong
+    when it cannot be (see :func:`check_folder`)."""
+    folder = check_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -264,6 +300,10 @@ class VideoWriter:
         metadata: JSON-ready settings stored in the mp4 ``comment`` tag and the sidecar.
         sidecar: also write ``<name>.json`` holding ``metadata``.
         crf, preset: libx264 quality (lower crf = better) and speed preset.
+        fragmented: write a fragmented MP4 (module docstring); needs ``num_frames`` when there is audio.
+        sink: called (from a reader thread) with each whole fMP4 segment as soon as it is written; implies
+            ``fragmented``. An exception from it is logged once and the sink is not called again (the file
+            is still written); it should hand the bytes on quickly (the encoder waits while it runs).
     """
 
     def __init__(
@@ -280,12 +320,22 @@ class VideoWriter:
         crf: int = 18,
         preset: str = "medium",
         on_exists: str = "error",
+        fragmented: bool = False,
+        sink: Sink | None = None,
     ) -> None:
         self.path = Path(path)
         if self.path.suffix.lower() != ".mp4":
             raise InputError(f"output must be an .mp4 file, got {self.path}")
         if num_frames is not None and num_frames < 1:
             raise InputError(f"num_frames must be >= 1, got {num_frames}")
+        self.fragmented = bool(fragmented or sink is not None)
+        if self.fragmented and audio is not None and num_frames is None:
+            raise InputError("a fragmented video with audio needs num_frames (the audio is muxed as it goes)")
+        self.sink = sink
+        self.sink_error: BaseException | None = None
+        """What the sink raised, if it did (it was not called again after that)."""
+        self._reader: threading.Thread | None = None
+        self._read_error: BaseException | None = None
         self.num_frames = num_frames
         self.audio = None if audio is None else np.asarray(audio).reshape(-1)
         self.sample_rate = int(sample_rate)
@@ -315,12 +365,16 @@ class VideoWriter:
 
     @property
     def _video_only(self) -> Path:
-        return self._temp(".video.mp4")
+        """The encoder's output: video only, or (fragmented) the whole fMP4 with audio."""
+        return self._temp(".stream.mp4" if self.fragmented else ".video.mp4")
 
     # ------------------------------------------------------------------ streaming
     def _start(self, width: int, height: int) -> None:
         ew, eh = even_size(width, height)
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the writer
+        if self.fragmented:
+            self._start_fragmented(width, height, ew, eh)
+            return
         args = [
             "-y", "-loglevel", "error",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{ew}x{eh}", "-r", str(self.fps), "-i", "-",
@@ -330,6 +384,97 @@ class VideoWriter:
         log.debug("starting encoder: ffmpeg %s", args)
         self._proc = ffmpeg.start(args, what="the video encoder", stderr=self._log)
         self.frame_size = (width, height)
+
+    def _start_fragmented(self, width: int, height: int, ew: int, eh: int) -> None:
+        """One ffmpeg: rawvideo on stdin + the fitted wav -> fMP4 on stdout, read by :meth:`_read_stream`."""
+        cmd = [
+            "-y", "-loglevel", "error",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{ew}x{eh}", "-r", str(self.fps), "-i", "-",
+        ]  # fmt: skip
+        if self.audio is not None:
+            assert self.num_frames is not None
+            wav = self._temp(".in.wav")
+            write_wav(
+                wav, fit_audio(self.audio, audio_samples_for(self.num_frames, self.sample_rate, self.fps)),
+                self.sample_rate,
+            )  # fmt: skip
+            cmd += ["-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
+        else:
+            cmd += ["-map", "0:v:0"]
+        cmd += [
+            "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
+            "-r", str(self.fps), "-g", str(self.fps), "-keyint_min", str(self.fps), "-sc_threshold", "0",
+            "-movflags", FRAGMENT_MOVFLAGS, "-flush_packets", "1",
+        ]  # fmt: skip
+        meta = dict(self.metadata)
+        if self.num_frames is not None:
+            meta.setdefault("num_frames", self.num_frames)
+        if meta:
+            cmd += ["-metadata", "comment=" + json.dumps(meta, sort_keys=True, default=str)]
+        cmd += ["-f", "mp4", "pipe:1"]
+        log.debug("starting fragmented encoder: ffmpeg %s", cmd)
+        try:
+            out = open(self._video_only, "wb")  # noqa: SIM115 - closed by the reader thread
+        except OSError as exc:
+            raise SadTalkerError(f"cannot create {self._video_only}: {exc.strerror or exc}") from exc
+        try:
+            self._proc = ffmpeg.start(
+                cmd, what="the fragmented video encoder", stderr=self._log, stdout=subprocess.PIPE
+            )
+        except BaseException:
+            out.close()
+            raise
+        self.frame_size = (width, height)
+        self._reader = threading.Thread(
+            target=self._read_stream, args=(self._proc.stdout, out), name="sadtalker-fmp4", daemon=True
+        )
+        self._reader.start()
+
+    def _read_stream(self, pipe: IO[bytes], out: IO[bytes]) -> None:
+        """Reader thread: ffmpeg's fMP4 bytes -> the temp file and, segment by segment, the sink. Keeps
+        draining the pipe after a failure (so the encoder never blocks); the failure is raised by finish()."""
+        from .fmp4 import SegmentSplitter
+
+        splitter = SegmentSplitter()
+        try:
+            while True:
+                data = pipe.read(READ_CHUNK)
+                if not data:
+                    break
+                if self._read_error is None:
+                    try:
+                        out.write(data)
+                        out.flush()
+                    except OSError as exc:
+                        self._read_error = exc
+                if self.sink is not None and self.sink_error is None:
+                    for segment in splitter.feed(data):
+                        if self.sink_error is None:
+                            self._to_sink(segment)
+            rest = splitter.flush()
+            if rest and self.sink is not None and self.sink_error is None:
+                self._to_sink(rest)
+        except BaseException as exc:  # reported by finish()
+            self._read_error = exc
+        finally:
+            with contextlib.suppress(OSError):
+                out.close()
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+    def _to_sink(self, segment: bytes) -> None:
+        assert self.sink is not None
+        try:
+            self.sink(segment)
+        except BaseException as exc:  # the consumer's problem; the file goes on
+            self.sink_error = exc
+            log.warning("the fragmented-MP4 consumer failed (%s); the video file is still written", exc)
+
+    def _join_reader(self, timeout: float | None = None) -> None:
+        if self._reader is not None:
+            self._reader.join(timeout)
+            if not self._reader.is_alive():
+                self._reader = None
 
     def _ffmpeg_error(self, what: str) -> SadTalkerError:
         """The encoder's failure, quoting the last lines it wrote to its stderr file."""
@@ -387,8 +532,14 @@ class VideoWriter:
             pass
         rc = ffmpeg.wait(proc, kind="encode_flush", what="finishing the video encode")
         self._proc = None
+        self._join_reader()
         if rc != 0:
             raise self._ffmpeg_error(f"exit status {rc}")
+        if self._read_error is not None:
+            error = self._read_error
+            raise SadTalkerError(
+                f"video encoding failed (writing {self._video_only.name}: {error})"
+            ) from error
 
     def _mux(self, frames: int, destination: Path, metadata: Mapping[str, Any]) -> None:
         """Video-only temp + audio (fitted to ``frames``) -> ``destination`` (via a temp name)."""
@@ -429,8 +580,10 @@ class VideoWriter:
             with contextlib.suppress(Exception):
                 self._proc.wait(timeout=10)
             self._proc = None
-        with contextlib.suppress(FileNotFoundError):
-            self._video_only.unlink()
+        self._join_reader(timeout=10)
+        for temp in (self._video_only, self._temp(".in.wav")):
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
         _remove_placeholder(self.path, self._placeholder)
         self._placeholder = None
         if self._log is not None:
@@ -451,7 +604,10 @@ class VideoWriter:
             self._close_encoder()
             meta = dict(self.metadata)
             meta.setdefault("num_frames", self.frames_written)
-            self._mux(self.frames_written, self.path, meta)
+            if self.fragmented:  # audio and metadata are in already
+                self._video_only.replace(self.path)
+            else:
+                self._mux(self.frames_written, self.path, meta)
             self._placeholder = None  # replaced by the video
             if self.sidecar:
                 try:
@@ -468,7 +624,8 @@ class VideoWriter:
 
     def abort(self, *, keep_partial: bool = False) -> Path | None:
         """Stop without a final video. With ``keep_partial`` and frames written, returns the path of a
-        playable ``<name>.partial.mp4`` (frames so far, audio trimmed to them); otherwise ``None``."""
+        playable ``<name>.partial.mp4`` (frames so far, audio trimmed to them; a normal, unfragmented mp4
+        also when the writer was fragmented); otherwise ``None``."""
         if self._closed:
             return None
         try:

@@ -179,9 +179,15 @@ class Pipeline(Protocol):
         cancel: Callable[[], bool] | None = None,
         frame_hook: Callable[[np.ndarray], np.ndarray] | None = None,
         on_exists: str | None = None,
+        *,
+        fragmented: bool = False,
+        stream: Callable[[bytes], None] | None = None,
+        on_output: Callable[[Path], None] | None = None,
     ) -> Result:
         """One video: ``progress(stage, done, total)`` with a stage of :data:`STAGES`; ``frame_hook`` maps
-        each chunk of final frames ``(n, H, W, 3)`` uint8 RGB before encoding; ``on_exists`` as the CLI's."""
+        each chunk of final frames ``(n, H, W, 3)`` uint8 RGB before encoding; ``on_exists`` as the CLI's.
+        ``fragmented`` / ``stream`` / ``on_output``: streaming (only passed when streaming; see
+        ``SadTalker.generate``)."""
         ...
 
     def unload(self) -> None:
@@ -283,10 +289,16 @@ class Session:
         cancel: Callable[[], bool] | None = None,
         preview: bool = True,
         settings: WebUISettings | None = None,
+        stream: Callable[[bytes], None] | None = None,
+        on_output: Callable[[Path], None] | None = None,
     ) -> RunOutcome:
-        """Generate one video into the output folder. Raises SadTalkerError subclasses for the user."""
+        """Generate one video into the output folder. Raises SadTalkerError subclasses for the user.
+
+        ``stream``: the video is written as a fragmented MP4 and ``stream(data)`` gets its init segment and
+        each fragment as soon as it is written (``SadTalker.generate``); ``on_output(path)`` gets the claimed
+        output path before rendering (only passed to the pipeline when ``stream`` is given)."""
         from ..pipeline import default_output
-        from ..video.writer import ensure_folder
+        from ..video.writer import check_folder
 
         settings = settings or WebUISettings.read(self.host)
         restore = None
@@ -302,14 +314,17 @@ class Session:
         hook = FrameHook(restore, show, cancel) if restore is not None or show is not None else None
         on_exists = None
         if not options.output:  # a first guess: the pipeline's writer claims the name really free
-            folder = ensure_folder(self.output_folder(settings))
+            folder = check_folder(self.output_folder(settings))
             options = options.replace(output=str(default_output(options, folder)))
             on_exists = "unique"
         else:
-            ensure_folder(Path(options.output).parent)
+            check_folder(Path(options.output).parent)
         t0 = time.perf_counter()
+        streaming = (
+            {"fragmented": True, "stream": stream, "on_output": on_output} if stream is not None else {}
+        )
         result = talker.generate(
-            options, progress=progress, cancel=cancel, frame_hook=hook, on_exists=on_exists
+            options, progress=progress, cancel=cancel, frame_hook=hook, on_exists=on_exists, **streaming
         )
         elapsed = time.perf_counter() - t0
         return RunOutcome(Path(result.video_path), infotext(options, result, restorer, elapsed), result)
