@@ -221,13 +221,15 @@ def test_rerun_skips_what_was_made_a_changed_option_redoes_its_job_overwrite_rep
         assert res.returncode == 0 and "made before" in res.stdout, res.stderr
     assert len(list(out.iterdir())) == len(before) + 2
 
-    # --overwrite makes it again and replaces that video (a new file under the same name), nothing else
+    # --overwrite makes it again and replaces that video (a new file under the same name), nothing else;
+    # --fragmented reaches the worker
     inode = redone.stat().st_ino
-    over = _cli(*one, "--expression_scale", "0.5", "--overwrite", "--result_dir", str(out), "--cluster", cluster,
-                *_common(env))  # fmt: skip
+    assert b"moof" not in redone.read_bytes()
+    over = _cli(*one, "--expression_scale", "0.5", "--overwrite", "--fragmented", "--result_dir", str(out),
+                "--cluster", cluster, *_common(env))  # fmt: skip
     assert over.returncode == 0, over.stderr
     assert str(redone) in over.stdout and "made before" not in over.stdout
-    assert redone.stat().st_ino != inode and redone.stat().st_size > 0
+    assert redone.stat().st_ino != inode and b"moof" in redone.read_bytes()
     assert len(list(out.iterdir())) == len(before) + 2
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name in before} == before
 
@@ -467,6 +469,8 @@ def test_cluster_flags_without_cluster_are_refused(env, tmp_path, capsys):
     )
     assert cli.main([*argv, "--cluster", "auto", "--keep_partial"]) == 2
     assert "--keep_partial does not apply to a batch on a cluster" in capsys.readouterr().err
+    assert cli.main([*argv, "--cluster", "auto", "--stream_to", "-"]) == 2
+    assert "--stream_to does not apply to a batch on a cluster" in capsys.readouterr().err
     assert not (tmp_path / "v").exists()
 
 

@@ -70,6 +70,10 @@ def check_flags(args: argparse.Namespace) -> None:
             raise InputError(
                 "--keep_partial does not apply to a batch on a cluster (--cluster): leave it out"
             )
+        if getattr(args, "stream_to", None) is not None:
+            raise InputError(
+                "--stream_to does not apply to a batch on a cluster (--cluster); --fragmented does"
+            )
         return
     defaults = {
         "workers": None,
@@ -149,6 +153,7 @@ def run_cluster_batch(args: argparse.Namespace, planned: Sequence[tuple[Any, Any
                 )
             ensure_folder(wanted.parent)
             jobs.append(BatchJob(opts.replace(output=str(wanted)), on_exists))
+        fragmented = bool(getattr(args, "fragmented", False))
         settings = WorkerSettings(
             checkpoint_dir=args.checkpoint_dir,
             gfpgan_dir=args.gfpgan_dir,
@@ -208,7 +213,13 @@ def run_cluster_batch(args: argparse.Namespace, planned: Sequence[tuple[Any, Any
         with _remember_sigterm() as terminated:
             try:
                 report = run_batch(
-                    jobs, config, settings, overwrite=args.overwrite, progress=on_event, verbose=args.verbose
+                    jobs,
+                    config,
+                    settings,
+                    overwrite=args.overwrite,
+                    fragmented=fragmented,
+                    progress=on_event,
+                    verbose=args.verbose,
                 )
             except KeyboardInterrupt as exc:
                 # Ray turns any KeyboardInterrupt raised while it waits into a plain one: keep SIGTERM's

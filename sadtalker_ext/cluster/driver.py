@@ -219,6 +219,7 @@ def run_batch(
     address: str | None = None,
     resume: bool = True,
     overwrite: bool = False,
+    fragmented: bool = False,
     staging_dir: str | None = None,
     progress: Callable[[BatchEvent], None] | None = None,
     cancel: threading.Event | None = None,
@@ -229,6 +230,7 @@ def run_batch(
     Each job's ``options.output`` is the file wanted. ``address`` overrides ``config.address``. With
     ``resume`` a job is skipped when a video of it exists (``output`` or a ``-N`` sibling, with a sidecar
     naming the same input contents and settings); ``overwrite`` redoes such a job and replaces that video.
+    ``fragmented``: the videos are fragmented MP4s (see :meth:`SadTalker.generate`).
     When Ray is already connected in this process (``ray.init`` by the caller) that cluster is used and
     left running; a cluster started here is shut down at the end. ``staging_dir``: where workers stage
     inputs (default: their machine's temp folder). ``cancel`` set: running jobs stop, their files are
@@ -343,7 +345,7 @@ def run_batch(
                 for f in (*INPUT_FIELDS, "output"):
                     if getattr(wanted, f):
                         paths[f] = str(Path(getattr(wanted, f)).resolve())
-            job = {"options": wanted.to_dict(), "inputs": inputs, "paths": paths}
+            job = {"options": wanted.to_dict(), "inputs": inputs, "paths": paths, "fragmented": fragmented}
             outcome.tries += 1
             slot.busy = index
             in_flight[slot.actor.run.remote(job, *refs)] = index

@@ -120,8 +120,9 @@ class ClusterWorker:
     def run(self, job: dict[str, Any], *data: bytes) -> dict[str, Any]:
         """Make one video. ``job``: ``options`` (``GenerationOptions.to_dict()``, ``output`` = the final
         name on the driver), ``inputs`` (``[(field, file name)]``, one per ``data`` item; empty with a
-        shared file system) and with a shared file system ``paths`` (``{field: absolute path}``, output too). Returns ``status`` (``done``, ``input``, ``checkpoint``, ``error``,
-        ``cancelled``), ``error``, ``video`` (bytes) and ``sidecar`` (text) when done, ``seed``,
+        shared file system), with a shared file system ``paths`` (``{field: absolute path}``, output too),
+        ``fragmented`` (write a fragmented MP4). Returns ``status`` (``done``, ``input``, ``checkpoint``,
+        ``error``, ``cancelled``), ``error``, ``video`` (bytes) and ``sidecar`` (text) when done, ``seed``,
         ``num_frames``, ``pid``, ``started`` / ``finished`` (epoch seconds)."""
         out: dict[str, Any] = {"pid": os.getpid(), "started": time.time()}
         folder = self.staging / f"job-{uuid.uuid4().hex[:12]}"
@@ -140,7 +141,11 @@ class ClusterWorker:
                     local[field] = str(path)
                 local["output"] = str(folder / "out" / Path(str(wanted.output)).name)
             result = self.talker.generate(
-                wanted.replace(**local), cancel=self.cancel, on_exists="overwrite", recorded_as=wanted
+                wanted.replace(**local),
+                cancel=self.cancel,
+                on_exists="overwrite",
+                recorded_as=wanted,
+                fragmented=bool(job.get("fragmented")),
             )
             if not self.shared_fs:
                 out["video"] = result.video_path.read_bytes()
