@@ -65,8 +65,11 @@ def make_inputs(folder: Path, jobs: int, seconds: float) -> tuple[Path, list[tup
     return ck, pairs
 
 
-def run_sequential(ck: Path, pairs: list[tuple[Path, Path]], out: Path, device: str) -> dict:
-    """The single-process command line over all pairs: wall seconds."""
+def run_sequential(
+    ck: Path, pairs: list[tuple[Path, Path]], out: Path, device: str, threads: int | None = None
+) -> dict:
+    """The single-process command line over all pairs (``threads``: its ``OMP_NUM_THREADS``, default
+    unset): wall seconds."""
     listing = out.parent / f"{out.name}.tsv"
     listing.write_text("".join(f"{p}\t{a}\n" for p, a in pairs))
     cmd = [
@@ -74,12 +77,16 @@ def run_sequential(ck: Path, pairs: list[tuple[Path, Path]], out: Path, device: 
         "--checkpoint_dir", str(ck), "--gfpgan_dir", str(out.parent / "gf"), "--face_detector", "dlib",
         "--batch_size", "1", "--seed", "1", "--no_progress", "--device", device,
     ]  # fmt: skip
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if res.returncode != 0:
         raise RuntimeError(f"sequential run failed: {res.stderr[-500:]}")
-    return {"side": "sequential CLI (1 process)", "workers": 1, "wall_s": round(wall, 2)}
+    side = "sequential CLI (1 process" + (f", OMP_NUM_THREADS={threads})" if threads else ")")
+    return {"side": side, "workers": 1, "wall_s": round(wall, 2)}
 
 
 def run_cluster(
@@ -136,6 +143,8 @@ def bench_cluster(jobs: int = 6, seconds: float = 0.2, device: str = "cpu", work
     ck, pairs = make_inputs(work, jobs, seconds)
     out: dict = {"jobs": jobs, "seconds_of_audio": seconds, "device": device, "load_avg_start": _load()}
     runs = [run_sequential(ck, pairs, work / "sequential", device)]
+    # the same with one thread: on a shared, loaded CPU two OpenMP threads can be several times slower
+    runs.append(run_sequential(ck, pairs, work / "sequential1", device, threads=1))
     cpus = os.cpu_count() or 1
     t0 = time.perf_counter()
     with warnings.catch_warnings():
