@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
@@ -470,28 +471,43 @@ def check_stream_to(args: argparse.Namespace, jobs: int) -> None:
 
 
 class StdoutSink:
-    """Writes the fragments to standard output as they come; when the reader has gone (closed pipe), stops
-    writing there (standard output then points at /dev/null, so Python's exit flush cannot fail)."""
+    """Hands the fragments to standard output as they come, from its own thread, so a player that reads
+    slowly (a pipe fills up) never holds back the rendering: fragments wait in memory until it reads.
+    When the reader has gone (closed pipe), it stops writing there (standard output then points at
+    /dev/null, so Python's exit flush cannot fail). :meth:`close` waits until everything is written."""
 
     def __init__(self) -> None:
         self.out = sys.stdout.buffer
         self.gone = False
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._drain, name="sadtalker-stdout", daemon=True)
+        self._thread.start()
 
     def __call__(self, data: bytes) -> None:
-        if self.gone:
-            return
-        try:
-            self.out.write(data)
-            self.out.flush()
-        except (BrokenPipeError, OSError) as exc:
-            self.gone = True
-            with contextlib.suppress(OSError):
-                null = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(null, self.out.fileno())
-                os.close(null)
-            logging.getLogger(__name__).warning(
-                "standard output closed (%s); the video is still being saved", exc.strerror or exc
-            )
+        if not self.gone:
+            self._queue.put(data)
+
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self.gone:
+                continue
+            try:
+                self.out.write(data)
+                self.out.flush()
+            except (BrokenPipeError, OSError) as exc:
+                self.gone = True
+                with contextlib.suppress(OSError):
+                    null = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(null, self.out.fileno())
+                    os.close(null)
+                logging.getLogger(__name__).warning(
+                    "standard output closed (%s); the video is still being saved", exc.strerror or exc
+                )
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write what is queued, then stop (``timeout`` seconds at most; ``None``: until written)."""
+        self._queue.put(None)
+        self._thread.join(timeout)
 
 
 def resolve_device(name: str, force_cpu: bool) -> str:
@@ -627,7 +643,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
         label = f"[{index}/{len(planned)}] " if len(planned) > 1 else ""
         bars = ProgressBars(enabled=not args.no_progress, prefix=label)
         try:
-            result = talker.generate(opts, progress=bars, cancel=cancel, on_exists=on_exists, **streaming)
+            try:
+                result = talker.generate(opts, progress=bars, cancel=cancel, on_exists=on_exists, **streaming)
+            except BaseException:
+                if stream is not None:  # what was streamed still reaches the reader, briefly
+                    stream.close(timeout=5)
+                raise
+            if stream is not None:
+                stream.close()
         except KeyboardInterrupt as exc:
             bars.close()
             kept = getattr(exc, "partial_path", None)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sadtalker_ext.video import probe, read_audio, read_frames
+from sadtalker_ext.video import probe, read_audio, read_frames, sidecar_path
 from sadtalker_ext.video.fmp4 import read_fragments, top_level_boxes
 from tests.test_output_safety import REPO, SR, _argv, env  # noqa: F401 - env is a fixture
 
@@ -95,6 +96,32 @@ def test_stream_to_stdout_while_generating(env, speech, tmp_path):  # noqa: F811
     assert info.num_frames == FRAMES and 0 <= info.audio_samples - FRAMES * SR // 25 < 1024
     assert info.settings["num_frames"] == FRAMES and info.settings["seed"] == 3
     assert read_frames(piped).shape[0] == FRAMES
+
+
+def test_a_reader_that_does_not_read_does_not_hold_back_the_video(env, tmp_path):  # noqa: F811
+    """Nobody reads stdout while the video is made: the fragments wait in memory, the file is still finished
+    (a pipe holds 64 KiB; the stream is much larger), and the reader gets every byte afterwards."""
+    out = tmp_path / "out"
+    argv = _argv(
+        env, "long.wav", "--result_dir", str(out), "--seed", "3", "--no_progress", "--stream_to", "-"
+    )
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    saved = out / "face__long.mp4"
+    deadline = time.monotonic() + 900  # a hang guard, not a timing assertion
+    try:
+        while not (saved.is_file() and saved.stat().st_size > 0 and sidecar_path(saved).is_file()):
+            assert proc.poll() is None, proc.stderr.read().decode(errors="replace")
+            assert time.monotonic() < deadline, "the video was not finished while stdout was not read"
+            time.sleep(0.2)
+        size = saved.stat().st_size
+        assert size > 4 * 65536  # more than a pipe holds: the writer did not wait for the reader
+        streamed, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert streamed == saved.read_bytes()
 
 
 def test_fragmented_file_without_streaming_matches_the_normal_run(env, tmp_path):  # noqa: F811
