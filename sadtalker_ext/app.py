@@ -31,6 +31,7 @@ from typing import Any
 
 from .errors import CheckpointError, InputError, SadTalkerError
 from .form import options_from_values
+from .live_streams import LiveStreams, attach_route, player_route
 from .options import (
     BACKGROUND_ENHANCERS,
     FACE_DETECTORS,
@@ -53,7 +54,29 @@ FORM_FIELDS = (
     "pose_style", "expression_scale", "size", "batch_size", "use_blink", "seed", "input_yaw", "input_pitch",
     "input_roll", "face_detector", "face_index", "enhancer", "background_enhancer", "max_audio_seconds",
 )  # fmt: skip
-"""Order of the form components passed to the generate handler."""
+"""Order of the form components passed to the generate handler (then the "Play while generating" box and
+the stream token, see :data:`STREAM_SLOT`)."""
+STREAM_SLOT = "sadtalker:stream-token"
+"""Value of the hidden stream-token textbox in the page: ``javascript/sadtalker_player.js`` puts a new token
+in its place on Generate when "Play while generating" is ticked and the browser can play the stream."""
+LOAD_PLAYER_JS = """() => {
+    if (!document.getElementById('sadtalker-player-script')) {
+        const script = document.createElement('script');
+        script.id = 'sadtalker-player-script';
+        script.src = 'sadtalker/v1/player.js';
+        document.head.appendChild(script);
+    }
+}"""
+"""Runs on page load: loads the live player (served by the routes of :func:`routes`)."""
+SUBMIT_JS = (
+    "(...a) => (typeof sadtalker_app_submit === 'function' ? sadtalker_app_submit(...a) : a)"
+    f".slice(0, {len(FORM_FIELDS) + 2})"
+)
+"""Generate's browser side: a stream token when the player plays (the inputs as they are without it). Only
+the inputs' values go on: gradio 3 also hands the outputs' values to the function, and with
+``preprocess=False`` it would pass whatever comes back to the handler unchanged."""
+DONE_JS = "(v) => typeof sadtalker_live_done === 'function' ? sadtalker_live_done(v) : []"
+"""After Generate: the player hands over to the result."""
 
 
 def options_from_form(values: Mapping[str, Any]) -> GenerationOptions:
@@ -356,7 +379,9 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
 
         talker = SadTalker(**talker_kw)
     gradio3 = int(str(gr.__version__).split(".")[0]) < 4
+    js = "_js" if gradio3 else "js"
     guard = UploadGuard(allowed_dirs)
+    live = LiveStreams()
     cancel_event = threading.Event()
     busy = threading.Lock()
     detector, banner_text = first_contact(talker)
@@ -365,7 +390,22 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
         return gr.update(value=text, visible=bool(text))
 
     def generate(*values: Any, progress=gr.Progress()):  # noqa: B008 - gradio injects the tracker
-        form = dict(zip(FORM_FIELDS, values, strict=True))
+        count = len(FORM_FIELDS)
+        if len(values) not in (count, count + 2):
+            raise gr.Error(f"expected {count} form values (+ play box and stream token), got {len(values)}")
+        form = dict(zip(FORM_FIELDS, values[:count], strict=True))
+        stream = live.open(values[count + 1]) if len(values) == count + 2 and values[count] is True else None
+        try:
+            return generate_form(form, progress, stream)
+        except BaseException as exc:
+            if stream is not None:
+                stream.close(error=str(exc) or type(exc).__name__)
+            raise
+        finally:
+            if stream is not None:
+                stream.close()
+
+    def generate_form(form: dict[str, Any], progress: Any, stream: Any):
         scratch = Path(tempfile.mkdtemp(prefix="sadtalker_app_"))
         try:
             try:
@@ -382,7 +422,8 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
                 def on_progress(stage: str, done: int, total: int) -> None:
                     progress((done, max(total, 1)), desc=stage)
 
-                result = talker.generate(options, progress=on_progress, cancel=cancel_event)
+                extra = {"fragmented": True, "stream": stream.append} if stream is not None else {}
+                result = talker.generate(options, progress=on_progress, cancel=cancel_event, **extra)
             except CheckpointError as exc:
                 raise gr.Error(missing_weights_error(talker, options) or one_line(str(exc))) from exc
             except SadTalkerError as exc:
@@ -487,11 +528,17 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
                     )
                     max_audio_seconds = gr.Number(label="Maximum audio length (s)", value=MAX_AUDIO_SECONDS)
             with gr.Column():
-                video = gr.Video(label="Result")
+                # the live player's place (not an output of Generate: gradio's pending overlay covers those)
+                gr.HTML(elem_id="sadtalker_app_live")
+                video = gr.Video(label="Result", elem_id="sadtalker_app_video")
                 info = gr.Textbox(label="Details", lines=4)
                 with gr.Row():
                     run_button = gr.Button("Generate", variant="primary", elem_id="sadtalker_app_generate")
                     stop_button = gr.Button("Stop")
+                play_live = gr.Checkbox(
+                    label="Play while generating", value=True, elem_id="sadtalker_app_play_live"
+                )
+                stream_token = gr.Textbox(value=STREAM_SLOT, visible=False)
         with gr.Accordion("Models", open=bool(banner_text)):
             status = gr.Markdown(status_markdown(talker))
             with gr.Row():
@@ -507,11 +554,13 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
         # preprocess=False: gradio must not open the file values itself (see UploadGuard)
         run_button.click(
             generate,
-            inputs=inputs,
+            inputs=[*inputs, play_live, stream_token],
             outputs=[video, info, status, banner],
             preprocess=False,
             api_name="generate",
-        )
+            **{js: SUBMIT_JS},
+        ).then(None, inputs=[video], outputs=None, **{js: DONE_JS})
+        demo.load(None, None, None, **{js: LOAD_PLAYER_JS})
         if gradio3:
             source.change(preview, inputs=[source], outputs=[source_preview], preprocess=False)
         stop_button.click(stop, inputs=None, outputs=[info])
@@ -537,9 +586,17 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
         return True
 
     demo.sadtalker_shutdown = shutdown
+    demo.sadtalker_live = live
     demo.sadtalker = talker  # for tests and embedding
     demo.upload_guard = guard
     return demo
+
+
+def routes(demo: Any) -> list[Any]:
+    """The app's own routes, for ``demo.launch(app_kwargs={"routes": routes(demo)})``: ``GET
+    /sadtalker/v1/stream/{token}`` (the live player's stream) and ``GET /sadtalker/v1/player.js`` (the
+    player, which the page loads)."""
+    return [attach_route(demo.sadtalker_live), player_route()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -616,7 +673,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share)
+        demo.queue().launch(
+            server_name=args.host,
+            server_port=args.port,
+            share=args.share,
+            app_kwargs={"routes": routes(demo)},
+        )
     except KeyboardInterrupt:
         pass
     finally:

@@ -11,6 +11,7 @@ import pytest
 
 from sadtalker_ext import app
 from sadtalker_ext.errors import InputError
+from sadtalker_ext.live_streams import LiveStreams
 from sadtalker_ext.pipeline import SadTalker
 
 
@@ -95,6 +96,8 @@ def test_no_winograd_reaches_the_pipeline(monkeypatch):
     seen = {}
 
     class Demo:
+        sadtalker_live = LiveStreams()
+
         def queue(self):
             return self
 
@@ -104,6 +107,9 @@ def test_no_winograd_reaches_the_pipeline(monkeypatch):
     monkeypatch.setattr(app, "build_app", lambda **kw: seen.update(kw) or Demo())
     assert app.main(["--no_winograd", "--device", "cpu"]) == 0
     assert seen["winograd"] is False and seen["launch"]["server_name"] == "127.0.0.1"
+    # the live player's routes go into the app gradio makes
+    paths = [r.path for r in seen["launch"]["app_kwargs"]["routes"]]
+    assert paths == ["/sadtalker/v1/stream/{token}", "/sadtalker/v1/player.js"]
 
 
 def test_build_app_with_gradio(tmp_path):
@@ -230,6 +236,8 @@ def test_allowed_dir_reaches_build_app(monkeypatch, tmp_path):
     seen = {}
 
     class Demo:
+        sadtalker_live = LiveStreams()
+
         def queue(self):
             return self
 

@@ -10,6 +10,8 @@
   Answer: ``video_path``, ``video_base64`` (or null), ``infotext``, ``seed``, ``frames``, ``width``, ``height``.
 - ``GET /sadtalker/v1/models``: weight folders and the state of every file.
 - ``GET /sadtalker/v1/version``: versions and what the host offers.
+- ``GET /sadtalker/v1/stream/{token}``: the fragmented MP4 of the tab's "Play while generating" job that the
+  page started under ``token`` (:mod:`..live_streams`); 404 for any other token.
 
 Errors: 400 bad JSON / base64, 422 a ``source_base64`` that is neither a picture nor a video, 403 a path outside the allowed folders, 404 a missing input file, 409 missing
 weights or an interrupted run, 422 an invalid option; the body is ``{"detail": "<message>"}``.
@@ -30,6 +32,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import CancelledError, CheckpointError, InputError, SadTalkerError
+from ..live_streams import attach_route
 from ..options import GenerationOptions
 from . import jobs, models_panel
 from .settings import NO_RESTORER, WebUISettings, result_root
@@ -294,3 +297,5 @@ def register_routes(app: Any, session: jobs.Session) -> None:
     @app.get("/sadtalker/v1/version")
     def sadtalker_version():
         return guarded(version, session)
+
+    app.router.routes.append(attach_route(session.live))  # GET /sadtalker/v1/stream/{token}: the live player

@@ -50,14 +50,17 @@ def served(tmp_path_factory):
             super().__init__(*a, **kw)
             self.calls = []
 
-        def generate(self, options, progress=None, cancel=None, frame_hook=None):
+        def generate(self, options, progress=None, cancel=None, frame_hook=None, **streaming):
             self.calls.append(options)
-            return super().generate(options, progress=progress, cancel=cancel, frame_hook=frame_hook)
+            return super().generate(
+                options, progress=progress, cancel=cancel, frame_hook=frame_hook, **streaming
+            )
 
     talker = Recording(checkpoint_dir=tmp / "ck", gfpgan_dir=tmp / "gf", result_dir=tmp / "results")
     demo = app.build_app(talker)
     port = _free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                        app_kwargs={"routes": app.routes(demo)})  # fmt: skip
     try:
         yield f"http://127.0.0.1:{port}", talker, Path(os.environ["GRADIO_TEMP_DIR"]), tmp
     finally:
@@ -83,7 +86,7 @@ def _form(source=None, driven_audio=None, ref_video=None, **kw) -> list:
         "background_enhancer": "none", "max_audio_seconds": 600,
     }  # fmt: skip
     values.update(kw)
-    return [values[k] for k in FORM_FIELDS]
+    return [values[k] for k in FORM_FIELDS] + [False, ""]  # "Play while generating" off: no stream token
 
 
 def _generate(base: str, values: list) -> tuple[int, str | None, list | None]:
