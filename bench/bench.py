@@ -120,13 +120,36 @@ def log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ weights
-def build_standins(folder: Path) -> Path:
-    """Official-width stand-in files (fill.py seed 0) in the official formats."""
+def conditioned_overrides() -> tuple[dict, str]:
+    """The weight overrides of the parity set's first ``render_cond_*`` file (spectral-norm vectors and
+    scaled heads that keep the renderer's RGB out of saturation, see the vector's ``.md``) and that file's
+    name; ``({}, '')`` when the set has none (then fill.py's raw stand-ins saturate and frames compare
+    poorly)."""
     from tests import standin
 
-    log(f"building stand-in checkpoints in {folder} (official widths, fill.py seed 0)")
-    standin.build_checkpoints(folder, 0)
-    return folder
+    for path in sorted(standin.parity_dir().glob("render_cond_*.npz")):
+        with np.load(path, allow_pickle=False) as npz:
+            overrides = standin.overrides_of(npz)
+        if overrides:
+            return overrides, path.name
+    return {}, ""
+
+
+def build_standins(folder: Path) -> tuple[Path, str]:
+    """Official-width stand-in files (fill.py seed 0 + the well-conditioned overrides where the parity set
+    has them) in the official formats; returns ``(folder, description)``."""
+    from tests import standin
+
+    overrides, source = conditioned_overrides()
+    if overrides:
+        folder = folder / f"cond-{standin.overrides_digest(overrides)}"
+        what = f"fill.py seed 0 + the {len(overrides)} render_cond overrides of {source}"
+    else:
+        what = "fill.py seed 0 (no render_cond overrides in the parity set: saturated RGB)"
+    log(f"building stand-in checkpoints in {folder} (official widths, {what})")
+    folder.mkdir(parents=True, exist_ok=True)
+    standin.build_checkpoints(folder, 0, overrides or None)
+    return folder, f"stand-in files (tests/standin.py, official widths, {what})"
 
 
 def build_reduced(main_dir: Path, folder: Path) -> Path:
@@ -1286,8 +1309,7 @@ def main(argv=None) -> int:
     if args.checkpoint_dir is not None:
         ckpt, weights = args.checkpoint_dir, f"official files from {args.checkpoint_dir}"
     else:
-        ckpt = build_standins(args.standin_dir or work / "standin")
-        weights = "stand-in files (tests/standin.py, fill.py seed 0, official widths)"
+        ckpt, weights = build_standins(args.standin_dir or work / "standin")
     reduced = build_reduced(ckpt, (args.standin_dir or work) / "reduced")
     report: dict = {
         "environment": {

@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
-    ckpt = args.checkpoint_dir or build_standins(args.standin_dir)
+    ckpt = args.checkpoint_dir or build_standins(args.standin_dir)[0]
     device, dtype = torch.device("cpu"), torch.float32
     nets = load_renderer_nets(ckpt, args.size, "crop", device, dtype)
     renderer = Renderer(nets, device)

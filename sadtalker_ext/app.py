@@ -11,6 +11,11 @@ File inputs are never preprocessed by gradio (``preprocess=False``): a client of
 path in a file value, and gradio 3 would open and copy it. :class:`UploadGuard` accepts only files inside
 gradio's upload folder (or the folders given with ``--allowed_dir``), resolved with symlinks followed, and
 inline (base64) uploads, which it writes into a private temporary folder under the user's file name.
+
+HTTP streaming: ``POST /sadtalker/v1/stream`` (added to gradio's FastAPI app by :func:`serve`; contract in
+:mod:`.http_stream`) takes the JSON body of the WebUI's ``/sadtalker/v1/generate``; its paths must lie inside
+the folders the file inputs may read (gradio's upload folder, ``--allowed_dir``). It waits for a running
+generation to end (one at a time; the page's Stop button stops a streamed one too).
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ LOAD_PLAYER_JS = """() => {
         document.head.appendChild(script);
     }
 }"""
-"""Runs on page load: loads the live player (served by the routes of :func:`routes`)."""
+"""Runs on page load: loads the live player (its route is added by :func:`serve`)."""
 SUBMIT_JS = (
     "(...a) => (typeof sadtalker_app_submit === 'function' ? sadtalker_app_submit(...a) : a)"
     f".slice(0, {len(FORM_FIELDS) + 2})"
@@ -585,18 +590,81 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
         busy.release()
         return True
 
+    def add_routes(app: Any) -> None:
+        """``POST /sadtalker/v1/stream`` on gradio's FastAPI ``app`` (see the module docstring)."""
+        from .http_stream import ROUTE, stream_response
+
+        async def sadtalker_stream(request: Any) -> Any:
+            return await stream_response(
+                request, lambda body: prepare_stream(talker, guard, busy, cancel_event, body)
+            )
+
+        app.add_route(ROUTE, sadtalker_stream, methods=["POST"])
+        # the page's live player: its script, and the stream of the job it started ("Play while generating")
+        app.router.routes.extend([attach_route(live), player_route()])
+
     demo.sadtalker_shutdown = shutdown
     demo.sadtalker_live = live
+    demo.sadtalker_add_routes = add_routes
     demo.sadtalker = talker  # for tests and embedding
     demo.upload_guard = guard
     return demo
 
 
-def routes(demo: Any) -> list[Any]:
-    """The app's own routes, for ``demo.launch(app_kwargs={"routes": routes(demo)})``: ``GET
-    /sadtalker/v1/stream/{token}`` (the live player's stream) and ``GET /sadtalker/v1/player.js`` (the
-    player, which the page loads)."""
-    return [attach_route(demo.sadtalker_live), player_route()]
+def prepare_stream(
+    talker: Any, guard: UploadGuard, busy: threading.Lock, stop: threading.Event, body: Any
+) -> tuple[Any, str]:
+    """Check a ``/sadtalker/v1/stream`` request (:class:`.http_request.ApiError`), then ``(work, label)`` for
+    :func:`.http_stream.stream_response`: ``work`` waits for the app's one generation slot, then generates,
+    streaming; cancelled by the client going away or the page's Stop button."""
+    from .errors import CancelledError
+    from .http_request import NO_RESTORER, ApiError, parse_request
+
+    tmp = Path(tempfile.mkdtemp(prefix="sadtalker_app_stream_"))
+    try:
+        options, restorer, _mode = parse_request(body, list(guard.roots), tmp)
+        if restorer != NO_RESTORER:
+            raise ApiError(
+                422, "face_restoration: the standalone app has no WebUI face restorers; use enhancer"
+            )
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    def work(sink: Any, cancelled: Any, on_output: Any) -> Any:
+        try:
+            while not busy.acquire(timeout=0.2):  # one generation at a time, as the page
+                if cancelled():
+                    raise CancelledError("the client went away while waiting for the running generation")
+            try:
+                stop.clear()
+                return talker.generate(
+                    options,
+                    cancel=lambda: cancelled() or stop.is_set(),
+                    fragmented=True,
+                    stream=sink,
+                    on_output=on_output,
+                )
+            finally:
+                busy.release()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    return work, Path(options.source).name
+
+
+def serve(demo: Any, *, block: bool = True, **launch_kw: Any) -> Any:
+    """Launch ``demo`` (queue on) with the HTTP streaming route added; ``block``: wait until Ctrl-C / SIGTERM
+    (as ``launch()`` does). Returns gradio's FastAPI app."""
+    launched = demo.queue().launch(prevent_thread_lock=True, **launch_kw)
+    app = launched[0] if isinstance(launched, tuple) and launched else getattr(demo, "app", None)
+    add_routes = getattr(demo, "sadtalker_add_routes", None)
+    if add_routes is not None and app is not None:
+        add_routes(app)
+    block_thread = getattr(demo, "block_thread", None)
+    if block and block_thread is not None:
+        block_thread()
+    return app
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -673,12 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        demo.queue().launch(
-            server_name=args.host,
-            server_port=args.port,
-            share=args.share,
-            app_kwargs={"routes": routes(demo)},
-        )
+        serve(demo, server_name=args.host, server_port=args.port, share=args.share)
     except KeyboardInterrupt:
         pass
     finally:

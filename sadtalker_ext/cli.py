@@ -15,6 +15,13 @@ by another run writing into the same folder at the same time) becomes ``-2``, ``
 printed is the file written. ``--output FILE`` that exists is refused unless ``--overwrite``. The
 output folders are checked (created) with the other inputs, before any model loads.
 
+Streaming: ``--fragmented`` writes the video as a fragmented MP4 (one fragment per second, each from a
+keyframe, audio interleaved; it plays like any mp4). ``--stream_to -`` (one job only) also writes that
+fragmented MP4 to standard output while the frames are rendered, fragment by fragment, so it can be piped
+into a player (``... --stream_to - | ffplay -``); everything else (progress, messages, the path of the
+saved file) then goes to standard error, and the file is still saved as usual. If the reader goes away
+(the player is closed), the generation goes on and the file is still written.
+
 Exit status: 0 when every video was made, 1 when a job or the setup failed, 2 for bad arguments,
 130 when interrupted (Ctrl-C; the video being made is discarded, or kept as ``<name>.partial.mp4``
 with ``--keep_partial``), 143 when terminated (SIGTERM; handled like Ctrl-C).
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -148,6 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
         "keep_partial",
         action="store_true",
         help="on Ctrl-C (or SIGTERM) keep the frames made so far as <name>.partial.mp4",
+    )
+    _add(
+        io,
+        "fragmented",
+        action="store_true",
+        help="write the video as a fragmented MP4 (a fragment per second, each from a keyframe)",
+    )
+    _add(
+        io,
+        "stream_to",
+        metavar="-",
+        help="'-': also write the fragmented MP4 to standard output while it is made (pipe it into a "
+        "player); messages go to standard error; one job only",
     )
     _add(
         io,
@@ -450,6 +471,51 @@ def check_outputs(paths: Sequence[Path], on_exists: str) -> None:
         check_output_free(path, on_exists)
 
 
+def check_stream_to(args: argparse.Namespace, jobs: int) -> None:
+    """``--stream_to``: only ``-``, one job, and standard output not a terminal (InputError otherwise)."""
+    if args.stream_to is None:
+        return
+    if args.stream_to != "-":
+        raise InputError(
+            f"--stream_to {args.stream_to}: only '-' (standard output) is supported; the file itself is "
+            "saved under --result_dir / --output anyway"
+        )
+    if jobs > 1:
+        raise InputError(
+            f"--stream_to - streams one video but there are {jobs} jobs; give one picture and one recording"
+        )
+    if sys.stdout.isatty():
+        raise InputError(
+            "--stream_to -: standard output is a terminal; pipe it into a player or a file "
+            "(e.g. '... --stream_to - | ffplay -')"
+        )
+
+
+class StdoutSink:
+    """Writes the fragments to standard output as they come; when the reader has gone (closed pipe), stops
+    writing there (standard output then points at /dev/null, so Python's exit flush cannot fail)."""
+
+    def __init__(self) -> None:
+        self.out = sys.stdout.buffer
+        self.gone = False
+
+    def __call__(self, data: bytes) -> None:
+        if self.gone:
+            return
+        try:
+            self.out.write(data)
+            self.out.flush()
+        except (BrokenPipeError, OSError) as exc:
+            self.gone = True
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, self.out.fileno())
+                os.close(null)
+            logging.getLogger(__name__).warning(
+                "standard output closed (%s); the video is still being saved", exc.strerror or exc
+            )
+
+
 def resolve_device(name: str, force_cpu: bool) -> str:
     if force_cpu:
         return "cpu"
@@ -545,6 +611,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         planned = [(job, opts.replace(output=str(output_path(job, args, taken)))) for job, opts in planned]
         on_exists = on_exists_for(args)
         check_outputs([Path(opts.output) for _, opts in planned], on_exists)
+        check_stream_to(args, len(planned))
     except SadTalkerError as exc:
         return fail(exc, EXIT_USAGE)
 
@@ -568,11 +635,16 @@ def _main(argv: Sequence[str] | None = None) -> int:
     made: list[Path] = []
     started = time.perf_counter()
     cancel = threading.Event()
+    stream = StdoutSink() if args.stream_to == "-" else None
+    report = sys.stderr if stream is not None else sys.stdout  # stdout carries the video
+    streaming: dict[str, Any] = {}
+    if stream is not None or args.fragmented:
+        streaming = {"fragmented": True, "stream": stream}
     for index, (job, opts) in enumerate(planned, 1):
         label = f"[{index}/{len(planned)}] " if len(planned) > 1 else ""
         bars = ProgressBars(enabled=not args.no_progress, prefix=label)
         try:
-            result = talker.generate(opts, progress=bars, cancel=cancel, on_exists=on_exists)
+            result = talker.generate(opts, progress=bars, cancel=cancel, on_exists=on_exists, **streaming)
         except KeyboardInterrupt as exc:
             bars.close()
             kept = getattr(exc, "partial_path", None)
@@ -601,7 +673,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         bars.close()
         made.append(result.video_path)
         print(f"{label}{result.video_path}  ({result.num_frames} frames, seed {result.seed}, "
-              f"{result.timings.get('total', 0.0):.1f} s)")  # fmt: skip
+              f"{result.timings.get('total', 0.0):.1f} s)", file=report)  # fmt: skip
 
     if len(planned) > 1:
         elapsed = time.perf_counter() - started

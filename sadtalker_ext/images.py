@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import struct
-import subprocess
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -38,6 +37,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
+from . import ffmpeg
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,6 @@ VIDEO_SUFFIXES = frozenset(
     {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
 )
 """File suffixes decoded with ffmpeg (first frame) instead of Pillow."""
-
-_FFMPEG_TIMEOUT_S = 60
 
 
 def load_rgb(
@@ -215,45 +213,23 @@ def _check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> None:
 
 def _first_video_frame(path: Path, max_pixels: int) -> np.ndarray:
     """Decode the first frame with the bundled ffmpeg (rotation metadata applied), as exact rgb24 pixels."""
+    args = ["-v", "error", "-i", str(path), "-frames:v", "1", "-an", "-pix_fmt", "rgb24"]
+    args += ["-f", "image2pipe", "-vcodec", "png", "-"]
     try:
-        import imageio_ffmpeg
-    except ImportError as exc:  # pragma: no cover - dependency missing
+        png = ffmpeg.run(args, kind="frame", what=f"reading the first frame of '{path.name}'").stdout
+        problem = "" if png else "no frame"
+    except ffmpeg.FFmpegError as exc:
+        if exc.returncode is None:  # not found, could not start, timed out: the message says which
+            raise InputError(str(exc)) from exc
+        png, problem = b"", exc.last_line
+    if problem:
         raise InputError(
-            f"'{path.name}' is a video; reading it needs the Python package imageio-ffmpeg (pip install imageio-ffmpeg)."
-        ) from exc
-    cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(),
-        "-nostdin",
-        "-v",
-        "error",
-        "-i",
-        str(path),
-        "-frames:v",
-        "1",
-        "-an",
-        "-pix_fmt",
-        "rgb24",
-        "-f",
-        "image2pipe",
-        "-vcodec",
-        "png",
-        "-",
-    ]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=_FFMPEG_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise InputError(
-            f"reading the first frame of '{path.name}' took longer than {_FFMPEG_TIMEOUT_S} s."
-        ) from exc
-    if proc.returncode != 0 or not proc.stdout:
-        detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise InputError(
-            f"'{path.name}' could not be decoded as a video ({detail[-1] if detail else 'no frame'}). "
+            f"'{path.name}' could not be decoded as a video ({problem}). "
             "Check that the file is complete, or use a picture instead."
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(io.BytesIO(proc.stdout)) as frame:
+        with Image.open(io.BytesIO(png)) as frame:
             _check_pixels(frame.size, max_pixels, f"the first frame of '{path.name}'")
             frame.load()
             return _pil_to_rgb(frame)

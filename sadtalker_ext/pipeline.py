@@ -16,7 +16,9 @@ Order (as the official ``inference.py`` / ``src/gradio_demo.py``):
    in a thread pool, which with a GPU renderer works while the next frames render);
    ``background_enhancer='realesrgan'`` makes the video twice as large (see below);
 6. video: frames stream into the encoder as they come (memory stays flat in the audio length);
-   the audio is trimmed/padded to ``T`` frames (:mod:`.video.writer`).
+   the audio is trimmed/padded to ``T`` frames (:mod:`.video.writer`). With ``fragmented`` the file is a
+   fragmented MP4 (one fragment per second, audio interleaved) and ``stream`` receives its bytes, whole
+   fragment by whole fragment, while the frames are still being rendered.
 
 Enhancers (both optional, weights in the ``gfpgan/weights`` folder):
 
@@ -81,6 +83,9 @@ reference (frames of a reference video), motion, render (frames), encode."""
 CancelLike = Callable[[], bool] | threading.Event | None
 FrameHook = Callable[[np.ndarray], np.ndarray]
 """``frames (n, H, W, 3) uint8 RGB -> frames`` of the same shape, applied before encoding."""
+StreamSink = Callable[[bytes], None]
+"""Receives the fragmented MP4 as it is written: the init segment, then one whole fragment per call
+(see :mod:`.video.writer`); called from the writer's reader thread."""
 
 FPS = 25
 SAMPLE_RATE = 16000
@@ -485,6 +490,10 @@ class SadTalker:
         cancel: CancelLike = None,
         frame_hook: FrameHook | None = None,
         on_exists: str | None = None,
+        *,
+        fragmented: bool = False,
+        stream: StreamSink | None = None,
+        on_output: Callable[[Path], None] | None = None,
     ) -> Result:
         """Make one video. Raises InputError / CheckpointError / CancelledError (nothing left at the
         output path on any failure; on cancel a ``.partial.mp4`` when ``keep_partial``).
@@ -496,9 +505,18 @@ class SadTalker:
         ``"unique"`` (``<name>-2.mp4``...) or ``"overwrite"``; ``None``: ``"error"`` for an explicit
         ``options.output``, ``"unique"`` for a name made in ``result_dir``. Two generations never write
         the same file; ``Result.video_path`` is the file written.
+
+        ``fragmented``: write the file as a fragmented MP4 (one fragment per second of video, each from a
+        keyframe; plays everywhere a normal mp4 plays). ``stream(data)`` (implies ``fragmented``): gets the
+        init segment and then each whole fragment as soon as the encoder has written it, while frames are
+        still rendered (from another thread; hand the bytes on quickly). The file is still written and
+        renamed to its final name only when complete; a cancelled or failed run leaves no final file,
+        whatever was streamed. ``on_output(path)``: called with the claimed output path before rendering.
         """
         prep = self.prepare(options, progress, cancel, on_exists=on_exists)
-        return self.write_video(prep, frame_hook=frame_hook)
+        return self.write_video(
+            prep, frame_hook=frame_hook, fragmented=fragmented, stream=stream, on_output=on_output
+        )
 
     def prepare(
         self,
@@ -792,9 +810,18 @@ class SadTalker:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def write_video(self, prep: Prepared, frame_hook: FrameHook | None = None) -> Result:
+    def write_video(
+        self,
+        prep: Prepared,
+        frame_hook: FrameHook | None = None,
+        *,
+        fragmented: bool = False,
+        stream: StreamSink | None = None,
+        on_output: Callable[[Path], None] | None = None,
+    ) -> Result:
         """Step 6: stream :meth:`iter_video_frames` (through ``frame_hook``, if given) into the mp4
-        (audio, metadata, sidecar)."""
+        (audio, metadata, sidecar). ``fragmented`` / ``stream``: see :meth:`generate`; ``on_output(path)``
+        is called once the output name is claimed, before the first frame is rendered."""
         from .video.writer import VideoWriter, sidecar_path
 
         options, timer = prep.options, prep.timer
@@ -807,6 +834,8 @@ class SadTalker:
             fps=FPS,
             keep_partial=self.keep_partial,
             on_exists=prep.on_exists,
+            fragmented=fragmented,
+            sink=stream,
         )
         output = writer.path
         writer.metadata = {
@@ -820,6 +849,8 @@ class SadTalker:
             "dtype": str(self.dtype).removeprefix("torch."),
         }
         try:
+            if on_output is not None:
+                on_output(output)
             with writer:
                 for batch in self.iter_video_frames(prep):
                     if frame_hook is not None:

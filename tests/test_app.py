@@ -11,7 +11,6 @@ import pytest
 
 from sadtalker_ext import app
 from sadtalker_ext.errors import InputError
-from sadtalker_ext.live_streams import LiveStreams
 from sadtalker_ext.pipeline import SadTalker
 
 
@@ -96,20 +95,28 @@ def test_no_winograd_reaches_the_pipeline(monkeypatch):
     seen = {}
 
     class Demo:
-        sadtalker_live = LiveStreams()
-
         def queue(self):
             return self
 
         def launch(self, **kw):
             seen["launch"] = kw
+            return "fastapi-app", "http://127.0.0.1:7860/", None
+
+        def sadtalker_add_routes(self, fastapi_app):
+            seen["routes_on"] = fastapi_app
+
+        def block_thread(self):
+            seen["blocked"] = True
 
     monkeypatch.setattr(app, "build_app", lambda **kw: seen.update(kw) or Demo())
     assert app.main(["--no_winograd", "--device", "cpu"]) == 0
     assert seen["winograd"] is False and seen["launch"]["server_name"] == "127.0.0.1"
-    # the live player's routes go into the app gradio makes
-    paths = [r.path for r in seen["launch"]["app_kwargs"]["routes"]]
-    assert paths == ["/sadtalker/v1/stream/{token}", "/sadtalker/v1/player.js"]
+    # launched without blocking, the streaming route added to gradio's app, then the main thread waits
+    assert (
+        seen["launch"]["prevent_thread_lock"] is True
+        and seen["routes_on"] == "fastapi-app"
+        and seen["blocked"]
+    )
 
 
 def test_build_app_with_gradio(tmp_path):
@@ -236,8 +243,6 @@ def test_allowed_dir_reaches_build_app(monkeypatch, tmp_path):
     seen = {}
 
     class Demo:
-        sadtalker_live = LiveStreams()
-
         def queue(self):
             return self
 

@@ -22,7 +22,7 @@ from tests.standin import REPO
 PACKAGE = "sadtalker_ext"
 STAGES = (
     "audio", "motion", "face", "preprocess", "render", "video", "enhance", "enhance_paste", "images",
-    "checkpoints", "weights", "paths", "options", "errors", "form",
+    "checkpoints", "weights", "paths", "options", "errors", "form", "ffmpeg",
 )  # fmt: skip
 """Modules / packages of ``sadtalker_ext`` below the pipeline."""
 FRONT_AND_PIPELINE = ("pipeline", "cli", "app", "download.cli", "webui", "__main__", "download.__main__")

@@ -176,9 +176,7 @@ def test_cancel_without_partial(tmp_path):
 
 
 def test_encoder_failure_is_reported(tmp_path, monkeypatch):
-    import sadtalker_ext.video.writer as writer_mod
-
-    monkeypatch.setattr(writer_mod, "ffmpeg_exe", lambda: str(tmp_path / "no-such-ffmpeg"))
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(tmp_path / "no-such-ffmpeg"))
     out = tmp_path / "x.mp4"
     vw = VideoWriter(out, num_frames=2)
     with pytest.raises(SadTalkerError, match="cannot start ffmpeg"):

@@ -32,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sadtalker_ext import ffmpeg
 from sadtalker_ext.errors import InputError
+from sadtalker_ext.ffmpeg import ffmpeg_exe as ffmpeg_exe  # re-exported: where callers found it before
 from sadtalker_ext.options import RAISE_LIMIT_HINT
 
 log = logging.getLogger(__name__)
@@ -42,16 +44,6 @@ SAMPLE_RATE = 16000
 
 DEFAULT_MAX_SECONDS = 600.0
 """Longest audio accepted by default (10 minutes)."""
-
-FFMPEG_TIMEOUT_S = 900.0
-"""Upper bound on one ffmpeg decode call (seconds)."""
-
-
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary bundled with ``imageio-ffmpeg`` (or the one it is configured to use)."""
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def _check_max_seconds(max_seconds: float | None) -> None:
@@ -141,10 +133,6 @@ def _read_soundfile(path: Path, max_seconds: float | None) -> tuple[np.ndarray, 
     return data, rate
 
 
-def _ffmpeg_error_lines(stderr: bytes) -> list[str]:
-    return [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-
-
 def _read_ffmpeg(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
     """(samples (N, C) float32, rate) of the first audio stream, decoded by the bundled ffmpeg."""
     import soundfile as sf
@@ -154,29 +142,24 @@ def _read_ffmpeg(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int
         # "file:" + absolute path: a name such as "http:x" or "concat:a|b" is never taken for a protocol;
         # the whitelist keeps playlists/concat lists inside the file from reaching anything but local files.
         source = "file:" + str(path.resolve())
-        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error"]
-        cmd += ["-protocol_whitelist", "file", "-i", source]
-        cmd += ["-map", "0:a:0", "-vn", "-sn", "-dn"]
+        args = ["-loglevel", "error", "-protocol_whitelist", "file", "-i", source]
+        args += ["-map", "0:a:0", "-vn", "-sn", "-dn"]
         if max_seconds is not None:
             # Decode a little past the limit only: enough to tell "too long" without decoding hours.
-            cmd += ["-t", f"{max_seconds + 1.0:.3f}"]
-        cmd += ["-c:a", "pcm_f32le", "-rf64", "auto", "-f", "wav", "-y", str(out)]
+            args += ["-t", f"{max_seconds + 1.0:.3f}"]
+        args += ["-c:a", "pcm_f32le", "-rf64", "auto", "-f", "wav", "-y", str(out)]
         try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired as exc:
+            ffmpeg.run(args, kind="audio", what=f"decoding audio '{path.name}'", stdout=subprocess.DEVNULL)
+        except ffmpeg.FFmpegError as exc:
+            if exc.returncode is None:  # not found, could not start, timed out: the message says which
+                raise InputError(str(exc)) from exc
+            if "matches no streams" in exc.stderr or "does not contain any stream" in exc.stderr:
+                raise InputError(f"'{path.name}' has no audio track.") from exc
             raise InputError(
-                f"Decoding audio '{path.name}' took longer than {FFMPEG_TIMEOUT_S:.0f} s."
+                f"Cannot read audio from '{path.name}' (not a supported audio/video file): {exc.last_line}"
             ) from exc
-        except OSError as exc:
-            raise InputError(f"Could not run ffmpeg to decode '{path.name}': {exc}") from exc
-        if proc.returncode != 0 or not out.is_file():
-            lines = _ffmpeg_error_lines(proc.stderr)
-            if any("matches no streams" in ln or "does not contain any stream" in ln for ln in lines):
-                raise InputError(f"'{path.name}' has no audio track.")
-            text = lines[-1] if lines else f"ffmpeg exit status {proc.returncode}"
-            raise InputError(
-                f"Cannot read audio from '{path.name}' (not a supported audio/video file): {text}"
-            )
+        if not out.is_file():
+            raise InputError(f"Cannot read audio from '{path.name}': ffmpeg wrote no audio.")
         try:
             data, rate = sf.read(str(out), dtype="float32", always_2d=True)
         except (RuntimeError, sf.SoundFileError) as exc:

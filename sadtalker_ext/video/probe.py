@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import ffmpeg
 from ..errors import InputError
-from .writer import ffmpeg_exe
 
 _VIDEO_RE = re.compile(
     r"Stream #\d+:\d+[^:]*: Video: (?P<codec>\w+).*?, (?P<pix>\w+)(?:\([^)]*\))?, (?P<w>\d+)x(?P<h>\d+)"
@@ -72,7 +72,11 @@ class VideoInfo:
 
 
 def _run(args: list[str], *, text: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", *args], capture_output=True, text=text)
+    res = ffmpeg.run(args, kind="probe", what=f"reading {args[args.index('-i') + 1]}", check=False)
+    if text:
+        res.stdout = res.stdout.decode("utf-8", "replace")
+        res.stderr = res.stderr.decode("utf-8", "replace")
+    return res
 
 
 def _unescape_ffmetadata(value: str) -> str:

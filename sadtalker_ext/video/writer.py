@@ -28,14 +28,20 @@ frames, no scene-cut keyframes), the AAC audio of that second interleaved in it,
 The encoder settings are otherwise those of the normal file (libx264, same ``crf`` / ``preset``,
 ``yuv420p``; AAC 128 kb/s); the moov is written just before the first fragment (``delay_moov``) so it
 carries the edit lists that start the video at 0 and drop the AAC priming samples, as in the normal file.
+Two differences from the normal file, both measured in ``tests/test_fragmented_mp4.py``: the keyframe every
+second changes x264's frame decisions (decoded frames differ from the normal file's by about one level on
+average, each as close to the input as the other); and nothing trims the AAC encoder's last frame (the
+moov is written before the end is known), so up to 1023 samples (< 64 ms at 16 kHz) of it decode after the
+video's end; the samples of the video's length are identical.
 A reader thread copies the bytes into the hidden temp file and hands each whole segment (the init
 segment, then each fragment; :class:`.fmp4.SegmentSplitter`) to ``sink`` as soon as ffmpeg has written
 it; the temp file is renamed to the final name only by :meth:`VideoWriter.finish`. x264's look-ahead
 holds frames back: the first fragment leaves the encoder after about ``fps`` + 40 frames were written
 (``preset`` medium), the last ones at :meth:`VideoWriter.finish`.
 
-The ffmpeg processes run in their own session (process group): a Ctrl-C in the terminal, which goes
-to the whole foreground process group, reaches Python only, so a partial video can still be finished.
+The ffmpeg processes run in their own session (process group), started by :mod:`sadtalker_ext.ffmpeg`:
+a Ctrl-C in the terminal, which goes to the whole foreground process group, reaches Python only, so a
+partial video can still be finished.
 """
 
 from __future__ import annotations
@@ -45,7 +51,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import uuid
@@ -56,7 +61,12 @@ from typing import IO, Any
 
 import numpy as np
 
+from .. import ffmpeg
 from ..errors import CancelledError, InputError, SadTalkerError
+from ..ffmpeg import detached_kwargs
+from ..ffmpeg import ffmpeg_exe as ffmpeg_exe  # re-exported: where callers found it before
+
+_detached = detached_kwargs  # this module's name for it before sadtalker_ext.ffmpeg; kept for callers
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +78,6 @@ Sink = Callable[[bytes], None]
 """Receives each whole fMP4 segment as it is written (init segment first, then fragment by fragment)."""
 ON_EXISTS = ("error", "unique", "overwrite")
 """What a writer does when its output name is taken (see the module docstring)."""
-
-
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary bundled with ``imageio-ffmpeg`` (or ``IMAGEIO_FFMPEG_EXE``)."""
-    try:
-        import imageio_ffmpeg
-    except ImportError as exc:  # pragma: no cover - dependency is required
-        raise SadTalkerError(
-            "imageio-ffmpeg is not installed; it provides the ffmpeg used to write videos"
-        ) from exc
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def even_size(width: int, height: int) -> tuple[int, int]:
@@ -103,13 +102,6 @@ def partial_path(video_path: str | os.PathLike) -> Path:
     """``<name>.partial.mp4`` beside ``<name>.mp4``."""
     p = Path(video_path)
     return p.with_name(p.stem + PARTIAL_SUFFIX)
-
-
-def _detached() -> dict[str, Any]:
-    """Popen arguments keeping ffmpeg out of the terminal's process group (no Ctrl-C / SIGTERM from it)."""
-    if sys.platform == "win32":
-        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-    return {"start_new_session": True}
 
 
 def ensure_folder(folder: str | os.PathLike) -> Path:
@@ -332,30 +324,20 @@ class VideoWriter:
         if self.fragmented:
             self._start_fragmented(width, height, ew, eh)
             return
-        cmd = [
-            ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-nostdin",
+        args = [
+            "-y", "-loglevel", "error",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{ew}x{eh}", "-r", str(self.fps), "-i", "-",
             "-an", "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
             "-r", str(self.fps), "-f", "mp4", str(self._video_only),
         ]  # fmt: skip
-        log.debug("starting encoder: %s", cmd)
-        try:
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=self._log,
-                bufsize=0,
-                **_detached(),
-            )
-        except OSError as exc:
-            raise SadTalkerError(f"cannot start ffmpeg ({cmd[0]}): {exc}") from exc
+        log.debug("starting encoder: ffmpeg %s", args)
+        self._proc = ffmpeg.start(args, what="the video encoder", stderr=self._log)
         self.frame_size = (width, height)
 
     def _start_fragmented(self, width: int, height: int, ew: int, eh: int) -> None:
         """One ffmpeg: rawvideo on stdin + the fitted wav -> fMP4 on stdout, read by :meth:`_read_stream`."""
         cmd = [
-            ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-nostdin",
+            "-y", "-loglevel", "error",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{ew}x{eh}", "-r", str(self.fps), "-i", "-",
         ]  # fmt: skip
         if self.audio is not None:
@@ -379,23 +361,18 @@ class VideoWriter:
         if meta:
             cmd += ["-metadata", "comment=" + json.dumps(meta, sort_keys=True, default=str)]
         cmd += ["-f", "mp4", "pipe:1"]
-        log.debug("starting fragmented encoder: %s", cmd)
+        log.debug("starting fragmented encoder: ffmpeg %s", cmd)
         try:
             out = open(self._video_only, "wb")  # noqa: SIM115 - closed by the reader thread
         except OSError as exc:
             raise SadTalkerError(f"cannot create {self._video_only}: {exc.strerror or exc}") from exc
         try:
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=self._log,
-                bufsize=0,
-                **_detached(),
+            self._proc = ffmpeg.start(
+                cmd, what="the fragmented video encoder", stderr=self._log, stdout=subprocess.PIPE
             )
-        except OSError as exc:
+        except BaseException:
             out.close()
-            raise SadTalkerError(f"cannot start ffmpeg ({cmd[0]}): {exc}") from exc
+            raise
         self.frame_size = (width, height)
         self._reader = threading.Thread(
             target=self._read_stream, args=(self._proc.stdout, out), name="sadtalker-fmp4", daemon=True
@@ -449,12 +426,13 @@ class VideoWriter:
                 self._reader = None
 
     def _ffmpeg_error(self, what: str) -> SadTalkerError:
-        detail = ""
+        """The encoder's failure, quoting the last lines it wrote to its stderr file."""
+        stderr = b""
         if self._log is not None:
             self._log.seek(0)
-            detail = self._log.read().decode("utf-8", "replace").strip().splitlines()[-3:]
-            detail = " | ".join(detail)
-        return SadTalkerError(f"video encoding failed ({what}){': ' + detail if detail else ''}")
+            stderr = self._log.read()
+        tail = ffmpeg.stderr_tail(stderr)
+        return SadTalkerError(f"video encoding failed ({what})" + (f": {tail}" if tail else ""))
 
     def write(self, frames: np.ndarray) -> None:
         """Append ``(H, W, 3)`` or ``(N, H, W, 3)`` uint8 RGB frames (all the same size)."""
@@ -501,7 +479,7 @@ class VideoWriter:
                 proc.stdin.close()
         except (BrokenPipeError, OSError):
             pass
-        rc = proc.wait()
+        rc = ffmpeg.wait(proc, kind="encode_flush", what="finishing the video encode")
         self._proc = None
         self._join_reader()
         if rc != 0:
@@ -516,16 +494,7 @@ class VideoWriter:
         """Video-only temp + audio (fitted to ``frames``) -> ``destination`` (via a temp name)."""
         muxed = self._temp(".mux.mp4")
         wav = self._temp(".wav")
-        cmd = [
-            ffmpeg_exe(),
-            "-y",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
-            "-i",
-            str(self._video_only),
-        ]
+        args = ["-y", "-loglevel", "error", "-i", str(self._video_only)]
         try:
             if self.audio is not None:
                 write_wav(
@@ -533,21 +502,17 @@ class VideoWriter:
                     fit_audio(self.audio, audio_samples_for(frames, self.sample_rate, self.fps)),
                     self.sample_rate,
                 )
-                cmd += ["-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
+                args += ["-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
             else:
-                cmd += ["-map", "0:v:0"]
-            cmd += ["-c:v", "copy", "-movflags", "+faststart"]
+                args += ["-map", "0:v:0"]
+            args += ["-c:v", "copy", "-movflags", "+faststart"]
             if metadata:
-                cmd += ["-metadata", "comment=" + json.dumps(metadata, sort_keys=True, default=str)]
-            cmd += ["-f", "mp4", str(muxed)]
-            if self._log is not None:
-                self._log.seek(0)
-                self._log.truncate()
-            result = subprocess.run(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log, **_detached()
-            )
-            if result.returncode != 0:
-                raise self._ffmpeg_error(f"muxing audio, exit status {result.returncode}")
+                args += ["-metadata", "comment=" + json.dumps(metadata, sort_keys=True, default=str)]
+            args += ["-f", "mp4", str(muxed)]
+            try:
+                ffmpeg.run(args, kind="mux", what="muxing audio", stdout=subprocess.DEVNULL)
+            except ffmpeg.FFmpegError as exc:
+                raise SadTalkerError(f"video encoding failed ({exc})") from exc
             muxed.replace(destination)
         finally:
             for p in (muxed, wav):

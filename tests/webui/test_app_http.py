@@ -59,8 +59,7 @@ def served(tmp_path_factory):
     talker = Recording(checkpoint_dir=tmp / "ck", gfpgan_dir=tmp / "gf", result_dir=tmp / "results")
     demo = app.build_app(talker)
     port = _free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        app_kwargs={"routes": app.routes(demo)})  # fmt: skip
+    app.serve(demo, block=False, server_name="127.0.0.1", server_port=port, quiet=True)  # as app.main does
     try:
         yield f"http://127.0.0.1:{port}", talker, Path(os.environ["GRADIO_TEMP_DIR"]), tmp
     finally:

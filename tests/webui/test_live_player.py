@@ -158,8 +158,7 @@ def test_app_plays_while_generating(driver, tiny_checkpoints, media, tmp_path, m
     )
     demo = app.build_app(talker)
     port = _free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        app_kwargs={"routes": app.routes(demo)})  # as app.main launches it  # fmt: skip
+    app.serve(demo, block=False, server_name="127.0.0.1", server_port=port, quiet=True)  # as app.main does
     try:
         driver.get(f"http://127.0.0.1:{port}/")
         for elem_id, path in (("sadtalker_app_source", Path(media["picture"])),
