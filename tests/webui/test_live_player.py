@@ -125,21 +125,21 @@ def _watch_it_play(page, talker, results: Path, result_id: str) -> None:
         lambda: talker.waiting.is_set(),
         timeout=GATE_TIMEOUT_S,
         what="the renderer at the gate",
-        page=page,
+        driver=page,
     )
     first = _wait(lambda: (s := _live_state(page))["present"] and s["time"] > 0 and s,
-                  timeout=60, what="the player playing", page=page)  # fmt: skip
+                  timeout=60, what="the player playing", driver=page)  # fmt: skip
     later = _wait(lambda: (s := _live_state(page))["time"] >= first["time"] + 0.4 and s,
                   timeout=60, what=f"playback advancing (from {first}; now {_live_state(page)})",
-                  page=page)  # fmt: skip
+                  driver=page)  # fmt: skip
     # still the same job, held at the gate: nothing rendered past it, no video file under its final name
     assert talker.waiting.is_set() and not talker.gate.is_set()
     assert not _videos(results)
     assert later["mime"].startswith('video/mp4; codecs="avc1.') and "mp4a.40.2" in later["mime"]
     assert later["buffered"] < SECONDS - 1  # only part of the video had arrived
     talker.gate.set()
-    _wait(lambda: _result_src(page, result_id), timeout=GATE_TIMEOUT_S, what="the result video", page=page)
-    _wait(lambda: not _live_state(page)["present"], timeout=30, what="the player's handover", page=page)
+    _wait(lambda: _result_src(page, result_id), timeout=GATE_TIMEOUT_S, what="the result video", driver=page)
+    _wait(lambda: not _live_state(page)["present"], timeout=30, what="the player's handover", driver=page)
     videos = _videos(results)
     assert len(videos) == 1 and talker.streamed == [True]
 
@@ -176,7 +176,9 @@ def test_app_plays_while_generating(driver, tiny_checkpoints, media, tmp_path, m
         driver.find_element(By.ID, "sadtalker_app_generate").click()
         _watch_it_play(driver, talker, results, "sadtalker_app_video")
     finally:
+        driver.get("about:blank")  # the page lets go of its stream
         talker.gate.set()
+        demo.sadtalker_shutdown(timeout=60)  # a job still running stops at its next batch
         demo.close()
 
 
@@ -195,8 +197,8 @@ def _served_tab(webui, talker_factory, monkeypatch, picture: Path):
     demo = _host_page(webui, picture)
     port = _free_port()
     demo.queue()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    webui.callbacks.app_started_callback(demo, demo.app)  # what the host does once the app exists
+    app, _, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    webui.callbacks.app_started_callback(demo, app)  # as the host does with the app launch() returns
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -218,8 +220,8 @@ def test_tab_plays_while_generating(driver, webui, tiny_checkpoints, media, tmp_
         talkers.append(gated_talker_class()(model_dirs=dirs, device=device, dtype=dtype, winograd=winograd))
         return talkers[-1]
 
-    try:
-        with _served_tab(webui, factory, monkeypatch, Path(media["picture"])) as url:
+    with _served_tab(webui, factory, monkeypatch, Path(media["picture"])) as url:
+        try:
             driver.get(url)
             _wait(lambda: sadtalker_tab(driver), what="SadTalker tab button", driver=driver).click()
             _upload(driver, "sadtalker_picture", Path(media["picture"]))
@@ -232,6 +234,8 @@ def test_tab_plays_while_generating(driver, webui, tiny_checkpoints, media, tmp_
             driver.find_element(By.ID, "sadtalker_generate").click()
             _wait(lambda: talkers, timeout=120, what="the pipeline", driver=driver)
             _watch_it_play(driver, talkers[0], webui.root / "outputs", "sadtalker_video")
-    finally:
-        for t in talkers:
-            t.gate.set()
+        finally:  # before the server closes: it waits for a running job
+            driver.get("about:blank")
+            webui.shared.state.interrupt()
+            for t in talkers:
+                t.gate.set()
