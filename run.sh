@@ -79,10 +79,11 @@ test_kernels() {
 cmd="${1:-}"; [ $# -gt 0 ] && shift
 case "$cmd" in
   setup) setup; setup_gradio4 ;;
-  # the caller's folder stays the working folder (relative paths, ./results); the package comes from here
-  cli) setup; PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec "$venv/bin/python" -m sadtalker_ext "$@" ;;
-  app) setup; PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec "$venv/bin/python" -m sadtalker_ext.app "$@" ;;
-  download) setup; PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec "$venv/bin/python" -m sadtalker_ext.download "$@" ;;
+  # the caller's folder stays the working folder (relative paths, ./results); the package comes from here;
+  # SADTALKER_RUN_SH lets messages say `run.sh download ...` (what works from any folder)
+  cli) setup; SADTALKER_RUN_SH="$here/run.sh" PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec "$venv/bin/python" -m sadtalker_ext "$@" ;;
+  app) setup; SADTALKER_RUN_SH="$here/run.sh" PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec "$venv/bin/python" -m sadtalker_ext.app "$@" ;;
+  download) setup; SADTALKER_RUN_SH="$here/run.sh" PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" exec "$venv/bin/python" -m sadtalker_ext.download "$@" ;;
   test)
     setup; setup_gradio4
     cd "$here"  # test paths are relative to the repository

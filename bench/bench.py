@@ -29,6 +29,8 @@ Sections (all written to ``<out>/bench.json`` and ``<out>/bench.md``):
   paste-back runs) with the reduced-width renderer; seconds per stage as the pipeline reports them.
 * **memory**: peak RSS (and peak CUDA memory) of a child process per audio length, each one full
   generation through the pipeline with the reduced-width renderer (``crop`` preprocess).
+* **cluster** (not in the default list; needs Ray): jobs/hour for N short jobs, the sequential command line
+  against a local Ray cluster with 1 and 2 workers, and the scheduling overhead per job (``bench/cluster.py``).
 * **resample**: the official audio resampler (resampy ``kaiser_best`` in numpy,
   ``sadtalker_ext.audio.resample``) on ``--resample_seconds`` of noise per input rate, and soxr HQ on the same
   samples; seconds per hour of audio extrapolated from it (labelled so).
@@ -69,6 +71,7 @@ import numpy as np
 import torch
 
 from bench.baseline import iter_official_structure
+from bench.cluster import bench_cluster, cluster_markdown
 from sadtalker_ext import checkpoints
 from sadtalker_ext.render.animate import Renderer, plan_render
 from sadtalker_ext.render.loading import load_renderer_nets
@@ -1184,6 +1187,8 @@ def markdown(report: dict) -> str:
                 f"{r['soxr_s']:.3f} | {r['load_avg'][0] if r['load_avg'] else ''} |"
             )
         lines.append("")
+    if report.get("cluster"):
+        lines += cluster_markdown(report["cluster"])
     if report.get("memory"):
         lines += [
             "## Memory against audio length (pipeline, preprocess crop, REDUCED-width renderer)",
@@ -1273,8 +1278,11 @@ def parse_args(argv=None) -> argparse.Namespace:
             "stages",
             "memory",
             "resample",
+            "cluster",
         ],
     )
+    p.add_argument("--cluster_jobs", type=int, default=6, help="cluster: videos per side (bench/cluster.py)")
+    p.add_argument("--cluster_seconds", type=float, default=0.2, help="cluster: audio seconds per video")
     p.add_argument("--resample_seconds", type=float, default=60.0, help="resample: audio length per rate")
     p.add_argument(
         "--resample_rates", type=int, nargs="+", default=[48000, 44100, 22050], help="resample: input rates"
@@ -1353,6 +1361,9 @@ def main(argv=None) -> int:
         ),
         "memory": lambda: bench_memory(reduced, args, work),
         "resample": lambda: bench_resample(args),
+        "cluster": lambda: bench_cluster(
+            args.cluster_jobs, args.cluster_seconds, args.device, work / "cluster"
+        ),
     }
     for name in args.sections:
         report[name] = runners[name]()

@@ -21,8 +21,6 @@ generation to end (one at a time; the page's Stop button stops a streamed one to
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import importlib.util
 import logging
 import os
@@ -34,18 +32,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import form
+from .cli import add_runtime_flags, resolve_device
 from .errors import CheckpointError, InputError, SadTalkerError
-from .form import options_from_values
+from .form import decode_inline, options_from_values, sniff_suffix
 from .live_streams import LiveStreams, attach_route, player_route
-from .options import (
-    BACKGROUND_ENHANCERS,
-    FACE_DETECTORS,
-    IMPLEMENTED_ENHANCERS,
-    MAX_AUDIO_SECONDS,
-    PREPROCESS_MODES,
-    REF_MODES,
-    GenerationOptions,
-)
+from .options import GenerationOptions
+from .weights import downloader
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +47,7 @@ GRADIO_MISSING = (
     "Install it with `pip install gradio` (3.41 or 4.x), or use the command line: `python -m sadtalker_ext --help`."
 )
 
-FORM_FIELDS = (
-    "source", "driven_audio", "idle_mode", "idle_seconds", "ref_video", "ref_mode", "preprocess", "still",
-    "pose_style", "expression_scale", "size", "batch_size", "use_blink", "seed", "input_yaw", "input_pitch",
-    "input_roll", "face_detector", "face_index", "enhancer", "background_enhancer", "max_audio_seconds",
-)  # fmt: skip
+FORM_FIELDS = (*form.FORM_FIELDS, "max_audio_seconds")
 """Order of the form components passed to the generate handler (then the "Play while generating" box and
 the stream token, see :data:`STREAM_SLOT`)."""
 STREAM_SLOT = "sadtalker:stream-token"
@@ -109,7 +98,7 @@ def status_markdown(talker: Any) -> str:
         lines += [
             "",
             "Fetch missing files with **Download missing weights** below, or with "
-            "`python -m sadtalker_ext.download` (see `--help` there).",
+            f"`{downloader()}` (see `--help` there).",
         ]
     loaded = talker.loaded
     lines += ["", f"Device: `{talker.device}`, dtype `{str(talker.dtype).removeprefix('torch.')}`; "
@@ -122,29 +111,11 @@ UPLOAD_FIELDS = {"source": "face picture", "driven_audio": "speech recording", "
 """File inputs of the form and how messages name them."""
 
 DEFAULT_UPLOAD_NAMES = {"source": "picture", "driven_audio": "speech", "ref_video": "reference"}
-MAX_INLINE_BYTES = 200 << 20
-"""Largest inline (base64) upload accepted, decoded."""
-
-_SIGNATURES = (
-    (b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"), (b"ID3", ".mp3"),
-    (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"\x1aE\xdf\xa3", ".webm"),
-)  # fmt: skip
 
 
 def gradio_upload_dir() -> Path:
     """The folder gradio (3.41 and 4.x alike) saves uploads into: ``$GRADIO_TEMP_DIR`` or ``<temp>/gradio``."""
     return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
-
-
-def _suffix_of(data: bytes, field: str) -> str:
-    for magic, suffix in _SIGNATURES:
-        if data.startswith(magic):
-            return suffix
-    if data[:4] == b"RIFF":
-        return {b"WEBP": ".webp", b"WAVE": ".wav"}.get(data[8:12], ".bin")
-    if data[4:8] == b"ftyp":
-        return ".mp4"
-    return {"source": ".png", "driven_audio": ".wav"}.get(field, ".mp4")
 
 
 def upload_name(name: Any, field: str, suffix: str = "") -> str:
@@ -192,8 +163,8 @@ class UploadGuard:
             return None
         if isinstance(value, str):
             if value.startswith("data:"):
-                data = self._decode(value, label)
-                return self._write(data, upload_name(None, field, _suffix_of(data, field)), field, scratch)
+                data = decode_inline(value, label)
+                return self._write(data, upload_name(None, field, sniff_suffix(data, field)), field, scratch)
             return self._inside(value, None, field, scratch)
         if not isinstance(value, Mapping):
             raise InputError(f"{label}: expected an uploaded file, got {type(value).__name__}")
@@ -208,8 +179,8 @@ class UploadGuard:
         if value.get("is_file"):  # gradio 3: a file already on the server
             return self._inside(name, value.get("orig_name"), field, scratch)
         if value.get("data"):  # gradio 3: the file inline, base64
-            data = self._decode(value["data"], label)
-            return self._write(data, upload_name(value.get("orig_name") or name, field, _suffix_of(data, field)),
+            data = decode_inline(value["data"], label)
+            return self._write(data, upload_name(value.get("orig_name") or name, field, sniff_suffix(data, field)),
                                field, scratch)  # fmt: skip
         if value.get("url"):
             raise InputError(f"{label}: URLs are not accepted; upload the file itself")
@@ -247,27 +218,6 @@ class UploadGuard:
         folder = scratch / field
         folder.mkdir(parents=True, exist_ok=True)
         return folder
-
-    @staticmethod
-    def _decode(data: Any, label: str) -> bytes:
-        if not isinstance(data, str) or not data:
-            raise InputError(f"{label}: expected base64 data")
-        if data.startswith("data:"):
-            head, _, data = data.partition(",")
-            if ";base64" not in head:
-                raise InputError(f"{label}: only base64 data URLs are accepted")
-        data = "".join(data.split())
-        if len(data) // 4 * 3 > MAX_INLINE_BYTES:
-            raise InputError(f"{label}: larger than {MAX_INLINE_BYTES >> 20} MB; use a smaller file")
-        try:
-            decoded = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InputError(
-                f"{label}: the upload is not valid base64 data ({exc}); upload the file again"
-            ) from exc
-        if not decoded:
-            raise InputError(f"{label}: the uploaded file is empty")
-        return decoded
 
     def _write(self, data: bytes, name: str, field: str, scratch: Path) -> str:
         path = self._slot(scratch, field) / name
@@ -352,7 +302,7 @@ def first_contact(talker: Any) -> tuple[str, str]:
         lines.append(
             f"**Face detector: dlib** (preselected because the RetinaFace weights {names} are missing; dlib's "
             "68-point model is installed, non-commercial licence). The Download button fetches RetinaFace "
-            "too; then choose it under *Free view and advanced*."
+            "too; then choose it under *Advanced*."
         )
     return detector, "\n".join(lines)
 
@@ -477,6 +427,7 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
         text = download_missing(talker, options, progress)
         return text, status_markdown(talker), banner_update(first_contact(talker)[1])
 
+    c: dict[str, Any] = {}  # the form's components by field name
     with gr.Blocks(title="SadTalker") as demo:
         gr.Markdown("## SadTalker: one face picture + speech -> talking-head video")
         banner = gr.Markdown(banner_text, visible=bool(banner_text))
@@ -485,53 +436,37 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
                 if gradio3:
                     # gradio 3's picture component sends the pixels without the file name; a file input
                     # keeps it (output videos are named after the picture), with a preview beside it
-                    source = gr.File(
+                    source = c["source"] = gr.File(
                         label="Face picture", file_types=["image"], elem_id="sadtalker_app_source"
                     )
                     source_preview = gr.Image(
                         label="Picture", interactive=False, height=240, elem_id="sadtalker_app_preview"
                     )
                 else:
-                    source = gr.Image(label="Face picture", type="filepath", elem_id="sadtalker_app_source")
+                    source = c["source"] = gr.Image(
+                        label="Face picture", type="filepath", elem_id="sadtalker_app_source"
+                    )
                 # the player needs no server-side ffmpeg: the event hands the raw upload to the pipeline,
                 # which decodes any format (wav, mp3, m4a, ...) with the bundled ffmpeg
-                driven_audio = gr.Audio(
+                c["driven_audio"] = gr.Audio(
                     label="Speech recording (wav, mp3, m4a, ...)",
                     type="filepath",
                     elem_id="sadtalker_app_audio",
                 )
                 with gr.Row():
-                    idle_mode = gr.Checkbox(label="Idle mode (no speech)", value=False)
-                    idle_seconds = gr.Number(label="Idle length (s)", value=5)
+                    c["idle_mode"] = gr.Checkbox(label="Idle mode (no speech)", value=False)
+                    c["idle_seconds"] = form.component(gr, "idle_seconds")
                 with gr.Accordion("Reference video", open=False):
-                    ref_video = gr.File(label="Reference video")
-                    ref_mode = gr.Radio(list(REF_MODES), value="pose", label="The reference video provides")
+                    c["ref_video"] = gr.File(label="Reference video")
+                    c["ref_mode"] = form.component(gr, "ref_mode")
             with gr.Column():
-                preprocess = gr.Radio(list(PREPROCESS_MODES), value="crop", label="Preprocess")
-                still = gr.Checkbox(label="Still mode (keep the source head pose)", value=False)
-                pose_style = gr.Slider(0, 45, value=0, step=1, label="Pose style")
-                expression_scale = gr.Slider(0.0, 3.0, value=1.0, step=0.05, label="Expression scale")
-                size = gr.Radio([256, 512], value=256, label="Face renderer size")
-                batch_size = gr.Slider(1, 16, value=2, step=1, label="Batch size (frames rendered at once)")
-                use_blink = gr.Checkbox(label="Eye blinks", value=True)
-                seed = gr.Number(label="Seed (-1: random)", value=-1, precision=0)
-                with gr.Accordion("Free view and advanced", open=False):
-                    input_yaw = gr.Textbox(label="Yaw keys (degrees, e.g. '0 20 -20')", value="")
-                    input_pitch = gr.Textbox(label="Pitch keys (degrees)", value="")
-                    input_roll = gr.Textbox(label="Roll keys (degrees)", value="")
-                    face_detector = gr.Dropdown(list(FACE_DETECTORS), value=detector, label="Face detector")
-                    face_index = gr.Number(label="Face index (several faces)", value=0, precision=0)
-                    enhancer = gr.Dropdown(
-                        list(IMPLEMENTED_ENHANCERS),
-                        value="none",
-                        label="Face enhancer (gfpgan: GFPGAN v1.4 on the face crops)",
-                    )
-                    background_enhancer = gr.Dropdown(
-                        list(BACKGROUND_ENHANCERS),
-                        value="none",
-                        label="Background enhancer (realesrgan: Real-ESRGAN x2, video 2x larger)",
-                    )
-                    max_audio_seconds = gr.Number(label="Maximum audio length (s)", value=MAX_AUDIO_SECONDS)
+                for name in (*form.form_fields("basic"), *form.form_fields("motion")):
+                    c[name] = form.component(gr, name)
+                with gr.Accordion("Advanced", open=False):
+                    for name in (*form.form_fields("advanced"), "max_audio_seconds"):
+                        c[name] = form.component(
+                            gr, name, **({"value": detector} if name == "face_detector" else {})
+                        )
             with gr.Column():
                 # the live player's place (not an output of Generate: gradio's pending overlay covers those)
                 gr.HTML(elem_id="sadtalker_app_live")
@@ -551,11 +486,7 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
                 refresh_button = gr.Button("Refresh status")
                 unload_button = gr.Button("Unload models")
             download_log = gr.Markdown("")
-        inputs = [
-            source, driven_audio, idle_mode, idle_seconds, ref_video, ref_mode, preprocess, still, pose_style,
-            expression_scale, size, batch_size, use_blink, seed, input_yaw, input_pitch, input_roll,
-            face_detector, face_index, enhancer, background_enhancer, max_audio_seconds,
-        ]  # fmt: skip
+        inputs = [c[name] for name in FORM_FIELDS]
         # preprocess=False: gradio must not open the file values itself (see UploadGuard)
         run_button.click(
             generate,
@@ -577,7 +508,7 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
         unload_button.click(unload, inputs=None, outputs=[status])
         download_button.click(
             fetch,
-            inputs=[size, preprocess, enhancer, background_enhancer],
+            inputs=[c["size"], c["preprocess"], c["enhancer"], c["background_enhancer"]],
             outputs=[download_log, status, banner],
         )
 
@@ -607,6 +538,7 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
     demo.sadtalker_live = live
     demo.sadtalker_add_routes = add_routes
     demo.sadtalker = talker  # for tests and embedding
+    demo.sadtalker_components = c
     demo.upload_guard = guard
     return demo
 
@@ -668,6 +600,7 @@ def serve(demo: Any, *, block: bool = True, **launch_kw: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The app's command line: address and folders, then the pipeline flags of the command line."""
     p = argparse.ArgumentParser(
         prog="python -m sadtalker_ext.app", description="SadTalker standalone web app."
     )
@@ -676,10 +609,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
-    p.add_argument(
-        "--checkpoint_dir", "--checkpoint-dir", dest="checkpoint_dir", help="SadTalker weights folder"
-    )
-    p.add_argument("--gfpgan_dir", "--gfpgan-dir", dest="gfpgan_dir", help="face-model weights folder")
     p.add_argument(
         "--result_dir", "--result-dir", dest="result_dir", default="./results", help="video folder"
     )
@@ -693,15 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a server folder whose files the file inputs may name (repeatable); by default only files "
         "uploaded through the page (gradio's upload folder) are read",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
-    p.add_argument(
-        "--no_winograd",
-        "--no-winograd",
-        dest="no_winograd",
-        action="store_true",
-        help="CPU, float32: direct decoder convolutions (about 1.7x slower, ~0.8 GB less memory)",
-    )
+    add_runtime_flags(p, cpu_flag=False)
     return p
 
 
@@ -713,8 +634,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         log.error(GRADIO_MISSING)
         return 1
-    from .cli import resolve_device
-
     try:
         demo = build_app(
             checkpoint_dir=args.checkpoint_dir,

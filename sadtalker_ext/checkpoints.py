@@ -27,7 +27,8 @@ from torch import nn
 
 from .errors import CheckpointError
 from .paths import ModelDirs, resolve_model_dirs
-from .weights import MAPPING_CROP, MAPPING_FULL, SAFETENSORS_256, SAFETENSORS_512
+from .preprocess.mode import PreprocessMode
+from .weights import MAPPING_FILES, SAFETENSORS_256, SAFETENSORS_512, downloader
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,15 @@ def safetensors_name(size: int) -> str:
     return SAFETENSORS_256 if size == 256 else SAFETENSORS_512
 
 
-def mapping_name(preprocess: str) -> str:
+def mapping_name(preprocess: str | PreprocessMode) -> str:
     """MappingNet file for a preprocess mode: 00109 (73 inputs) for full modes, else 00229 (70)."""
-    return MAPPING_FULL if "full" in preprocess else MAPPING_CROP
+    return MAPPING_FILES[PreprocessMode.parse(preprocess).mapping_feature]
 
 
 def _missing(path: Path, component: str) -> CheckpointError:
     return CheckpointError(
         f"{component}: weight file not found: {path}. Put '{path.name}' into '{path.parent}' "
-        "(run `python -m sadtalker_ext.download` to fetch the official weights)."
+        f"(run `{downloader()}` to fetch the official weights)."
     )
 
 
@@ -302,44 +303,50 @@ def build_from_state(
 _T = TypeVar("_T")
 
 
-class ModelCache:
-    """Built models by key (file identity, device, dtype, ...): thread-safe, one per owner.
+class LockedDict:
+    """A dict behind a lock: what the caches share (snapshots of keys and items, ``clear()``, ``len()``).
 
-    A :class:`.pipeline.SadTalker` owns one and passes it to the loaders, so pipelines (e.g. on two devices)
-    never share or drop each other's models. Loaders called without one use :data:`PROCESS_CACHE`.
-    """
+    Subclasses read and write ``self._items`` only while holding ``self._lock``."""
 
-    def __init__(self) -> None:
-        self._items: dict[tuple, object] = {}
+    def __init__(self, items: dict | None = None) -> None:
+        self._items: dict = {} if items is None else items
         self._lock = threading.Lock()
 
-    def get(self, key: tuple, factory: Callable[[], _T]) -> _T:
-        """The model under ``key``, built by ``factory()`` (outside the lock) when not held yet."""
-        with self._lock:
-            if key in self._items:
-                return self._items[key]  # type: ignore[return-value]
-        value = factory()
-        with self._lock:
-            return self._items.setdefault(key, value)  # type: ignore[return-value]
-
-    def keys(self) -> list[tuple]:
-        """The keys held, in the order they were first built."""
+    def keys(self) -> list:
+        """The keys held, in insertion order (a snapshot)."""
         with self._lock:
             return list(self._items)
 
-    def items(self) -> list[tuple[tuple, object]]:
-        """``(key, model)`` pairs held, in the order they were first built."""
+    def items(self) -> list[tuple]:
+        """``(key, value)`` pairs held, in insertion order (a snapshot)."""
         with self._lock:
             return list(self._items.items())
 
     def clear(self) -> None:
-        """Drop every model held (frees memory; the next use loads again)."""
+        """Drop everything held (frees memory; the next use builds again)."""
         with self._lock:
             self._items.clear()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+
+class ModelCache(LockedDict):
+    """Built models by key (file identity, device, dtype, ...): thread-safe, one per owner.
+
+    A :class:`.pipeline.SadTalker` owns one and passes it to the loaders, so pipelines (e.g. on two devices)
+    never share or drop each other's models. Loaders called without one use :data:`PROCESS_CACHE`.
+    """
+
+    def get(self, key: tuple, factory: Callable[[], _T]) -> _T:
+        """The model under ``key``, built by ``factory()`` (outside the lock) when not held yet."""
+        with self._lock:
+            if key in self._items:
+                return self._items[key]
+        value = factory()
+        with self._lock:
+            return self._items.setdefault(key, value)
 
 
 PROCESS_CACHE = ModelCache()

@@ -8,7 +8,8 @@ Batch: ``--source_image`` and ``--driven_audio`` take several files and/or folde
 paired with every recording (one video per pair). ``--pairs LIST`` adds explicit pairs, one
 ``picture<TAB>audio`` per line (``#`` comments and blank lines ignored; relative paths are relative to
 the list file; an empty audio column means idle mode and needs ``--idle_seconds``). A failing job is
-reported and the others go on; a summary is printed at the end.
+reported and the others go on; a summary is printed at the end. ``--cluster ADDRESS`` runs the batch on a
+Ray cluster instead (:mod:`sadtalker_ext.cluster`; it skips the videos made before).
 
 Output names: ``<result_dir>/<picture>__<audio>.mp4``; a name already taken (by an earlier video or
 by another run writing into the same folder at the same time) becomes ``-2``, ``-3``... and the path
@@ -33,6 +34,7 @@ import argparse
 import contextlib
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
@@ -46,20 +48,20 @@ from . import __version__
 from .errors import CheckpointError, InputError, SadTalkerError
 from .options import (
     BACKGROUND_ENHANCERS,
-    ENHANCER_MODES,
+    DTYPES,
     ENHANCERS,
-    FACE_DETECTORS,
-    PREPROCESS_MODES,
-    REF_MODES,
+    number_text,
+    option_default,
+    option_spec,
+    range_text,
+    value_type,
 )
-from .weights import DETECTOR_FILE, GFPGAN_FILE, PARSENET_FILE, REALESRGAN_FILE
+from .weights import DETECTOR_FILE, GFPGAN_FILE, PARSENET_FILE, REALESRGAN_FILE, downloader
 
 PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 AUDIO_SUFFIXES = frozenset(
     {".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus", ".wma", ".aiff", ".aif"}
 )
-DTYPES = ("float32", "float16", "bfloat16")
-
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
@@ -112,14 +114,85 @@ def _enhancer(value: str) -> str:
     return value.lower()
 
 
+GROUP_TITLES = {"inputs": "inputs and outputs", "basic": "basic", "motion": "motion", "advanced": "advanced"}
+"""``--help`` sections: the option table's groups, then ``system``."""
+
+
+def option_help(name: str, note: str = "") -> str:
+    """``--help`` text of option ``name`` from the option table: its help, then in parentheses ``note``,
+    its range (choices show in the flag itself) and its default."""
+    spec, default = option_spec(name), option_default(name)
+    notes = [note] + ([] if spec.choices is not None else [range_text(name)])
+    if default is not None and value_type(name) is not bool:
+        notes.append(f"default {number_text(default) if value_type(name) is not str else default}")
+    notes = [n for n in notes if n]
+    return spec.help + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _option(groups: dict[str, Any], name: str, note: str = "", **kw: Any) -> None:
+    """Add the flag of :class:`GenerationOptions` field ``name`` to its group, its type, choices, default
+    and help from the option table (``kw`` adds to / overrides them)."""
+    spec, kind = option_spec(name), value_type(name)
+    args: dict[str, Any] = {"help": option_help(name, note)}
+    if kind is bool:
+        args["action"] = "store_true"
+    else:
+        args["default"] = option_default(name)
+        if kind is not str:
+            args["type"] = kind
+        if spec.choices is not None:
+            args["choices"] = spec.choices
+        elif spec.minimum is not None and spec.maximum is not None:
+            args["metavar"] = f"{number_text(spec.minimum)}-{number_text(spec.maximum)}"
+    args.update(kw)
+    _add(groups[spec.group], name, **args)
+
+
+def add_runtime_flags(group: Any, *, cpu_flag: bool = True) -> None:
+    """The flags that set up a pipeline (model folders, device, precision, Winograd), shared by the
+    command line and the standalone app; ``cpu_flag`` adds ``--cpu``."""
+    _add(
+        group,
+        "checkpoint_dir",
+        metavar="DIR",
+        help="SadTalker weights folder (default: $SADTALKER_CHECKPOINTS or the extension's checkpoints/)",
+    )
+    _add(
+        group,
+        "gfpgan_dir",
+        metavar="DIR",
+        help="face-model weights folder (default: $SADTALKER_GFPGAN_DIR or the extension's gfpgan/weights/)",
+    )
+    _add(
+        group,
+        "device",
+        default="auto",
+        metavar="DEV",
+        help="auto (CUDA when available), cpu, cuda, cuda:N, mps",
+    )
+    if cpu_flag:
+        _add(group, "cpu", action="store_true", help="same as --device cpu")
+    _add(group, "dtype", default=DTYPES[0], choices=DTYPES, help=f"compute precision (default {DTYPES[0]})")
+    _add(
+        group,
+        "no_winograd",
+        action="store_true",
+        help="CPU, float32: direct convolutions in the renderer's decoder instead of Winograd "
+        "(about 1.7x slower rendering, ~0.8 GB less memory)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: every generation option's help, choices, range and default come from the option
+    table (:class:`~sadtalker_ext.options.OptionSpec`), plus the flags of the command line itself."""
     p = _Parser(
         prog="python -m sadtalker_ext",
         description="SadTalker: one face picture + speech -> talking-head mp4 (25 fps, H.264 + AAC).",
         epilog="Every multi-word flag also accepts dashes (--driven-audio). Missing weights: "
-        "`python -m sadtalker_ext.download` fetches them.",
+        f"`{downloader()}` fetches them.",
     )
-    io = p.add_argument_group("inputs and outputs")
+    g = {group: p.add_argument_group(title) for group, title in GROUP_TITLES.items()}
+    io, mo = g["inputs"], g["motion"]
     _add(
         io,
         "source_image",
@@ -144,19 +217,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add(
         io, "result_dir", default="./results", metavar="DIR", help="folder for the videos (default ./results)"
     )
+    _option(
+        g, "output", "single job only; an existing file is refused unless --overwrite", metavar="FILE.mp4"
+    )
     _add(
         io,
-        "output",
-        metavar="FILE.mp4",
-        help="exact output file (single job only); an existing file is refused unless --overwrite",
+        "overwrite",
+        action="store_true",
+        help="let --output replace an existing file (and its .json); with --cluster: redo the videos made before",
     )
-    _add(io, "overwrite", action="store_true", help="let --output replace an existing file (and its .json)")
     _add(
         io,
         "keep_partial",
         action="store_true",
         help="on Ctrl-C (or SIGTERM) keep the frames made so far as <name>.partial.mp4",
     )
+    _option(g, "idle_seconds", metavar="S")
     _add(
         io,
         "fragmented",
@@ -172,148 +248,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(
         io,
-        "idle_seconds",
-        type=float,
-        metavar="S",
-        help="idle mode: S seconds of silent motion (no recording needed)",
-    )
-    _add(
-        io,
-        "max_audio_seconds",
-        type=float,
-        metavar="S",
-        help="longest recording (or idle length) accepted, in seconds (default 600); "
-        "longer audio is refused before any model loads",
-    )
-
-    mo = p.add_argument_group("motion")
-    _add(
-        mo,
-        "preprocess",
-        default="crop",
-        choices=PREPROCESS_MODES,
-        help="crop: face only; resize: whole picture squeezed (portraits); full / extfull: animate the face "
-        "and paste it back into the full picture; extcrop: larger face crop (default crop)",
-    )
-    _add(
-        mo, "still", action="store_true", help="keep the source head pose (less head motion; best with full)"
-    )
-    _add(mo, "pose_style", type=int, default=0, metavar="0-45", help="head-motion style, 0 to 45 (default 0)")
-    _add(
-        mo,
-        "expression_scale",
-        type=float,
-        default=1.0,
-        metavar="X",
-        help="expression strength, 0 to 5 (default 1.0)",
-    )
-    _add(mo, "no_blink", action="store_true", help="no generated eye blinks")
-    _add(
-        mo,
-        "seed",
-        type=int,
-        metavar="N",
-        help="seed of the blinks and pose noise (default: random; the seed used is stored in the video)",
-    )
-    _add(
-        mo,
         "ref_eyeblink",
         metavar="VIDEO",
         help="reference video providing eye blinks (--ref_pose may name another)",
     )
-    _add(mo, "ref_pose", metavar="VIDEO", help="reference video providing head pose")
-    _add(mo, "ref_video", metavar="VIDEO", help="reference video used as --ref_mode says")
-    _add(mo, "ref_mode", choices=REF_MODES, help="what --ref_video provides (default pose)")
+    _add(io, "ref_pose", metavar="VIDEO", help="reference video providing head pose")
+    _option(g, "ref_video", metavar="VIDEO")
+    _option(g, "ref_mode", default=None)  # None: pose, unless --ref_eyeblink/--ref_pose say otherwise
+    for name in ("preprocess", "still", "size", "pose_style", "expression_scale"):
+        _option(g, name)
+    _add(mo, "no_blink", action="store_true", help="no generated eye blinks")
+    _option(g, "seed", metavar="N")
     for axis in ("yaw", "pitch", "roll"):
-        _add(
-            mo,
-            f"input_{axis}",
-            nargs="+",
-            type=float,
-            metavar="DEG",
-            help=f"free-view {axis} in degrees: one value, or several key values the head sweeps through",
-        )
-
-    rd = p.add_argument_group("rendering")
-    _add(rd, "size", type=int, default=256, choices=(256, 512), help="face renderer size (default 256)")
-    _add(
-        rd,
-        "batch_size",
-        type=int,
-        default=2,
-        metavar="N",
-        help="frames rendered at once, 1 to 64 (default 2)",
-    )
-    _add(
-        rd,
+        _option(g, f"input_{axis}", nargs="+", metavar="DEG")
+    _option(g, "batch_size")
+    _option(
+        g,
         "enhancer",
+        f"gfpgan/weights/{GFPGAN_FILE}",
         type=_enhancer,
-        default="none",
+        choices=None,
         metavar="{" + ",".join(ENHANCERS) + "}",
-        help="face enhancer: gfpgan restores the rendered face crops with GFPGAN v1.4 "
-        f"(gfpgan/weights/{GFPGAN_FILE}; default none)",
     )
-    _add(
-        rd,
-        "enhancer_mode",
-        choices=ENHANCER_MODES,
-        default="auto",
-        help="how gfpgan is applied: official = as official SadTalker, on every final frame (RetinaFace, "
-        f"ParseNet paste mask; the video is 2x larger; needs {DETECTOR_FILE} and "
-        f"{PARSENET_FILE}), crop = the rendered face crops (same size), auto (default) = official when "
-        "those files are present",
-    )
-    _add(
-        rd,
+    _option(g, "enhancer_mode", f"official needs {DETECTOR_FILE} and {PARSENET_FILE}")
+    _option(
+        g,
         "background_enhancer",
+        f"gfpgan/weights/{REALESRGAN_FILE}; full modes upscale the picture once",
         choices=(*BACKGROUND_ENHANCERS, "None"),
-        default="none",
-        help="background enhancer: realesrgan makes the video 2x larger with Real-ESRGAN x2plus "
-        f"(gfpgan/weights/{REALESRGAN_FILE}; full modes upscale the picture once)",
     )
-    _add(
-        rd,
-        "face_detector",
-        choices=FACE_DETECTORS,
-        default="retinaface",
-        help="face landmark backend: retinaface (+ AWing FAN, weights in the face-model folder) or dlib",
-    )
-    _add(
-        rd,
-        "face_index",
-        type=int,
-        default=0,
-        metavar="I",
-        help="which face to animate when several are found (0 = the first found)",
-    )
+    _option(g, "face_detector")
+    _option(g, "face_index", metavar="I")
+    _option(g, "max_audio_seconds", metavar="S", default=None)  # None: the option's own default
 
     sy = p.add_argument_group("system")
-    _add(
-        sy,
-        "checkpoint_dir",
-        metavar="DIR",
-        help="SadTalker weights folder (default: $SADTALKER_CHECKPOINTS or the extension's checkpoints/)",
-    )
-    _add(
-        sy,
-        "gfpgan_dir",
-        metavar="DIR",
-        help="face-model weights folder (default: $SADTALKER_GFPGAN_DIR or the extension's gfpgan/weights/)",
-    )
-    _add(
-        sy, "device", default="auto", metavar="DEV", help="auto (CUDA when available), cpu, cuda, cuda:N, mps"
-    )
-    _add(sy, "cpu", action="store_true", help="same as --device cpu")
-    _add(sy, "dtype", default="float32", choices=DTYPES, help="compute precision (default float32)")
-    _add(
-        sy,
-        "no_winograd",
-        action="store_true",
-        help="CPU, float32: direct convolutions in the renderer's decoder instead of Winograd "
-        "(about 1.7x slower rendering, ~0.8 GB less memory)",
-    )
+    add_runtime_flags(sy)
     _add(sy, "no_progress", action="store_true", help="no progress bars")
     _add(sy, "verbose", action="store_true", help="debug logging and full tracebacks on errors")
+    from .cluster.cli import add_arguments as add_cluster_arguments
+
+    add_cluster_arguments(p, _add)
     p.add_argument("--version", action="version", version=f"sadtalker_ext {__version__}")
     return p
 
@@ -434,6 +408,11 @@ def options_for(job: Job, args: argparse.Namespace):
     return GenerationOptions.from_mapping(values)
 
 
+def output_stem(job: Job, args: argparse.Namespace) -> str:
+    """``<picture>__<audio>`` (``<picture>__idle<S>s`` in idle mode): a job's video name without suffix."""
+    return job.picture.stem + "__" + (job.audio.stem if job.audio else f"idle{args.idle_seconds:g}s")
+
+
 def output_path(job: Job, args: argparse.Namespace, taken: set[Path]) -> Path:
     """``--output``, else ``<result_dir>/<picture>__<audio>.mp4`` made unique (``-2``, ``-3``...).
 
@@ -441,7 +420,7 @@ def output_path(job: Job, args: argparse.Namespace, taken: set[Path]) -> Path:
     starts (another run may take this one first); see :func:`on_exists_for`."""
     if args.output:
         return Path(args.output).expanduser()
-    stem = job.picture.stem + "__" + (job.audio.stem if job.audio else f"idle{args.idle_seconds:g}s")
+    stem = output_stem(job, args)
     folder = Path(args.result_dir).expanduser()
     candidate = folder / f"{stem}.mp4"
     n = 1
@@ -461,12 +440,12 @@ def on_exists_for(args: argparse.Namespace) -> str:
 
 
 def check_outputs(paths: Sequence[Path], on_exists: str) -> None:
-    """Every output folder usable (created) and, for ``--output``, the file free: InputError now,
+    """Every output folder usable (not created yet) and, for ``--output``, the file free: InputError now,
     before any model loads, instead of after the motion."""
-    from .video.writer import check_output_free, ensure_folder
+    from .video.writer import check_folder, check_output_free
 
     for folder in dict.fromkeys(p.parent for p in paths):
-        ensure_folder(folder)
+        check_folder(folder)
     for path in paths:
         check_output_free(path, on_exists)
 
@@ -492,28 +471,43 @@ def check_stream_to(args: argparse.Namespace, jobs: int) -> None:
 
 
 class StdoutSink:
-    """Writes the fragments to standard output as they come; when the reader has gone (closed pipe), stops
-    writing there (standard output then points at /dev/null, so Python's exit flush cannot fail)."""
+    """Hands the fragments to standard output as they come, from its own thread, so a player that reads
+    slowly (a pipe fills up) never holds back the rendering: fragments wait in memory until it reads.
+    When the reader has gone (closed pipe), it stops writing there (standard output then points at
+    /dev/null, so Python's exit flush cannot fail). :meth:`close` waits until everything is written."""
 
     def __init__(self) -> None:
         self.out = sys.stdout.buffer
         self.gone = False
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._drain, name="sadtalker-stdout", daemon=True)
+        self._thread.start()
 
     def __call__(self, data: bytes) -> None:
-        if self.gone:
-            return
-        try:
-            self.out.write(data)
-            self.out.flush()
-        except (BrokenPipeError, OSError) as exc:
-            self.gone = True
-            with contextlib.suppress(OSError):
-                null = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(null, self.out.fileno())
-                os.close(null)
-            logging.getLogger(__name__).warning(
-                "standard output closed (%s); the video is still being saved", exc.strerror or exc
-            )
+        if not self.gone:
+            self._queue.put(data)
+
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self.gone:
+                continue
+            try:
+                self.out.write(data)
+                self.out.flush()
+            except (BrokenPipeError, OSError) as exc:
+                self.gone = True
+                with contextlib.suppress(OSError):
+                    null = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(null, self.out.fileno())
+                    os.close(null)
+                logging.getLogger(__name__).warning(
+                    "standard output closed (%s); the video is still being saved", exc.strerror or exc
+                )
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write what is queued, then stop (``timeout`` seconds at most; ``None``: until written)."""
+        self._queue.put(None)
+        self._thread.join(timeout)
 
 
 def resolve_device(name: str, force_cpu: bool) -> str:
@@ -602,12 +596,17 @@ def _main(argv: Sequence[str] | None = None) -> int:
         jobs = collect_jobs(args)
         if args.output and len(jobs) > 1:
             raise InputError(f"--output names one file but there are {len(jobs)} jobs; use --result_dir")
-        if args.overwrite and not args.output:
+        if args.overwrite and not args.output and not args.cluster:
             raise InputError(
                 "--overwrite only applies to --output FILE (names in --result_dir are never reused)"
             )
         taken: set[Path] = set()
         planned = [(job, options_for(job, args)) for job in jobs]
+        from .cluster.cli import check_flags, run_cluster_batch
+
+        check_flags(args)
+        if args.cluster:  # the batch runs on Ray (optional dependency), see sadtalker_ext.cluster
+            return run_cluster_batch(args, planned)
         planned = [(job, opts.replace(output=str(output_path(job, args, taken)))) for job, opts in planned]
         on_exists = on_exists_for(args)
         check_outputs([Path(opts.output) for _, opts in planned], on_exists)
@@ -644,7 +643,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
         label = f"[{index}/{len(planned)}] " if len(planned) > 1 else ""
         bars = ProgressBars(enabled=not args.no_progress, prefix=label)
         try:
-            result = talker.generate(opts, progress=bars, cancel=cancel, on_exists=on_exists, **streaming)
+            try:
+                result = talker.generate(opts, progress=bars, cancel=cancel, on_exists=on_exists, **streaming)
+            except BaseException:
+                if stream is not None:  # what was streamed still reaches the reader, briefly
+                    stream.close(timeout=5)
+                raise
+            if stream is not None:
+                stream.close()
         except KeyboardInterrupt as exc:
             bars.close()
             kept = getattr(exc, "partial_path", None)

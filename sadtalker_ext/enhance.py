@@ -45,7 +45,7 @@ from . import checkpoints
 from .errors import CheckpointError, InputError
 from .nets.gfpgan import GFPGANConfig, GFPGANv1Clean, sample_noise
 from .nets.rrdbnet import RRDBNet, RRDBNetConfig
-from .weights import GFPGAN_FILE, REALESRGAN_FILE, download_url
+from .weights import GFPGAN_FILE, REALESRGAN_FILE, download_url, downloader
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ COMPONENT = "face enhancer (GFPGAN)"
 
 
 def _missing(path: Path, component: str = COMPONENT, how: str | None = None) -> CheckpointError:
-    how = how or "run `python -m sadtalker_ext.download --enhancer` to fetch it"
+    how = how or f"run `{downloader('--enhancer')}` to fetch it"
     return CheckpointError(
         f"{component}: weight file not found: {path}. Put '{path.name}' into the gfpgan/weights folder "
         f"('{path.parent}'), or {how}."
@@ -131,6 +131,23 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
         return image
     shrink = width < image.shape[1] or height < image.shape[0]
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def enlarge(frames: np.ndarray, scale: int) -> np.ndarray:
+    """``(N, H, W, 3)`` uint8 -> ``(N, H * scale, W * scale, 3)``, cv2 bilinear (``scale=1``: ``frames`` itself).
+
+    With the x2 background enhancer in the full modes, rendered face crops are enlarged so before GFPGAN
+    restores them, and keep its detail at the size they are pasted at (:mod:`sadtalker_ext.pipeline`)."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise InputError(f"enlarge: scale must be a whole number >= 1, got {scale!r}")
+    if scale == 1:
+        return frames
+    return np.stack(
+        [
+            cv2.resize(f, (f.shape[1] * scale, f.shape[0] * scale), interpolation=cv2.INTER_LINEAR)
+            for f in frames
+        ]
+    )
 
 
 class FaceEnhancer:
@@ -252,7 +269,7 @@ def load_realesrgan(
     """Load (or reuse from ``cache``, default: the process cache) the Real-ESRGAN RRDBNet of ``path``; like :func:`load_gfpgan`."""
     path = Path(path)
     if not path.is_file():
-        how = f"run `python -m sadtalker_ext.download --background` to fetch it (from {download_url(REALESRGAN_FILE)})"
+        how = f"run `{downloader('--background')}` to fetch it (from {download_url(REALESRGAN_FILE)})"
         raise _missing(path, BG_COMPONENT, how)
     dev = torch.device(device)
     return checkpoints.cached(

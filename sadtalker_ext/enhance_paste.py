@@ -47,7 +47,7 @@ from . import checkpoints
 from .errors import CheckpointError, InputError
 from .nets.gfpgan import GFPGANv1Clean, sample_noise
 from .nets.parsenet import ParseNet, ParseNetConfig
-from .weights import PARSENET_FILE, download_url
+from .weights import PARSENET_FILE, download_url, downloader
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ DET_NMS = 0.4
 def _missing(path: Path) -> CheckpointError:
     return CheckpointError(
         f"{PARSE_COMPONENT}: weight file not found: {path}. Put '{path.name}' into the gfpgan/weights folder "
-        f"('{path.parent}'), or run `python -m sadtalker_ext.download --enhancer` to fetch it "
+        f"('{path.parent}'), or run `{downloader('--enhancer')}` to fetch it "
         f"(from {download_url(PARSENET_FILE)})."
     )
 

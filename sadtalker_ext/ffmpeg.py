@@ -27,7 +27,7 @@ TIMEOUTS_S: dict[str, float] = {
     "audio": 900.0,  # decode a recording (up to the longest accepted) to wav
     "frame": 60.0,  # decode one picture-sized frame
     "mux": 600.0,  # copy the video stream and encode the audio (AAC) into the final mp4
-    "probe": 300.0,  # read headers/packets or decode a whole (short) video to count or read it
+    "probe": 900.0,  # list a video's packets, or decode it whole to count or read its frames
     "encode_flush": 900.0,  # after the last frame: the encoder finishing what is buffered
 }
 """Upper bound in seconds on one ffmpeg call, by kind of call. Encoders fed frame by frame
@@ -180,22 +180,23 @@ def start(
     *,
     what: str,
     stderr: IO[bytes] | int = subprocess.DEVNULL,
+    read: bool = False,
     stdout: IO[bytes] | int = subprocess.DEVNULL,
 ) -> subprocess.Popen[bytes]:
-    """Start ``ffmpeg ARGS`` reading from a pipe (``proc.stdin``), detached from the terminal; stdout is
-    discarded unless ``stdout`` says otherwise (``subprocess.PIPE``: the caller must keep reading
-    ``proc.stdout``, or ffmpeg blocks), stderr goes to ``stderr`` (a file, so a long run cannot fill a pipe).
-    The caller writes, closes stdin and waits (:func:`wait`)."""
+    """Start ``ffmpeg ARGS`` detached from the terminal, stderr to ``stderr`` (a file, so a long run cannot
+    fill a pipe). Default: a writer, fed through ``proc.stdin`` (unbuffered; stdout discarded unless
+    ``stdout`` says otherwise: ``subprocess.PIPE`` for a filter fed and read at once, whose ``proc.stdout``
+    (unbuffered) the caller must keep reading or ffmpeg blocks); with ``read``: a reader, whose output comes
+    from ``proc.stdout`` (buffered, so ``read(n)`` returns ``n`` bytes until the end; stdin empty). The
+    caller closes the pipe it uses and waits (:func:`wait`)."""
     cmd = _command(args)
+    pipes: dict[str, Any] = (
+        {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "bufsize": -1}
+        if read
+        else {"stdin": subprocess.PIPE, "stdout": stdout, "bufsize": 0}
+    )
     try:
-        return subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=stdout,
-            stderr=stderr,
-            bufsize=0,
-            **detached_kwargs(),
-        )
+        return subprocess.Popen(cmd, stderr=stderr, **pipes, **detached_kwargs())
     except OSError as exc:
         raise FFmpegError(f"cannot start ffmpeg ({cmd[0]}) for {what}: {exc}", what=what) from exc
 

@@ -14,19 +14,18 @@ both work.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .form import MAX_INLINE_BYTES, InlineDataError, decode_inline, sniff_suffix
 from .options import GenerationOptions
 
 FILE_FIELDS = ("source", "driven_audio", "ref_video", "ref_pose_video")
 RETURN_MODES = ("path", "base64", "both")
-MAX_BASE64_BYTES = 200 << 20
+MAX_BASE64_BYTES = MAX_INLINE_BYTES
 NO_RESTORER = "None"
 """``face_restoration`` when none is asked for (the WebUI's own name for "no restorer")."""
 
@@ -63,43 +62,16 @@ def check_allowed(value: str, roots: Iterable[Path], field: str) -> str:
     return str(resolved)
 
 
-def _sniff_suffix(data: bytes, field: str) -> str:
-    signatures = (
-        (b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
-        (b"ID3", ".mp3"), (b"fLaC", ".flac"), (b"OggS", ".ogg"), (b"\x1aE\xdf\xa3", ".webm"),
-    )  # fmt: skip
-    for magic, suffix in signatures:
-        if data.startswith(magic):
-            return suffix
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return ".webp"
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        return ".wav"
-    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
-        return ".avi"
-    if data[4:8] == b"ftyp":
-        return ".mp4"
-    return {"source": ".png", "driven_audio": ".wav"}.get(field, ".mp4")
+INLINE_STATUS = {"type": 422, "url": 400, "size": 413, "invalid": 400, "empty": 400}
+"""HTTP status for each kind of unusable ``*_base64`` value (:class:`~sadtalker_ext.form.InlineDataError`)."""
 
 
 def decode_base64(text: Any, field: str) -> bytes:
-    """Plain base64 or a ``data:<mime>;base64,`` URL -> bytes (ApiError 400 when it is not base64)."""
-    if not isinstance(text, str) or not text:
-        raise ApiError(422, f"{field}_base64: expected a base64 string")
-    if text.startswith("data:"):
-        head, _, text = text.partition(",")
-        if ";base64" not in head:
-            raise ApiError(400, f"{field}_base64: only base64 data URLs are accepted")
-    text = "".join(text.split())  # line-wrapped output of `base64` is fine
-    if len(text) * 3 // 4 > MAX_BASE64_BYTES:
-        raise ApiError(413, f"{field}_base64: larger than {MAX_BASE64_BYTES >> 20} MB")
+    """Plain base64 or a ``data:<mime>;base64,`` URL -> bytes; ApiError (400, 413 or 422) when unusable."""
     try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ApiError(400, f"{field}_base64: not valid base64 ({exc})") from exc
-    if not data:
-        raise ApiError(400, f"{field}_base64: empty")
-    return data
+        return decode_inline(text, f"{field}_base64", MAX_BASE64_BYTES)
+    except InlineDataError as exc:
+        raise ApiError(INLINE_STATUS[exc.kind], str(exc)) from exc
 
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi")
@@ -153,7 +125,7 @@ def parse_request(body: Any, roots: list[Path], tmp: Path) -> tuple[GenerationOp
             raise ApiError(422, f"give either {field} or {field}_base64, not both")
         if encoded is not None:
             data = decode_base64(encoded, field)
-            path = tmp / f"api_{field}{_sniff_suffix(data, field)}"
+            path = tmp / f"api_{field}{sniff_suffix(data, field)}"
             path.write_bytes(data)
             values[field] = str(path)
         elif given not in (None, ""):

@@ -11,7 +11,8 @@ The contract (README, *HTTP streaming*):
   loads models, prepares the motion and renders until the encoder has written the init segment. Any error
   up to there is an ordinary JSON error ``{"detail": message}`` with the usual status (400/403/404/413/422
   the request, 409 missing weights or an interrupted run, 500 a failure).
-* Then ``200``, ``Content-Type: video/mp4``, chunked: the first chunk is the init segment (``ftyp`` +
+* Then ``200``, ``Content-Type: video/mp4``, ``Content-Encoding: identity`` (the hosts' GZipMiddleware
+  would hold back the end of each fragment), chunked: the first chunk is the init segment (``ftyp`` +
   ``moov``), then one chunk per fragment (``moof`` + ``mdat``, one second of video from a keyframe, its audio
   interleaved) as soon as the encoder has written it, then the ``mfra`` index. Headers
   ``X-SadTalker-Job`` (the job id the server log uses) and ``X-SadTalker-Output`` (the path the finished
@@ -211,7 +212,14 @@ async def stream_response(request: Any, prepare: Callable[[Any], tuple[Work, str
         if status == 500 and not isinstance(error, SadTalkerError):
             log.error("SadTalker stream job %s failed", job.id, exc_info=error)
         return JSONResponse({"detail": message}, status_code=status, headers={JOB_HEADER: job.id})
-    headers = {JOB_HEADER: job.id, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    # Content-Encoding identity: the hosts' GZipMiddleware (A1111 and Forge add it) leaves the response alone;
+    # it would otherwise hold back the end of each fragment in its compressor until the next one
+    headers = {
+        JOB_HEADER: job.id,
+        "Cache-Control": "no-store",
+        "Content-Encoding": "identity",
+        "X-Content-Type-Options": "nosniff",
+    }
     if job.output is not None:
         headers[OUTPUT_HEADER] = quote(str(job.output))
     return StreamingResponse(job.rest(first), media_type=MEDIA_TYPE, headers=headers)

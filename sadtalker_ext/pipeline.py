@@ -64,16 +64,61 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 import torch
 
+# Every stage is imported here, at the top: the front ends import this module only when they generate
+# (cli, app, webui/jobs import it inside functions), so their start-up does not pay for it.
 from . import __version__
-from .checkpoints import ModelCache
+from .audio.features import AudioFeatures, idle_audio_features, prepare_audio
+from .audio.reference import reference_audio
+from .checkpoints import ModelCache, mapping_name, safetensors_name
+from .enhance import BackgroundUpscaler, FaceEnhancer, enlarge, load_gfpgan, load_realesrgan
+from .enhance_paste import OfficialFaceEnhancer, load_parsenet
 from .errors import CancelledError, CheckpointError, InputError, SadTalkerError
+from .face import FaceLandmarks
+from .face.retinaface_backend import load_detector
+from .images import load_rgb
+from .motion import MotionNets, MotionResult, generate_coefficients, load_motion_nets
+from .nets.gfpgan import GFPGANv1Clean
+from .nets.parsenet import ParseNet
+from .nets.recon_resnet import FaceReconNet
+from .nets.retinaface import RetinaFaceR50
+from .options import DTYPES as DTYPE_NAMES
 from .options import GenerationOptions
 from .paths import ModelDirs, resolve_model_dirs
+from .preprocess.crop import LandmarksFn
+from .preprocess.extract import (
+    CACHE_SIZE,
+    ExtractionCache,
+    SourceRecord,
+    extract_source,
+    extract_video,
+    load_recon_net,
+)
+from .preprocess.mode import PreprocessMode
+from .preprocess.paste import frame_finisher
+from .provenance import input_digests, settings_without_paths
+from .render.animate import Renderer, RenderPlan, plan_from_options, source_image_tensor
+from .render.loading import RendererNets, load_renderer_nets
+from .video.probe import count_frames, iter_frames
+from .video.writer import VideoWriter, check_folder, check_output_free, sidecar_path
+from .weights import (
+    DETECTOR_FILE,
+    GFPGAN_FILE,
+    MISSING,
+    PARSENET_FILE,
+    REALESRGAN_FILE,
+    Selection,
+    WeightStatus,
+    download_command,
+    load_manifest,
+    model_status,
+    required_files,
+    warn_unofficial,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +134,12 @@ StreamSink = Callable[[bytes], None]
 
 FPS = 25
 SAMPLE_RATE = 16000
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
+"""The option table's dtype names -> torch dtypes."""
 DEFAULT_RESULT_DIR = Path("results")
+OfficialParts = tuple[ParseNet, RetinaFaceR50]
+"""The official enhancer arrangement's face parser and frame detector."""
+_Model = TypeVar("_Model")
 
 
 @dataclass(frozen=True)
@@ -111,31 +160,33 @@ class Result:
 class Prepared:
     """Everything decided before the first frame is rendered (see :meth:`SadTalker.prepare`).
 
-    ``source``: the preprocess ``SourceRecord``; ``motion``: the ``MotionResult`` ((T, 70) rows);
-    ``plan``: the renderer's ``RenderPlan`` ((T, 70|73) rows, free-view angles); ``audio``: (T * 640,)
-    float32 16 kHz samples to mux; ``picture``: (H, W, 3) uint8 RGB source picture.
+    ``source``: the preprocessed picture (crop, first-frame coefficients); ``motion``: (T, 70) rows;
+    ``plan``: the renderer's (T, 70|73) rows and free-view angles; ``audio``: float32 16 kHz samples to mux
+    (the writer fits them to T frames); ``picture``: (H, W, 3) uint8 RGB source picture.
     """
 
     options: GenerationOptions
     seed: int
     output: Path
     picture: np.ndarray
-    source: Any
-    motion: Any
-    plan: Any
+    source: SourceRecord
+    motion: MotionResult
+    plan: RenderPlan
     audio: np.ndarray
-    renderer_nets: Any
+    renderer_nets: RendererNets
     timer: _Timer
-    report: Callable[[str, int, int], None]
+    report: ProgressFn
     stopped: Callable[[], bool]
-    face_net: Any = None
+    face_net: GFPGANv1Clean | None = None
     """GFPGAN network (``enhancer='gfpgan'``) or None."""
-    upscaler: Any = None
-    """:class:`.enhance.BackgroundUpscaler` (``background_enhancer='realesrgan'``) or None."""
-    official: Any = None
+    upscaler: BackgroundUpscaler | None = None
+    """Real-ESRGAN x2 (``background_enhancer='realesrgan'``) or None."""
+    official: OfficialParts | None = None
     """``(ParseNet, RetinaFace)`` when the official enhancer arrangement runs (``enhancer_mode``), else None."""
     on_exists: str = "unique"
     """What the writer does when ``output`` is taken (:data:`.video.writer.ON_EXISTS`)."""
+    recorded_as: GenerationOptions | None = None
+    """Options recorded in the metadata instead of ``options`` (see :meth:`SadTalker.generate`)."""
 
     @property
     def num_frames(self) -> int:
@@ -213,16 +264,107 @@ class _Timer:
         return out
 
 
+class _Run:
+    """The timer, progress reports and cancel checks of one generation."""
+
+    def __init__(self, progress: ProgressFn | None, cancel: CancelLike) -> None:
+        self.timer = _Timer()
+        self.stopped = cancel_checker(cancel)
+        self._progress = progress
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        if self._progress is not None:
+            self._progress(stage, done, total)
+
+    def check_cancel(self, where: str) -> None:
+        """Raise :class:`CancelledError` (``cancelled <where>``) once cancel was asked for."""
+        if self.stopped():
+            raise CancelledError(f"cancelled {where}")
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """Step 1's results: everything read from the user's files before any model loads."""
+
+    output: Path
+    on_exists: str
+    picture: np.ndarray
+    """(H, W, 3) uint8 RGB."""
+    references: dict[Path, int]
+    """Reference videos (``ref_video`` first, then ``ref_pose_video`` if another file) -> frame counts."""
+    features: AudioFeatures | None
+    """From the speech or the idle length; None for ``ref_mode='all'`` (T comes from the reference video)."""
+
+
+@dataclass(frozen=True)
+class _Models:
+    """The networks one generation uses (built once, kept by the :class:`SadTalker` object)."""
+
+    landmarks: LandmarksFn
+    recon: FaceReconNet
+    motion: MotionNets
+    renderer: RendererNets
+    face_net: GFPGANv1Clean | None
+    official: OfficialParts | None
+    upscaler: BackgroundUpscaler | None
+
+
+@dataclass(frozen=True)
+class _FrameSteps:
+    """What rendered face crops go through to become final frames, decided once per video.
+
+    ``restore``: the crop arrangement's GFPGAN on each rendered chunk (None without it); ``finish``: per
+    frame, in the thread pool: aspect resize and, in full modes, paste-back; then per finished chunk
+    ``upscale`` (Real-ESRGAN on whole frames: the modes without a separate background) and ``official``
+    (the official enhancer arrangement)."""
+
+    restore: Callable[[np.ndarray], np.ndarray] | None
+    finish: Callable[[np.ndarray], np.ndarray]
+    upscale: BackgroundUpscaler | None
+    official: OfficialFaceEnhancer | None
+
+    def complete(self, futures: list[Future], timer: _Timer) -> np.ndarray:
+        """The finished chunk ``(n, H, W, 3)``; the wait (what the main thread loses to resize+paste) is timed."""
+        with timer.stage("resize+paste"):
+            batch = np.stack([f.result() for f in futures])
+        if self.upscale is not None:
+            with timer.stage("background"):
+                batch = self.upscale(batch)
+        if self.official is not None:
+            with timer.stage("enhance"):
+                batch = self.official(batch)
+        return batch
+
+
 def _reference_frames(path: Path) -> int:
     """Frame count of a reference video; InputError when it is missing, unreadable or empty."""
-    from .video.probe import count_frames
-
     if not path.is_file():
         raise InputError(f"reference video not found: {path}")
     total = count_frames(path)  # also proves the file decodes
     if total < 1:
         raise InputError(f"the reference video {path.name} has no frames")
     return total
+
+
+def _all_mode(options: GenerationOptions) -> bool:
+    """``ref_mode='all'`` with a reference video: motion and frame count come from the video, not the audio."""
+    return options.ref_video is not None and options.ref_mode == "all"
+
+
+def _speech_features(options: GenerationOptions, seed: int) -> AudioFeatures:
+    """The motion stage's audio features from the driven audio, else the idle length (blinks drawn from
+    ``seed``)."""
+    rng = np.random.default_rng(seed)
+    if options.driven_audio:
+        return prepare_audio(
+            options.driven_audio, use_blink=options.use_blink, rng=rng, max_seconds=options.max_audio_seconds
+        )
+    if options.idle_seconds is not None:
+        return idle_audio_features(
+            options.idle_seconds, use_blink=options.use_blink, rng=rng, max_seconds=options.max_audio_seconds
+        )
+    # GenerationOptions refuses this before: only ref_mode 'all' runs without audio or idle length
+    raise InputError("driven_audio: give a speech recording, or idle_seconds for idle mode")
 
 
 def _post_overlaps_render(device: torch.device) -> bool:
@@ -283,14 +425,14 @@ class SadTalker:
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ models
-    def _model(self, key: tuple, factory: Callable[[], Any]) -> Any:
+    def _model(self, key: tuple, factory: Callable[[], _Model]) -> _Model:
         with self._lock:
             value = self.models.get(("pipeline", *key), factory)
             self._named[key] = None
             return value
 
     @property
-    def _models(self) -> dict[tuple, Any]:
+    def _models(self) -> dict[tuple, object]:
         """Snapshot of the models this pipeline asked for by name (its own keys; loader entries aside)."""
         with self._lock:
             held = dict(self.models.items())
@@ -309,9 +451,7 @@ class SadTalker:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _motion_nets(self, size: int):
-        from .motion import load_motion_nets
-
+    def _motion_nets(self, size: int) -> MotionNets:
         return self._model(
             ("motion", size),
             lambda: load_motion_nets(
@@ -319,10 +459,7 @@ class SadTalker:
             ),
         )
 
-    def _renderer_nets(self, size: int, preprocess: str):
-        from .checkpoints import mapping_name
-        from .render.loading import load_renderer_nets
-
+    def _renderer_nets(self, size: int, preprocess: str | PreprocessMode) -> RendererNets:
         return self._model(
             ("renderer", size, mapping_name(preprocess)),
             lambda: load_renderer_nets(
@@ -336,10 +473,7 @@ class SadTalker:
             ),
         )
 
-    def _recon_net(self, size: int):
-        from .checkpoints import safetensors_name
-        from .preprocess.extract import load_recon_net
-
+    def _recon_net(self, size: int) -> FaceReconNet:
         return self._model(
             ("recon", size),
             lambda: load_recon_net(
@@ -347,12 +481,10 @@ class SadTalker:
             ),
         )
 
-    def _landmarks_fn(self, detector: str, face_index: int) -> Callable[[np.ndarray], np.ndarray | None]:
+    def _landmarks_fn(self, detector: str, face_index: int) -> LandmarksFn:
         """``rgb (H, W, 3) uint8 -> (68, 2) landmarks or None`` for the chosen backend and face (a
         :class:`.face.FaceLandmarks`: the passes on the crop picture keep that face; the backends cache
         their networks in this pipeline's cache)."""
-        from .face import FaceLandmarks
-
         landmarks = FaceLandmarks(detector, self.dirs.gfpgan, face_index, str(self.device), cache=self.models)
         return self._model(("landmarks", detector, face_index), lambda: landmarks)
 
@@ -363,11 +495,8 @@ class SadTalker:
             return torch.float32
         return self.dtype
 
-    def _face_net(self):
+    def _face_net(self) -> GFPGANv1Clean:
         """The GFPGAN v1.4 network of ``<gfpgan>/GFPGANv1.4.pth`` (kept like the other models)."""
-        from .enhance import load_gfpgan
-        from .weights import GFPGAN_FILE
-
         dtype = self._enhancer_dtype()
         return self._model(
             ("gfpgan", GFPGAN_FILE, str(dtype).removeprefix("torch.")),
@@ -382,18 +511,12 @@ class SadTalker:
             return None
         if options.enhancer_mode != "auto":
             return options.enhancer_mode
-        from .weights import DETECTOR_FILE, PARSENET_FILE
-
         if all((self.dirs.gfpgan / name).is_file() for name in (DETECTOR_FILE, PARSENET_FILE)):
             return "official"
         return "crop"
 
-    def _official_parts(self):
+    def _official_parts(self) -> OfficialParts:
         """``(ParseNet, RetinaFace)`` of the gfpgan/weights folder (kept like the other models)."""
-        from .enhance_paste import load_parsenet
-        from .face.retinaface_backend import load_detector
-        from .weights import PARSENET_FILE
-
         parse = self._model(
             ("parsenet", PARSENET_FILE),
             lambda: load_parsenet(self.dirs.gfpgan / PARSENET_FILE, self.device, cache=self.models),
@@ -404,11 +527,8 @@ class SadTalker:
         )
         return parse, detector
 
-    def _background_upscaler(self, batch_size: int):
+    def _background_upscaler(self, batch_size: int) -> BackgroundUpscaler:
         """A :class:`.enhance.BackgroundUpscaler` around the kept ``RealESRGAN_x2plus.pth`` network."""
-        from .enhance import BackgroundUpscaler, load_realesrgan
-        from .weights import REALESRGAN_FILE
-
         dtype = self._enhancer_dtype(float16_ok=True)
         net = self._model(
             ("realesrgan", REALESRGAN_FILE, str(dtype).removeprefix("torch.")),
@@ -419,10 +539,8 @@ class SadTalker:
         return BackgroundUpscaler(net, self.device, dtype, tile=400, tile_pad=10, batch_size=batch_size)
 
     # ------------------------------------------------------------------ checks
-    def required_weights(self, options: GenerationOptions):
+    def required_weights(self, options: GenerationOptions) -> Selection:
         """The :class:`weights.Selection` this generation needs."""
-        from .weights import required_files
-
         return required_files(
             options.size,
             options.preprocess,
@@ -436,21 +554,14 @@ class SadTalker:
 
         Only presence is checked here (cheap); the loaders check each file's tensors when they read it.
         """
-        from .weights import MISSING, download_command, model_status
-
         selection = self.required_weights(options)
-        names = self._selection_names(selection)
+        names = selection.names(load_manifest())
         if options.enhancer == "gfpgan" and self.enhancer_mode(options) != "official":
             # the crop arrangement needs GFPGAN only (the downloader's --enhancer also fetches these two)
-            from .enhance_paste import PARSENET_FILE
-            from .face.retinaface_backend import DETECTOR_FILE
-
             unneeded = {PARSENET_FILE} | ({DETECTOR_FILE} if options.face_detector != "retinaface" else set())
             names = [n for n in names if n not in unneeded]
         rows = model_status(self.dirs, names=names, check_structure=False)
         missing = [r for r in rows if r.state == MISSING]
-        from .weights import warn_unofficial
-
         warn_unofficial(rows)  # once per file per process: the loaders check the tensors anyway
         if missing:
             lines = [f"missing weight file{'s' if len(missing) > 1 else ''}:"]
@@ -458,29 +569,9 @@ class SadTalker:
             lines.append(f"download with: {download_command(selection, self.dirs)}")
             raise CheckpointError("\n".join(lines))
 
-    @staticmethod
-    def _selection_names(selection) -> list[str]:
-        from .weights import load_manifest
-
-        return selection.names(load_manifest())
-
-    def model_status(self):
+    def model_status(self) -> list[WeightStatus]:
         """Rows of :func:`weights.model_status` for every weight file (present / missing / corrupt)."""
-        from .weights import model_status
-
         return model_status(self.dirs, check_structure=False)
-
-    def _check_options(self, options: GenerationOptions) -> None:
-        if options.enhancer not in ("none", "gfpgan"):
-            raise InputError(
-                f"enhancer {options.enhancer!r} is not implemented in this extension; "
-                "use enhancer 'gfpgan' (GFPGAN v1.4) or 'none'."
-            )
-        if options.background_enhancer not in ("none", "realesrgan"):
-            raise InputError(
-                f"background_enhancer {options.background_enhancer!r} is not implemented in this extension; "
-                "use 'realesrgan' or 'none'."
-            )
 
     # ------------------------------------------------------------------ generation
     def generate(
@@ -490,6 +581,7 @@ class SadTalker:
         cancel: CancelLike = None,
         frame_hook: FrameHook | None = None,
         on_exists: str | None = None,
+        recorded_as: GenerationOptions | None = None,
         *,
         fragmented: bool = False,
         stream: StreamSink | None = None,
@@ -506,6 +598,10 @@ class SadTalker:
         ``options.output``, ``"unique"`` for a name made in ``result_dir``. Two generations never write
         the same file; ``Result.video_path`` is the file written.
 
+        ``recorded_as``: the options written into the metadata and sidecar instead of ``options``: the same
+        settings, with the paths as the user named them, where the inputs were copied elsewhere to be read
+        (a cluster worker); its ``output`` is the name recorded. Settings that differ are refused.
+
         ``fragmented``: write the file as a fragmented MP4 (one fragment per second of video, each from a
         keyframe; plays everywhere a normal mp4 plays). ``stream(data)`` (implies ``fragmented``): gets the
         init segment and then each whole fragment as soon as the encoder has written it, while frames are
@@ -513,7 +609,12 @@ class SadTalker:
         renamed to its final name only when complete; a cancelled or failed run leaves no final file,
         whatever was streamed. ``on_output(path)``: called with the claimed output path before rendering.
         """
+        if recorded_as is not None:
+            same = settings_without_paths(recorded_as.to_dict()) == settings_without_paths(options.to_dict())
+            if not same:
+                raise InputError("recorded_as must hold the same settings as the options (paths aside)")
         prep = self.prepare(options, progress, cancel, on_exists=on_exists)
+        prep.recorded_as = recorded_as
         return self.write_video(
             prep, frame_hook=frame_hook, fragmented=fragmented, stream=stream, on_output=on_output
         )
@@ -527,182 +628,183 @@ class SadTalker:
     ) -> Prepared:
         """Steps 1-4: check inputs, the output folder and weights, load models, preprocess, audio
         features, motion, render plan. Nothing is written (the output folder may be created)."""
-        from .audio.features import idle_audio_features, prepare_audio
-        from .images import load_rgb
-        from .video.writer import check_output_free, ensure_folder
-
-        timer = _Timer()
-        stopped = cancel_checker(cancel)
-
-        def report(stage: str, done: int, total: int) -> None:
-            if progress is not None:
-                progress(stage, done, total)
-
-        def check_cancel(where: str) -> None:
-            if stopped():
-                raise CancelledError(f"cancelled {where}")
-
-        self._check_options(options)
+        run = _Run(progress, cancel)
         seed = options.seed if options.seed is not None else secrets.randbelow(2**32)
-        rng = np.random.default_rng(seed)
-        torch_gen = torch.Generator(device="cpu").manual_seed(seed)
+        inputs = self._read_inputs(options, seed, on_exists, run)
+        self.check_weights(options)
+        run.check_cancel("before loading the models")
+        models = self._load_models(options, run)
+        run.check_cancel("after loading the models")
+        source = self._extract_source(options, inputs.picture, models, run)
+        references = self._reference_coefficients(options, inputs.references, models, run)
+        features, audio = self._motion_audio(options, inputs.features, references)
+        run.check_cancel("before the motion")
+        motion = self._motion(options, features, source, references, models.motion, seed, run)
+        run.check_cancel("before rendering")
+        # render plan (steps 5 and 6 run in write_video / iter_video_frames)
+        return Prepared(
+            options=options,
+            seed=seed,
+            output=inputs.output,
+            picture=inputs.picture,
+            source=source,
+            motion=motion,
+            plan=plan_from_options(source.first_coeff, motion.mat_coeffs, options),
+            audio=audio,
+            renderer_nets=models.renderer,
+            timer=run.timer,
+            report=run.report,
+            stopped=run.stopped,
+            face_net=models.face_net,
+            upscaler=models.upscaler,
+            official=models.official,
+            on_exists=inputs.on_exists,
+        )
 
-        # 1. inputs, before any model
-        report("inputs", 0, 1)
-        with timer.stage("inputs"):
+    def _read_inputs(
+        self, options: GenerationOptions, seed: int, on_exists: str | None, run: _Run
+    ) -> _Inputs:
+        """Step 1, before any model: the output name, the picture, the reference videos' frame counts and
+        the audio features, so that a bad input fails fast."""
+        run.report("inputs", 0, 1)
+        with run.timer.stage("inputs"):
             output = Path(options.output) if options.output else default_output(options, self.result_dir)
-            if output.suffix.lower() != ".mp4":
+            if output.suffix.lower() != ".mp4":  # GenerationOptions leaves output paths to the front ends
                 raise InputError(f"output must be an .mp4 file, got {output}")
             if on_exists is None:
                 on_exists = "error" if options.output else "unique"
-            ensure_folder(output.parent)  # a file in the way is reported now, not after the motion
+            check_folder(output.parent)  # a file in the way is reported now, not after the motion
             check_output_free(output, on_exists)
             picture = load_rgb(options.source)
-            ref_path = Path(options.ref_video) if options.ref_video else None
-            pose_path = Path(options.ref_pose_video) if options.ref_pose_video else None
-            ref_totals = {path: _reference_frames(path) for path in (ref_path, pose_path) if path is not None}
-            ref_total = sum(ref_totals.values())
-            all_mode = ref_path is not None and options.ref_mode == "all"
-            if options.driven_audio and not all_mode:
-                features = prepare_audio(
-                    options.driven_audio,
-                    use_blink=options.use_blink,
-                    rng=rng,
-                    max_seconds=options.max_audio_seconds,
-                )
-            elif options.idle_seconds is not None and not all_mode:
-                features = idle_audio_features(
-                    options.idle_seconds,
-                    use_blink=options.use_blink,
-                    rng=rng,
-                    max_seconds=options.max_audio_seconds,
-                )
-            else:
-                features = None  # ref_mode 'all': motion and frame count from the reference video
-        report("inputs", 1, 1)
-        self.check_weights(options)
-        check_cancel("before loading the models")
+            videos = (options.ref_video, options.ref_pose_video)
+            references = {Path(v): _reference_frames(Path(v)) for v in videos if v is not None}
+            features = None if _all_mode(options) else _speech_features(options, seed)
+        run.report("inputs", 1, 1)
+        return _Inputs(output, on_exists, picture, references, features)
 
-        # 2. models (kept for the next generation)
-        report("models", 0, 1)
-        with timer.stage("models"):
-            landmarks = self._landmarks_fn(options.face_detector, options.face_index)
-            recon = self._recon_net(options.size)
-            motion_nets = self._motion_nets(options.size)
-            renderer_nets = self._renderer_nets(options.size, options.preprocess)
-            face_net = self._face_net() if options.enhancer == "gfpgan" else None
-            official = self._official_parts() if self.enhancer_mode(options) == "official" else None
-            upscaler = (
-                self._background_upscaler(options.batch_size)
-                if options.background_enhancer == "realesrgan"
-                else None
+    def _load_models(self, options: GenerationOptions, run: _Run) -> _Models:
+        """Step 2: the networks this generation needs (kept for the next one)."""
+        run.report("models", 0, 1)
+        with run.timer.stage("models"):
+            models = _Models(
+                landmarks=self._landmarks_fn(options.face_detector, options.face_index),
+                recon=self._recon_net(options.size),
+                motion=self._motion_nets(options.size),
+                renderer=self._renderer_nets(options.size, options.preprocess),
+                face_net=self._face_net() if options.enhancer == "gfpgan" else None,
+                official=self._official_parts() if self.enhancer_mode(options) == "official" else None,
+                upscaler=(
+                    self._background_upscaler(options.batch_size)
+                    if options.background_enhancer == "realesrgan"
+                    else None
+                ),
             )
-        report("models", 1, 1)
-        check_cancel("after loading the models")
+        run.report("models", 1, 1)
+        return models
 
-        # 3. source picture
-        from .preprocess.extract import CACHE_SIZE, ExtractionCache, extract_source, extract_video
-
-        report("preprocess", 0, 1)
-        with timer.stage("preprocess"):
+    def _extract_source(
+        self, options: GenerationOptions, picture: np.ndarray, models: _Models, run: _Run
+    ) -> SourceRecord:
+        """Step 3: crop, landmarks and first-frame coefficients of the source picture (cached per pipeline)."""
+        run.report("preprocess", 0, 1)
+        with run.timer.stage("preprocess"):
             source = extract_source(
                 picture,
                 options.preprocess,
                 options.size,
-                landmarks,
-                recon,
+                models.landmarks,
+                models.recon,
                 self.device,
                 torch.float32,
                 cache=self.models.get(("extractions",), lambda: ExtractionCache(CACHE_SIZE)),
             )
-        report("preprocess", 1, 1)
+        run.report("preprocess", 1, 1)
+        return source
 
-        ref_coeffs = pose_ref_coeffs = None
-        soundtrack: np.ndarray | None = None
-        if ref_path is not None:
-            from .video.probe import iter_frames
+    def _reference_coefficients(
+        self, options: GenerationOptions, videos: dict[Path, int], models: _Models, run: _Run
+    ) -> list[np.ndarray]:
+        """Step 3b: ``(N, 73)`` coefficients of each reference video, frame by frame (empty without one)."""
+        if not videos:
+            return []
+        run.check_cancel("before the reference video")
+        # face_index picks a face of the source picture; a reference video's face is its largest
+        landmarks = self._landmarks_fn(options.face_detector, 0)
+        total = sum(videos.values())
+        coeffs: list[np.ndarray] = []
+        with run.timer.stage("reference"):
+            done_before = 0
+            for path, frames in videos.items():
 
-            check_cancel("before the reference video")
-            # face_index picks a face of the source picture; a reference video's face is its largest
-            ref_landmarks = self._landmarks_fn(options.face_detector, 0)
-            with timer.stage("reference"):
-                coeffs, done_before = [], 0
-                for path, total in ref_totals.items():
+                def progress(done: int, _total: int | None, before: int = done_before) -> None:
+                    run.report("reference", before + done, total)
+                    run.check_cancel("while reading the reference video")
 
-                    def ref_progress(done: int, _total: int | None, before: int = done_before) -> None:
-                        report("reference", before + done, ref_total)
-                        check_cancel("while reading the reference video")
+                ref = extract_video(
+                    iter_frames(path),
+                    options.preprocess,
+                    landmarks,
+                    models.recon,
+                    self.device,
+                    torch.float32,
+                    progress=progress,
+                    total=frames,
+                )
+                coeffs.append(ref.coeff_3dmm)
+                done_before += frames
+        return coeffs
 
-                    ref = extract_video(
-                        iter_frames(path),
-                        options.preprocess,
-                        ref_landmarks,
-                        recon,
-                        self.device,
-                        torch.float32,
-                        progress=ref_progress,
-                        total=total,
-                    )
-                    coeffs.append(ref.coeff_3dmm)
-                    done_before += total
-                ref_coeffs = coeffs[0]
-                pose_ref_coeffs = coeffs[1] if len(coeffs) > 1 else None
-            if all_mode:
-                features, soundtrack = self._all_mode_audio(options, ref_path, ref_coeffs.shape[0])
-        check_cancel("before the motion")
+    @staticmethod
+    def _motion_audio(
+        options: GenerationOptions, features: AudioFeatures | None, references: list[np.ndarray]
+    ) -> tuple[AudioFeatures, np.ndarray]:
+        """The motion stage's features and the track to mux: the speech's (or idle silence), or for
+        ``ref_mode='all'`` stand-ins as long as the reference video and its soundtrack."""
+        if features is not None:
+            return features, features.wav16k
+        assert options.ref_video is not None  # features are None only for ref_mode 'all' with a video
+        return reference_audio(
+            Path(options.ref_video),
+            options.driven_audio,
+            references[0].shape[0],
+            max_seconds=options.max_audio_seconds,
+        )
 
-        # 4. motion coefficients
-        from .motion import generate_coefficients
-
-        assert features is not None
-        report("motion", 0, 1)
+    def _motion(
+        self,
+        options: GenerationOptions,
+        features: AudioFeatures,
+        source: SourceRecord,
+        references: list[np.ndarray],
+        nets: MotionNets,
+        seed: int,
+        run: _Run,
+    ) -> MotionResult:
+        """Step 4: ExpNet + PoseVAE -> (T, 70) coefficients (pose noise drawn from ``seed``)."""
+        run.report("motion", 0, 1)
         motion_total = [1]
 
-        def motion_progress(done: int, total: int) -> None:
+        def progress(done: int, total: int) -> None:
             motion_total[0] = total
-            report("motion", done, total)
+            run.report("motion", done, total)
             if done < total:
-                check_cancel("while generating the motion")
+                run.check_cancel("while generating the motion")
 
-        with timer.stage("motion"):
+        with run.timer.stage("motion"):
             motion = generate_coefficients(
-                motion_nets,
+                nets,
                 features.indiv_mels,
                 features.ratio,
                 source.exp_pose,
                 options.pose_style,
-                generator=torch_gen,
-                ref_coeffs=ref_coeffs,
-                ref_mode=options.ref_mode if ref_coeffs is not None else None,
-                pose_ref_coeffs=pose_ref_coeffs,
-                progress=motion_progress,
+                generator=torch.Generator(device="cpu").manual_seed(seed),
+                ref_coeffs=references[0] if references else None,
+                ref_mode=options.ref_mode if references else None,
+                pose_ref_coeffs=references[1] if len(references) > 1 else None,
+                progress=progress,
             )
-        report("motion", motion_total[0], motion_total[0])
-        audio_track = soundtrack if soundtrack is not None else features.wav16k
-        check_cancel("before rendering")
-
-        # render plan (steps 5 and 6 run in write_video / iter_video_frames)
-        from .render.animate import plan_from_options
-
-        plan = plan_from_options(source.first_coeff, motion.mat_coeffs, options)
-        return Prepared(
-            options=options,
-            seed=seed,
-            output=output,
-            picture=picture,
-            source=source,
-            motion=motion,
-            plan=plan,
-            audio=audio_track,
-            renderer_nets=renderer_nets,
-            timer=timer,
-            report=report,
-            stopped=stopped,
-            face_net=face_net,
-            upscaler=upscaler,
-            official=official,
-            on_exists=on_exists,
-        )
+        run.report("motion", motion_total[0], motion_total[0])
+        return motion
 
     def iter_video_frames(self, prep: Prepared) -> Iterator[np.ndarray]:
         """Step 5: the video's frames in order, ``(n, H, W, 3)`` uint8 RGB chunks of up to ``batch_size``:
@@ -710,80 +812,84 @@ class SadTalker:
         and, in full modes, pasted back; ``background_enhancer='realesrgan'`` doubles ``H`` and ``W``
         (module docstring). Checks ``cancel`` before every batch (raises CancelledError); reports
         ``render`` progress."""
-        import cv2
-
-        from .render.animate import Renderer, resize_to_crop_aspect, source_image_tensor
-
-        options, timer = prep.options, prep.timer
+        steps = self._frame_steps(prep)
         renderer = Renderer(prep.renderer_nets, self.device)
-        image = source_image_tensor(prep.source.crop_picture, options.size)
-        enhance = official_enhance = None
-        if prep.official is not None:
-            from .enhance_paste import OfficialFaceEnhancer
-
-            official_enhance = OfficialFaceEnhancer(
-                prep.face_net,
-                prep.official[0],
-                self.device,
-                self._enhancer_dtype(),
-                detector=prep.official[1],
-                background=prep.upscaler,
-                batch_size=options.batch_size,
-                noise_seed=0,
-            )
-        elif prep.face_net is not None:
-            from .enhance import FaceEnhancer
-
-            enhance = FaceEnhancer(
-                prep.face_net,
-                self.device,
-                self._enhancer_dtype(),
-                batch_size=options.batch_size,
-                noise_seed=0,
-            )
-        full = "full" in options.preprocess
-        upscaler = prep.upscaler if official_enhance is None else None  # official: its background
-        upscale_frames = upscaler if upscaler is not None and not full else None
-        face_scale = 1  # full modes with the background enhancer: faces made and pasted at 2x
-        if full and upscaler is not None:
-            face_scale = upscaler.scale
-            with timer.stage("background"):
-                background = upscaler(prep.picture[None])[0]
-            paste = self._paster(options, background, prep.source, scale=face_scale)
-        else:
-            paste = self._paster(options, prep.picture, prep.source)
-        size_wh = prep.source.crop_info.size_wh
-        width = options.size * face_scale
+        image = source_image_tensor(prep.source.crop_picture, prep.options.size)
 
         def render_progress(done: int, total: int) -> None:
             prep.report("render", done, total)
 
-        def finish(frame: np.ndarray) -> np.ndarray:
-            resized = resize_to_crop_aspect(frame, size_wh, width)
-            return resized if paste is None else paste(resized)
+        prep.report("render", 0, prep.num_frames)
+        chunks = renderer.iter_uint8(image, prep.plan, progress=render_progress, cancel=prep.stopped)
+        yield from self._finish_chunks(chunks, steps, prep.timer)
 
-        def collect(futures: list[Future]) -> np.ndarray:
-            """The finished chunk; the wait (what the main thread loses to resize+paste) is timed."""
-            with timer.stage("resize+paste"):
-                batch = np.stack([f.result() for f in futures])
-            if upscale_frames is not None:
-                with timer.stage("background"):
-                    batch = upscale_frames(batch)
-            if official_enhance is not None:
-                with timer.stage("enhance"):
-                    batch = official_enhance(batch)
-            return batch
+    def _frame_steps(self, prep: Prepared) -> _FrameSteps:
+        """The enhancer arrangement of this video (module docstring); with the background enhancer in the
+        full modes the picture is upscaled here, once, and faces are made at its scale."""
+        mode = PreprocessMode.parse(prep.options.preprocess)
+        official = self._official_enhancer(prep)
+        upscaler = prep.upscaler if official is None else None  # official: it upscales its own background
+        face_scale = 1
+        picture = prep.picture
+        if upscaler is not None and mode.is_full:
+            face_scale = upscaler.scale
+            with prep.timer.stage("background"):
+                picture = upscaler(prep.picture[None])[0]
+        return _FrameSteps(
+            restore=self._crop_restorer(prep, face_scale) if official is None else None,
+            finish=frame_finisher(mode, prep.source.crop_info, prep.options.size, picture, scale=face_scale),
+            upscale=None if mode.is_full else upscaler,
+            official=official,
+        )
 
-        # Frames are resized and pasted by a thread pool; chunks leave in order. With a GPU renderer the
-        # pool works while the next chunks render (at most two frames per thread wait: memory stays flat);
-        # with a CPU renderer each chunk is finished before the next is rendered, since pasting beside
-        # torch's own threads slowed the whole run down (2-core CPU: 14.1 s instead of 12.1 s).
+    def _official_enhancer(self, prep: Prepared) -> OfficialFaceEnhancer | None:
+        """GFPGANer.enhance on every final frame (``enhancer_mode`` 'official'), else None."""
+        if prep.official is None:
+            return None
+        parser, detector = prep.official
+        return OfficialFaceEnhancer(
+            prep.face_net,
+            parser,
+            self.device,
+            self._enhancer_dtype(),
+            detector=detector,
+            background=prep.upscaler,
+            batch_size=prep.options.batch_size,
+            noise_seed=0,
+        )
+
+    def _crop_restorer(self, prep: Prepared, scale: int) -> Callable[[np.ndarray], np.ndarray] | None:
+        """GFPGAN on each chunk of rendered crops, enlarged ``scale`` times first (``enhancer_mode`` 'crop');
+        None without the face enhancer."""
+        if prep.face_net is None:
+            return None
+        enhancer = FaceEnhancer(
+            prep.face_net,
+            self.device,
+            self._enhancer_dtype(),
+            batch_size=prep.options.batch_size,
+            noise_seed=0,
+        )
+
+        def restore(chunk: np.ndarray) -> np.ndarray:
+            with prep.timer.stage("enhance"):
+                return enhancer(np.ascontiguousarray(enlarge(chunk, scale)))
+
+        return restore
+
+    def _finish_chunks(
+        self, chunks: Iterator[np.ndarray], steps: _FrameSteps, timer: _Timer
+    ) -> Iterator[np.ndarray]:
+        """Rendered chunks -> final chunks, in order, through ``steps``.
+
+        Frames are resized and pasted by a thread pool; chunks leave in order. With a GPU renderer the
+        pool works while the next chunks render (at most two frames per thread wait: memory stays flat);
+        with a CPU renderer each chunk is finished before the next is rendered, since pasting beside
+        torch's own threads slowed the whole run down (2-core CPU: 14.1 s instead of 12.1 s)."""
         max_waiting = 2 * self.post_threads if _post_overlaps_render(self.device) else 0
         waiting: deque[list[Future]] = deque()
         pool = ThreadPoolExecutor(max_workers=self.post_threads, thread_name_prefix="sadtalker-paste")
         try:
-            prep.report("render", 0, prep.num_frames)
-            chunks = renderer.iter_uint8(image, prep.plan, progress=render_progress, cancel=prep.stopped)
             while True:
                 try:
                     with timer.stage("render"):
@@ -792,21 +898,15 @@ class SadTalker:
                     break
                 except CancelledError:  # the frames made so far still reach the writer (keep_partial)
                     while waiting:
-                        yield collect(waiting.popleft())
+                        yield steps.complete(waiting.popleft(), timer)
                     raise
-                if enhance is not None:
-                    with timer.stage("enhance"):
-                        if face_scale != 1:
-                            side = chunk.shape[1] * face_scale
-                            chunk = np.stack(
-                                [cv2.resize(f, (side, side), interpolation=cv2.INTER_LINEAR) for f in chunk]
-                            )
-                        chunk = enhance(np.ascontiguousarray(chunk))
-                waiting.append([pool.submit(finish, frame) for frame in chunk])
+                if steps.restore is not None:
+                    chunk = steps.restore(chunk)
+                waiting.append([pool.submit(steps.finish, frame) for frame in chunk])
                 while sum(len(c) for c in waiting) > max_waiting:
-                    yield collect(waiting.popleft())
+                    yield steps.complete(waiting.popleft(), timer)
             while waiting:
-                yield collect(waiting.popleft())
+                yield steps.complete(waiting.popleft(), timer)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -822,9 +922,8 @@ class SadTalker:
         """Step 6: stream :meth:`iter_video_frames` (through ``frame_hook``, if given) into the mp4
         (audio, metadata, sidecar). ``fragmented`` / ``stream``: see :meth:`generate`; ``on_output(path)``
         is called once the output name is claimed, before the first frame is rendered."""
-        from .video.writer import VideoWriter, sidecar_path
-
         options, timer = prep.options, prep.timer
+        digests = input_digests(options)  # of the files actually read
         frame_w = frame_h = 0
         writer = VideoWriter(  # claims the output name (another run may have taken prep.output)
             prep.output,
@@ -842,7 +941,10 @@ class SadTalker:
             "generator": "sadtalker_ext",
             "version": __version__,
             "seed": prep.seed,
-            "options": options.replace(seed=prep.seed, output=str(output)).to_dict(),
+            "options": (prep.recorded_as or options.replace(output=str(output)))
+            .replace(seed=prep.seed)
+            .to_dict(),
+            "inputs_sha256": digests,
             "fps": FPS,
             "num_frames": prep.num_frames,
             "device": str(self.device),
@@ -881,50 +983,6 @@ class SadTalker:
             width=frame_w,
             height=frame_h,
         )
-
-    # ------------------------------------------------------------------ helpers
-    def _paster(
-        self, options: GenerationOptions, picture: np.ndarray, source, scale: int = 1
-    ) -> Callable[[np.ndarray], np.ndarray] | None:
-        """Full modes: a function blending one aspect-resized RGB frame into the full picture; else None.
-
-        ``scale > 1``: ``picture`` is the original upscaled ``scale`` times; the paste box (whole pixels
-        of the original) is multiplied by ``scale`` exactly."""
-        if "full" not in options.preprocess:
-            return None
-        from .preprocess.crop import CropInfo
-        from .preprocess.paste import PasteBack
-
-        info = source.crop_info
-        if scale != 1:
-            lx, ly, rx, ry = info.quad_box_int()
-            info = CropInfo(
-                info.size_wh,
-                tuple(int(v) * scale for v in info.crop_box),
-                (float(lx * scale), float(ly * scale), float(rx * scale), float(ry * scale)),
-            )
-        return PasteBack(picture, info, options.preprocess, options.size).paste_resized
-
-    def _all_mode_audio(self, options: GenerationOptions, ref_path: Path, num_frames: int):
-        """``ref_mode='all'``: motion comes from the reference video (T = its frame count); the soundtrack
-        is the reference video's own audio (official behaviour), else the driven audio, else silence."""
-        from .audio.decode import load_audio
-        from .audio.features import AudioFeatures
-
-        soundtrack = None
-        with contextlib.suppress(InputError):
-            soundtrack = load_audio(ref_path, max_seconds=options.max_audio_seconds)
-        if soundtrack is None and options.driven_audio:
-            soundtrack = load_audio(options.driven_audio, max_seconds=options.max_audio_seconds)
-        if soundtrack is None:
-            soundtrack = np.zeros(num_frames * SAMPLE_RATE // FPS, np.float32)
-        dummy = AudioFeatures(
-            num_frames=num_frames,
-            indiv_mels=np.zeros((num_frames, 1, 80, 16), np.float32),
-            ratio=np.zeros((num_frames, 1), np.float32),
-            wav16k=np.zeros(num_frames * SAMPLE_RATE // FPS, np.float32),
-        )
-        return dummy, soundtrack
 
 
 __all__ = ["CancelledError", "Result", "SadTalker", "SadTalkerError", "as_dtype", "cancel_checker"]

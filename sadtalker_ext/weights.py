@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import shlex
+import shutil
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from typing import NamedTuple
 
 from .errors import CheckpointError
 from .paths import DATA_DIR, ModelDirs, resolve_model_dirs
+from .preprocess.mode import PreprocessMode
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ OFFICIAL_FILES = (
     SAFETENSORS_256, SAFETENSORS_512, MAPPING_CROP, MAPPING_FULL, GFPGAN_FILE, REALESRGAN_FILE, PARSENET_FILE,
     DETECTOR_FILE, ALIGNMENT_FILE,
 )  # fmt: skip
+MAPPING_FILES = {"crop": MAPPING_CROP, "full": MAPPING_FULL}
+"""The MappingNet file of each :attr:`.PreprocessMode.mapping_feature` (see :func:`.checkpoints.mapping_name`)."""
 
 
 def download_url(name: str) -> str:
@@ -396,26 +401,68 @@ def resolve_selection(selection: Selection | Iterable[str] | None, manifest: Man
 
 def required_files(
     size: int,
-    preprocess: str = "crop",
+    preprocess: str | PreprocessMode = PreprocessMode.CROP,
     *,
     enhancer: bool = False,
     detector: bool = False,
     background: bool = False,
 ) -> Selection:
-    """The :class:`Selection` a run needs: size 256/512 and one MappingNet (``'full' in preprocess`` -> 00109,
-    else 00229, as :func:`sadtalker_ext.checkpoints.mapping_name`); ``enhancer``: GFPGAN v1.4,
+    """The :class:`Selection` a run needs: size 256/512 and one MappingNet (:func:`.checkpoints.mapping_name`: full modes
+    00109, else 00229); ``enhancer``: GFPGAN v1.4,
     ``detector``: RetinaFace + AWing FAN, ``background``: Real-ESRGAN x2plus."""
     if size not in (256, 512):
         raise CheckpointError(f"size must be 256 or 512, got {size}")
-    full = "full" in preprocess
+    mapping = PreprocessMode.parse(preprocess).mapping_feature
     return Selection(
-        sizes=(size,), full=full, enhancer=enhancer, detector=detector, crop=not full, background=background
+        sizes=(size,),
+        full=mapping == "full",
+        enhancer=enhancer,
+        detector=detector,
+        crop=mapping == "crop",
+        background=background,
     )
 
 
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+"""The folder holding ``sadtalker_ext/`` (the extension's root)."""
+RUN_SH_ENV = "SADTALKER_RUN_SH"
+"""Set by ``run.sh`` to its own path for the processes it starts."""
+
+
+def _python() -> str:
+    """``python`` when that is this interpreter on the PATH, else this interpreter's full path."""
+    found = shutil.which(
+        "python"
+    )  # a venv's python is a link to the system one: compare the paths, unresolved
+    if found and sys.executable and Path(found).absolute() == Path(sys.executable).absolute():
+        return "python"
+    return sys.executable or "python"
+
+
+def downloader(*args: str) -> str:
+    """The shell command that runs the weight downloader with ``args``, as the person can type it from the
+    folder they are in: ``run.sh download`` when ``run.sh`` started this process, ``python -m
+    sadtalker_ext.download`` when the package is importable from the current folder, ``sadtalker-download``
+    when it is installed, else the module run from the extension's folder."""
+    run_sh = os.environ.get(RUN_SH_ENV)
+    if run_sh and Path(run_sh).is_file():
+        return shlex.join([run_sh, "download", *args])
+    module = [_python(), "-m", "sadtalker_ext.download", *args]
+    try:
+        here = (Path.cwd() / "sadtalker_ext").resolve() == PACKAGE_ROOT / "sadtalker_ext"
+    except OSError:
+        here = False
+    if here:
+        return shlex.join(module)
+    if shutil.which("sadtalker-download"):
+        return shlex.join(["sadtalker-download", *args])
+    return f"cd {shlex.quote(str(PACKAGE_ROOT))} && {shlex.join(module)}"
+
+
 def download_command(selection: Selection, dirs: ModelDirs | None = None) -> str:
-    """The shell command that fetches ``selection`` into ``dirs`` (folders only given when not the default)."""
-    parts = ["python", "-m", "sadtalker_ext.download"]
+    """The shell command that fetches ``selection`` into ``dirs`` (folders only given when not the default);
+    see :func:`downloader`."""
+    parts: list[str] = []
     sizes = sorted(set(selection.sizes))
     parts += ["--size", "all" if sizes == [256, 512] else str(sizes[0] if sizes else 256)]
     parts += [f"--{feature}" for feature in OPTIONAL_FEATURES if getattr(selection, feature)]
@@ -425,7 +472,7 @@ def download_command(selection: Selection, dirs: ModelDirs | None = None) -> str
             parts += ["--checkpoint_dir", str(dirs.checkpoints)]
         if dirs.gfpgan != default.gfpgan:
             parts += ["--gfpgan_dir", str(dirs.gfpgan)]
-    return shlex.join(parts)
+    return downloader(*parts)
 
 
 def download_command_for(
@@ -439,7 +486,7 @@ def download_command_for(
         wf = None
     feats = set(wf.needed_for) if wf is not None else set()
     if not feats & {"256", "512", "crop", *OPTIONAL_FEATURES}:
-        return shlex.join(["python", "-m", "sadtalker_ext.download", "--all"])
+        return downloader("--all")
     sizes = tuple(int(s) for s in ("256", "512") if s in feats) or (256,)
     selection = Selection(sizes=sizes, **{f: f in feats for f in OPTIONAL_FEATURES})
     return download_command(selection, dirs)

@@ -9,8 +9,11 @@ float32's epsilon and the compared values' magnitude.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 EPS32 = float(torch.finfo(torch.float32).eps)
 
@@ -79,3 +82,44 @@ def assert_normal_draws_match(drawn, recorded, what: str = "") -> None:
     bound = 8 * EPS32 * float(np.abs(recorded).max())
     worst = float(np.abs(_f64(drawn) - recorded).max())
     assert worst <= bound, f"{what}: max |diff| {worst:.3g} > {bound:.3g}"
+
+
+class _DepthTapConv3d(torch.nn.Module):
+    """A ``Conv3d`` (stride 1, zero padding, no groups or dilation) computed as one ``conv2d`` per depth tap.
+
+    The same sums as the 3D convolution; it exists because float64 ``conv3d`` on the CPU unfolds its whole
+    input first (about 40 GB for the renderer's 7x7x7 mask convolution at batch 2).
+    """
+
+    def __init__(self, conv: torch.nn.Conv3d):
+        super().__init__()
+        if conv.stride != (1, 1, 1) or conv.groups != 1 or conv.dilation != (1, 1, 1):
+            raise ValueError(f"only plain stride-1 convolutions: {conv}")
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"only explicit zero padding: {conv}")
+        self.weight, self.bias, self.padding = conv.weight, conv.bias, conv.padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pd, ph, pw = self.padding
+        b, c, d, h, w = x.shape
+        taps = self.weight.shape[2]
+        x = F.pad(x, (0, 0, 0, 0, pd, pd))
+        depth = d + 2 * pd - taps + 1
+        out = None
+        for k in range(taps):
+            planes = x[:, :, k : k + depth].transpose(1, 2).reshape(b * depth, c, h, w)
+            y = F.conv2d(planes, self.weight[:, :, k], None, padding=(ph, pw))
+            out = y if out is None else out + y
+        out = out.reshape(b, depth, *out.shape[1:]).transpose(1, 2).contiguous()
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1, 1)
+
+
+def float64_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A float64 copy of ``module`` (the original is untouched) whose 3D convolutions run as 2D ones, for
+    float64 reference runs of float32 networks on the CPU."""
+    twin = copy.deepcopy(module).double()
+    for parent in list(twin.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Conv3d):
+                setattr(parent, name, _DepthTapConv3d(child))
+    return twin

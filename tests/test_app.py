@@ -90,9 +90,10 @@ def test_parser_defaults_are_local_only():
     assert args.no_winograd is False and app.build_parser().parse_args(["--no-winograd"]).no_winograd
 
 
-def test_no_winograd_reaches_the_pipeline(monkeypatch):
+def _fake_launch(monkeypatch) -> dict:
+    """``app.main`` builds a stand-in app that records the build_app arguments and launch() arguments."""
     pytest.importorskip("gradio")
-    seen = {}
+    seen: dict = {}
 
     class Demo:
         def queue(self):
@@ -109,6 +110,11 @@ def test_no_winograd_reaches_the_pipeline(monkeypatch):
             seen["blocked"] = True
 
     monkeypatch.setattr(app, "build_app", lambda **kw: seen.update(kw) or Demo())
+    return seen
+
+
+def test_no_winograd_reaches_the_pipeline(monkeypatch):
+    seen = _fake_launch(monkeypatch)
     assert app.main(["--no_winograd", "--device", "cpu"]) == 0
     assert seen["winograd"] is False and seen["launch"]["server_name"] == "127.0.0.1"
     # launched without blocking, the streaming route added to gradio's app, then the main thread waits
@@ -239,17 +245,83 @@ def test_download_button_fetches_what_the_settings_need(tmp_path, monkeypatch):
 
 
 def test_allowed_dir_reaches_build_app(monkeypatch, tmp_path):
-    pytest.importorskip("gradio")
-    seen = {}
-
-    class Demo:
-        def queue(self):
-            return self
-
-        def launch(self, **kw):
-            pass
-
-    monkeypatch.setattr(app, "build_app", lambda **kw: seen.update(kw) or Demo())
+    seen = _fake_launch(monkeypatch)
     assert app.main(["--allowed_dir", str(tmp_path), "--allowed-dir", "/srv/pics", "--device", "cpu"]) == 0
     assert seen["allowed_dirs"] == [str(tmp_path), "/srv/pics"]
     assert app.build_parser().parse_args([]).allowed_dirs == []
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP"])
+def test_inline_upload_suffix_from_real_picture_bytes(fmt, tmp_path):
+    """The app and the API name inline uploads by their bytes (one sniffing function, sadtalker_ext.form)."""
+    import io
+
+    from PIL import Image
+
+    from sadtalker_ext.form import sniff_suffix
+    from sadtalker_ext.webui.api import parse_request
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(buffer, format=fmt)
+    data = buffer.getvalue()
+    expected = {"JPEG": ".jpg"}.get(fmt, "." + fmt.lower())
+    assert sniff_suffix(data, "source") == expected
+    guard = app.UploadGuard(upload_dir=tmp_path / "up")
+    encoded = base64.b64encode(data).decode()
+    assert guard.resolve(f"data:image/x;base64,{encoded}", "source", tmp_path / "s").endswith(expected)
+    options = parse_request({"source_base64": encoded, "idle_seconds": 1}, [], tmp_path)[0]
+    assert options.source.endswith(expected)
+
+
+def test_inline_upload_suffix_of_wav_and_unknown_bytes(tmp_path):
+    import io
+    import wave
+
+    from sadtalker_ext.form import sniff_suffix
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x00" * 160)
+    assert sniff_suffix(buffer.getvalue(), "driven_audio") == ".wav"
+    assert sniff_suffix(b"RIFF\x00\x00\x00\x00AVI LIST", "ref_video") == ".avi"
+    assert sniff_suffix(b"\x00\x00\x00\x18ftypmp42", "ref_video") == ".mp4"
+    assert sniff_suffix(b"RIFF\x00\x00\x00\x00XXXX", "source") == ".png"  # unknown: the field's usual kind
+    assert sniff_suffix(b"plain", "driven_audio") == ".wav"
+
+
+@pytest.mark.parametrize(
+    ("value", "status", "needle"),
+    [
+        (123, 422, "expected base64 data"),
+        ("data:image/png,rawbytes", 400, "only base64 data URLs"),
+        ("!!!not base64!!!", 400, "not valid base64"),
+    ],
+)
+def test_bad_inline_data_same_words_in_app_and_api(tmp_path, value, status, needle):
+    """One decoder (sadtalker_ext.form.decode_inline) for the app's inline uploads and the API's *_base64."""
+    from sadtalker_ext.webui.api import ApiError, parse_request
+
+    guard = app.UploadGuard(upload_dir=tmp_path / "up")
+    with pytest.raises(InputError, match=needle):
+        guard.resolve(
+            {"name": "x.png", "data": value} if value else "data:;base64,", "source", tmp_path / "s"
+        )
+    with pytest.raises(ApiError, match=needle) as err:
+        parse_request({"source_base64": value, "idle_seconds": 1}, [], tmp_path)
+    assert err.value.status == status
+
+
+def test_inline_data_size_limit(monkeypatch, tmp_path):
+    from sadtalker_ext import form
+    from sadtalker_ext.webui.api import ApiError, decode_base64
+
+    encoded = base64.b64encode(b"x" * 4096).decode()
+    with pytest.raises(InputError, match="larger than 0 MB"):
+        form.decode_inline(encoded, "face picture", max_bytes=1024)
+    monkeypatch.setattr("sadtalker_ext.http_request.MAX_BASE64_BYTES", 1024)  # its home
+    with pytest.raises(ApiError) as err:
+        decode_base64(encoded, "source")
+    assert err.value.status == 413

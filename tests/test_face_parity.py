@@ -10,6 +10,7 @@ thread noise).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +59,24 @@ def _detector_folder(path: Path, root: Path) -> Path:
     return folder
 
 
-def _alignment_file(path: Path, folder: Path) -> Path:
+def _alignment_file(path: Path, root: Path) -> Path:
+    folder = root / path.stem
     vec = load_npz(path)
     state = vector_state(vec, facexlib_manifest(ALIGNMENT_FILE), _seed(path))
-    return save(state, folder / ALIGNMENT_FILE, "state_dict")
+    save(state, folder / ALIGNMENT_FILE, "state_dict")
+    return folder
+
+
+def _per_vector(root: Path, write: Callable[[Path, Path], Path]) -> Callable[[Path], tuple[dict, Path]]:
+    """``get(path) -> (vector, folder)``: ``write(path, root)`` makes the vector's weight folder, once."""
+    made: dict[Path, tuple[dict, Path]] = {}
+
+    def get(path: Path) -> tuple[dict, Path]:
+        if path not in made:
+            made[path] = (load_npz(path), write(path, root))
+        return made[path]
+
+    return get
 
 
 def _capture_input(net: torch.nn.Module) -> tuple[list[torch.Tensor], object]:
@@ -84,15 +99,7 @@ def _threshold_of(name: str) -> float:
 @pytest.fixture(scope="module")
 def retinaface(tmp_path_factory):
     """path -> (vector, folder holding the stand-in detection file)."""
-    root = tmp_path_factory.mktemp("retinaface")
-    cache: dict[Path, tuple[dict, Path]] = {}
-
-    def get(path: Path):
-        if path not in cache:
-            cache[path] = (load_npz(path), _detector_folder(path, root))
-        return cache[path]
-
-    return get
+    return _per_vector(tmp_path_factory.mktemp("retinaface"), _detector_folder)
 
 
 @pytest.mark.parametrize("path", vector_params("face_retinaface_*.npz"))
@@ -227,17 +234,8 @@ def test_detect_faces_official_order_flag(retinaface, path):
 
 @pytest.fixture(scope="module")
 def awing(tmp_path_factory):
-    root = tmp_path_factory.mktemp("awing")
-    cache: dict[Path, tuple[dict, Path]] = {}
-
-    def get(path: Path):
-        if path not in cache:
-            folder = root / path.stem
-            _alignment_file(path, folder)
-            cache[path] = (load_npz(path), folder)
-        return cache[path]
-
-    return get
+    """path -> (vector, folder holding the stand-in alignment file)."""
+    return _per_vector(tmp_path_factory.mktemp("awing"), _alignment_file)
 
 
 @pytest.mark.parametrize("path", vector_params("face_awing_*.npz"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -82,12 +83,15 @@ def test_run_sh_cli_reads_relative_paths_from_the_callers_folder(tmp_path):
     assert done.returncode == 1, done.stderr
     assert "not found" not in done.stderr, done.stderr
     assert "missing weight file" in done.stderr and "-> put it in no weights" in done.stderr, done.stderr
+    # the command it offers is one that works from this folder: run.sh's, not `python -m` (no module here)
+    assert f"{shlex.quote(str(RUN_SH))} download --size 256" in done.stderr, done.stderr
     calls = log.read_text().splitlines()
     assert calls == [
         "-m sadtalker_ext --source_image in/face.png --driven_audio in/speech.wav --checkpoint_dir no weights "
         "--gfpgan_dir no weights --result_dir out"
     ]  # one run of the package, no pip
     assert not (REPO / "out").exists() and not (REPO / "in").exists()
+    assert not (work / "out").exists()  # the result folder is checked early but made only for a video
 
 
 def test_run_sh_cli_help_works_from_another_folder(tmp_path):

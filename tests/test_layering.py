@@ -5,6 +5,7 @@ nets <- stages <- pipeline <- front ends, the host behind ``webui/``:
 * ``sadtalker_ext/nets/`` imports only torch, numpy, the standard library and sibling nets;
 * only ``sadtalker_ext/webui/`` and ``scripts/`` import the host's ``modules``;
 * only ``sadtalker_ext/webui/``, ``scripts/`` and the standalone app (``sadtalker_ext/app.py``) import gradio;
+* only ``sadtalker_ext/cluster/`` imports ray (an optional dependency);
 * the stages do not import the pipeline, the front ends (``cli``, ``app``, ``download.cli``) or ``webui``;
 * no runtime code imports a test-only package (librosa and its numba).
 """
@@ -22,10 +23,12 @@ from tests.standin import REPO
 PACKAGE = "sadtalker_ext"
 STAGES = (
     "audio", "motion", "face", "preprocess", "render", "video", "enhance", "enhance_paste", "images",
-    "checkpoints", "weights", "paths", "options", "errors", "form", "ffmpeg",
+    "checkpoints", "weights", "paths", "options", "errors", "form", "ffmpeg", "provenance",
 )  # fmt: skip
 """Modules / packages of ``sadtalker_ext`` below the pipeline."""
-FRONT_AND_PIPELINE = ("pipeline", "cli", "app", "download.cli", "webui", "__main__", "download.__main__")
+FRONT_AND_PIPELINE = (
+    "pipeline", "cli", "app", "download.cli", "webui", "__main__", "download.__main__", "cluster",
+)  # fmt: skip
 
 
 def module_name(path: Path) -> str:
@@ -111,6 +114,7 @@ def test_nets_import_only_torch_numpy_stdlib_and_sibling_nets():
     [
         pytest.param("modules", ("sadtalker_ext/webui/", "scripts/"), id="host-modules"),
         pytest.param("gradio", ("sadtalker_ext/webui/", "scripts/", "sadtalker_ext/app.py"), id="gradio"),
+        pytest.param("ray", ("sadtalker_ext/cluster/",), id="ray"),
     ],
 )
 def test_host_and_gradio_only_behind_the_front_ends(package: str, allowed: tuple[str, ...]):

@@ -17,8 +17,12 @@ import pytest
 import torch
 
 from sadtalker_ext import checkpoints
+from sadtalker_ext.checkpoints import ModelCache
 from sadtalker_ext.nets.generator import OcclusionAwareSPADEGenerator
 from sadtalker_ext.nets.kp_detector import KPDetector
+from sadtalker_ext.options import GenerationOptions
+from sadtalker_ext.pipeline import SadTalker
+from sadtalker_ext.preprocess.extract import ExtractionCache
 from sadtalker_ext.render.loading import load_renderer_nets
 from tests import standin
 
@@ -99,29 +103,9 @@ def test_second_load_renderer_nets_reads_nothing(folder, reads):
 
 @pytest.mark.slow
 def test_two_generations_read_each_file_once(folder, reads, tmp_path):
-    import soundfile as sf
-
-    from sadtalker_ext.options import GenerationOptions
-    from sadtalker_ext.pipeline import SadTalker
-
-    wav, sr = sf.read(standin.MEDIA_DIR / "RD_Radio31_000.wav", dtype="float32")
-    audio = tmp_path / "short.wav"
-    sf.write(audio, wav[: int(0.12 * sr)], sr)
-
-    def generate(talker: SadTalker, name: str) -> None:
-        options = GenerationOptions(
-            source=str(standin.MEDIA_DIR / "people_0.png"),
-            driven_audio=str(audio),
-            face_detector="dlib",
-            seed=1,
-            batch_size=2,
-            output=str(tmp_path / name),
-        )
-        result = talker.generate(options)
-        assert result.video_path.is_file() and result.num_frames >= 1
-
+    audio = _short_audio(tmp_path)
     talker = SadTalker(checkpoint_dir=folder, gfpgan_dir=tmp_path / "none", device="cpu", result_dir=tmp_path)
-    generate(talker, "first.mp4")
+    _generate(talker, audio, tmp_path / "first.mp4")
     prefixes = {p for (f, p) in reads.prefixes if f == ST256}
     assert prefixes >= {"kp_extractor", "generator", "audio2exp", "audio2pose", "face_3drecon"}
     # every prefix of the face file was read in one pass of its tensors (no tensor read twice)
@@ -136,13 +120,12 @@ def test_two_generations_read_each_file_once(folder, reads, tmp_path):
         assert per_prefix[prefix] == expected, prefix
     assert reads.loads == {MAP_CROP: 1}
     before = reads.total()
-    generate(talker, "second.mp4")
+    _generate(talker, audio, tmp_path / "second.mp4")
     assert reads.total() == before, (reads.opens, reads.loads)
 
 
 def test_pipeline_winograd_choice_reaches_the_renderer(folder, reads, tmp_path):
     """``SadTalker(winograd=False)`` (CLI ``--no_winograd``) loads a renderer with direct decoder convs."""
-    from sadtalker_ext.pipeline import SadTalker
 
     def flags(talker: SadTalker) -> set[bool]:
         gen = talker._renderer_nets(256, "crop").generator
@@ -154,6 +137,7 @@ def test_pipeline_winograd_choice_reaches_the_renderer(folder, reads, tmp_path):
 
 
 def _short_audio(tmp_path: Path) -> Path:
+    """0.12 s of a shared recording (3 video frames)."""
     import soundfile as sf
 
     wav, sr = sf.read(standin.MEDIA_DIR / "RD_Radio31_000.wav", dtype="float32")
@@ -162,14 +146,25 @@ def _short_audio(tmp_path: Path) -> Path:
     return audio
 
 
+def _generate(talker: SadTalker, audio: Path, output: Path) -> None:
+    """One short generation of the shared portrait with the dlib detector into ``output``."""
+    options = GenerationOptions(
+        source=str(standin.MEDIA_DIR / "people_0.png"),
+        driven_audio=str(audio),
+        face_detector="dlib",
+        seed=1,
+        batch_size=2,
+        output=str(output),
+    )
+    result = talker.generate(options)
+    assert result.video_path.is_file() and result.num_frames >= 1
+
+
 @pytest.mark.slow
 def test_unload_of_one_pipeline_keeps_the_other_pipelines_models(folder, reads, monkeypatch, tmp_path):
     """Two pipelines in one process: ``a.unload()`` drops a's models only; b's next generation reads no
     weight file and builds no face model again."""
     import dlib
-
-    from sadtalker_ext.options import GenerationOptions
-    from sadtalker_ext.pipeline import SadTalker
 
     predictors = collections.Counter()
     real_predictor = dlib.shape_predictor
@@ -181,20 +176,9 @@ def test_unload_of_one_pipeline_keeps_the_other_pipelines_models(folder, reads, 
     monkeypatch.setattr(dlib, "shape_predictor", counting_predictor)
     audio = _short_audio(tmp_path)
 
-    def generate(talker: SadTalker, name: str) -> None:
-        options = GenerationOptions(
-            source=str(standin.MEDIA_DIR / "people_0.png"),
-            driven_audio=str(audio),
-            face_detector="dlib",
-            seed=1,
-            batch_size=2,
-            output=str(tmp_path / name),
-        )
-        assert talker.generate(options).video_path.is_file()
-
     kw = {"checkpoint_dir": folder, "gfpgan_dir": tmp_path / "none", "device": "cpu", "result_dir": tmp_path}
     a, b = SadTalker(**kw), SadTalker(**kw)
-    generate(b, "b1.mp4")
+    _generate(b, audio, tmp_path / "b1.mp4")
     a._renderer_nets(256, "crop")  # a holds models of its own
     a._motion_nets(256)
     a._landmarks_fn("dlib", 0)(np.zeros((64, 64, 3), np.uint8))
@@ -203,9 +187,36 @@ def test_unload_of_one_pipeline_keeps_the_other_pipelines_models(folder, reads, 
     files, built = reads.total(), sum(predictors.values())
     a.unload()
     assert a.loaded == [] and b.loaded == held
-    generate(b, "b2.mp4")
+    _generate(b, audio, tmp_path / "b2.mp4")
     assert reads.total() == files, (reads.opens, reads.loads)
     assert sum(predictors.values()) == built, predictors
     # the unloaded pipeline loads again on its next use
     a._renderer_nets(256, "crop")
     assert reads.total() > files
+
+
+def test_model_cache_builds_each_key_once_and_clears():
+    cache = ModelCache()
+    built: list[str] = []
+
+    def build(value: str):
+        return lambda: built.append(value) or value
+
+    assert cache.get(("a",), build("A")) == "A"
+    assert cache.get(("a",), build("other")) == "A"
+    assert cache.get(("b",), build("B")) == "B"
+    assert built == ["A", "B"] and len(cache) == 2
+    assert cache.keys() == [("a",), ("b",)] and cache.items() == [(("a",), "A"), (("b",), "B")]
+    cache.clear()
+    assert len(cache) == 0 and cache.get(("a",), build("again")) == "again"
+
+
+def test_extraction_cache_keeps_the_latest_records_of_the_same_net_and_clears():
+    net, other = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    cache = ExtractionCache(2)
+    for key in "abc":
+        cache.put(key, net, f"record {key}")
+    assert len(cache) == 2 and cache.keys() == ["b", "c"]  # least recently used dropped
+    assert cache.get("c", net) == "record c" and cache.get("c", other) is None
+    cache.clear()
+    assert len(cache) == 0 and cache.get("c", net) is None

@@ -27,13 +27,14 @@ from sadtalker_ext.enhance import (
     load_realesrgan,
 )
 from sadtalker_ext.errors import CheckpointError, InputError
-from sadtalker_ext.nets.gfpgan import GFPGANConfig, GFPGANv1Clean
-from sadtalker_ext.nets.rrdbnet import RRDBNet, RRDBNetConfig
+from sadtalker_ext.nets.gfpgan import GFPGANv1Clean
+from sadtalker_ext.nets.rrdbnet import RRDBNet
 from sadtalker_ext.pipeline import SadTalker
 from sadtalker_ext.preprocess.crop import CropInfo
-from sadtalker_ext.preprocess.paste import PasteBack
-from sadtalker_ext.render.animate import Renderer, resize_to_crop_aspect, source_image_tensor
+from sadtalker_ext.preprocess.paste import PasteBack, aspect_resize
+from sadtalker_ext.render.animate import Renderer, source_image_tensor
 from sadtalker_ext.video import even_size, read_frames
+from tests.enhance_standins import SMALL_GFPGAN, SMALL_RRDB, held_pipeline, save_realesrgan
 from tests.test_pipeline_e2e import (
     FPS,
     FRAMES,
@@ -44,9 +45,6 @@ from tests.test_pipeline_e2e import (
     tiny_checkpoints,
     vector,
 )
-
-SMALL_GFPGAN = GFPGANConfig(out_size=64, num_style_feat=32, narrow=1 / 16)
-SMALL_RRDB = RRDBNetConfig(num_feat=8, num_block=1, num_grow_ch=4)
 
 
 @pytest.fixture(scope="module")
@@ -59,24 +57,14 @@ def face_dir(tmp_path_factory):
     with torch.no_grad():
         for p in gfpgan.parameters():  # every tensor matters, the zero-initialised noise strengths too
             p.add_(torch.randn_like(p) * 0.05)
-        for p in rrdb.parameters():  # outputs mostly inside (0, 1), with contrast
-            p.mul_(2.0)
-        rrdb.conv_last.bias.fill_(0.5)
     torch.save({"params_ema": gfpgan.state_dict()}, str(folder / GFPGAN_FILE))
-    torch.save({"params_ema": rrdb.state_dict()}, str(folder / REALESRGAN_FILE))
+    save_realesrgan(rrdb, folder)
     return folder
 
 
 @pytest.fixture(scope="module")
 def talker(tiny_checkpoints, face_dir, tmp_path_factory):
-    t = SadTalker(
-        checkpoint_dir=tiny_checkpoints,
-        gfpgan_dir=face_dir,
-        device="cpu",
-        result_dir=tmp_path_factory.mktemp("results"),
-    )
-    yield t
-    t.unload()
+    yield from held_pipeline(tiny_checkpoints, face_dir, tmp_path_factory.mktemp("results"))
 
 
 def _upscaler(face_dir) -> BackgroundUpscaler:
@@ -137,8 +125,7 @@ def test_gfpgan_runs_on_the_crops_before_the_resize(talker, face_dir, media, vec
     crops = _crops(talker, prep)
     assert crops.shape == (FRAMES, 256, 256, 3)
     enhancer = FaceEnhancer(load_gfpgan(face_dir / GFPGAN_FILE, "cpu", torch.float32), "cpu", torch.float32)
-    size_wh = prep.source.crop_info.size_wh
-    expected = np.stack([resize_to_crop_aspect(f, size_wh, 256) for f in enhancer(crops)])
+    expected = np.stack([aspect_resize(f, prep.source.crop_info, 256) for f in enhancer(crops)])
     np.testing.assert_array_equal(got, expected)
     plain = _frames(talker, prep, face_net=None)
     assert plain.shape == got.shape and np.abs(plain.astype(int) - got.astype(int)).mean() > 2.0
@@ -198,7 +185,7 @@ def test_realesrgan_full_upscales_the_picture_once(talker, face_dir, media, vect
     enhancer = FaceEnhancer(load_gfpgan(face_dir / GFPGAN_FILE, "cpu", torch.float32), "cpu", torch.float32)
     crops = _crops(talker, prep)
     faces = enhancer(np.stack([cv2.resize(f, (512, 512), interpolation=cv2.INTER_LINEAR) for f in crops]))
-    expected = np.stack([paste.paste_resized(resize_to_crop_aspect(f, info.size_wh, 512)) for f in faces])
+    expected = np.stack([paste.paste_resized(aspect_resize(f, info, 512)) for f in faces])
     np.testing.assert_array_equal(got, expected)
     inside = _paste_region(vector, "full", scale=2)
     np.testing.assert_array_equal(

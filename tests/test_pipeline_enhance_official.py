@@ -17,16 +17,16 @@ import torch
 from sadtalker_ext import enhance_paste as ep
 from sadtalker_ext.enhance import GFPGAN_FILE, REALESRGAN_FILE, load_gfpgan, load_realesrgan
 from sadtalker_ext.face.retinaface_backend import DETECTOR_FILE
-from sadtalker_ext.nets.gfpgan import GFPGANConfig, GFPGANv1Clean
+from sadtalker_ext.nets.gfpgan import GFPGANv1Clean
 from sadtalker_ext.nets.parsenet import ParseNet, ParseNetConfig
 from sadtalker_ext.nets.retinaface import RetinaFaceR50
-from sadtalker_ext.nets.rrdbnet import RRDBNet, RRDBNetConfig
+from sadtalker_ext.nets.rrdbnet import RRDBNet
 from sadtalker_ext.pipeline import SadTalker
 from sadtalker_ext.video import even_size
 from sadtalker_ext.video.probe import probe
+from tests.enhance_standins import SMALL_GFPGAN, SMALL_RRDB, held_pipeline, save_realesrgan
 from tests.test_pipeline_e2e import _options, media, tiny_checkpoints, vector
 
-SMALL_GFPGAN = GFPGANConfig(out_size=64, num_style_feat=32, narrow=1 / 16)
 SMALL_PARSE = ParseNetConfig(base_ch=4, min_ch=4, max_ch=8, down_steps=2, up_steps=2, res_depth=1)
 
 
@@ -48,25 +48,13 @@ def face_dir(tmp_path_factory):
     torch.save({"params_ema": gfpgan.state_dict()}, str(folder / GFPGAN_FILE))
     torch.save(parse.state_dict(), str(folder / ep.PARSENET_FILE))
     torch.save(det.state_dict(), str(folder / DETECTOR_FILE))
-    rrdb = RRDBNet(RRDBNetConfig(num_feat=8, num_block=1, num_grow_ch=4)).eval()
-    with torch.no_grad():
-        for p in rrdb.parameters():
-            p.mul_(2.0)
-        rrdb.conv_last.bias.fill_(0.5)
-    torch.save({"params_ema": rrdb.state_dict()}, str(folder / REALESRGAN_FILE))
+    save_realesrgan(RRDBNet(SMALL_RRDB).eval(), folder)
     return folder
 
 
 @pytest.fixture(scope="module")
 def talker(tiny_checkpoints, face_dir, tmp_path_factory):
-    t = SadTalker(
-        checkpoint_dir=tiny_checkpoints,
-        gfpgan_dir=face_dir,
-        device="cpu",
-        result_dir=tmp_path_factory.mktemp("results"),
-    )
-    yield t
-    t.unload()
+    yield from held_pipeline(tiny_checkpoints, face_dir, tmp_path_factory.mktemp("results"))
 
 
 def _run(talker, options) -> tuple[object, np.ndarray]:

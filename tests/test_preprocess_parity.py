@@ -22,8 +22,9 @@ from sadtalker_ext.preprocess.align import (
     load_standard_landmarks,
     network_input,
 )
-from sadtalker_ext.preprocess.crop import MODES, CropInfo, face_boxes, is_full, plan_crop
+from sadtalker_ext.preprocess.crop import CropInfo, face_boxes, plan_crop
 from sadtalker_ext.preprocess.extract import extract_source, load_recon_net
+from sadtalker_ext.preprocess.mode import MODE_NAMES, PreprocessMode
 from sadtalker_ext.preprocess.paste import PasteBack, aspect_resize
 from tests import standin
 from tests.conftest import vector_params
@@ -54,7 +55,7 @@ def _mode_params(pattern: str, exclude: str | None, key_suffix: str) -> list:
             names = set(npz.files)
         out.extend(
             pytest.param(path, mode, id=f"{path.stem}-{mode}")
-            for mode in MODES
+            for mode in MODE_NAMES
             if f"{mode}_{key_suffix}" in names
         )
     return out
@@ -209,7 +210,7 @@ def test_first_frame_record(path, mode, recon_net_for):
     np.testing.assert_allclose(rec.coeff_3dmm[:, 70:], ref73[:, 70:], rtol=1e-6)
     assert_rel(rec.full_3dmm, v[p + "mat_full_3dmm"], 1e-4)
     np.testing.assert_allclose(rec.trans_params, v[p + "trans_params_raw"], rtol=1e-9)
-    assert rec.first_coeff.shape == (1, 73 if is_full(mode) else 70)
+    assert rec.first_coeff.shape == (1, 73 if PreprocessMode.parse(mode).is_full else 70)
 
 
 # ----------------------------------------------------------------------------------------------- paste
@@ -283,7 +284,7 @@ def test_e2e_resize_and_paste(path):
     for i in range(frames.shape[0]):
         assert_uint8_close(aspect_resize(frames[i], info, size), v["frames_resized_uint8"][i], 1, 0.99)
     if "paste_out_bgr" not in v:
-        assert not is_full(mode)
+        assert not PreprocessMode.parse(mode).is_full
         return
     paster = PasteBack(np.ascontiguousarray(v["input_image_rgb"]), info, mode, size)
     assert paster.centre == tuple(int(x) for x in v["paste_location"])

@@ -22,7 +22,6 @@ from sadtalker_ext.preprocess.crop import (
     check_landmarks,
     check_rgb,
     face_boxes,
-    normalize_mode,
     plan_crop,
 )
 from sadtalker_ext.preprocess.extract import (
@@ -93,11 +92,8 @@ def test_check_rgb_rejects_bad_pictures(bad):
         check_rgb(bad)
 
 
-def test_mode_names():
-    assert normalize_mode("ExtFull") == "extfull"
-    with pytest.raises(InputError):
-        normalize_mode("crop_full")
-    with pytest.raises(InputError):
+def test_plan_crop_refuses_an_unknown_mode():
+    with pytest.raises(InputError, match="unknown preprocess mode 'bogus'"):
         plan_crop(synthetic_picture(), "bogus", lambda im: None)
 
 

@@ -22,6 +22,7 @@ import torch
 from sadtalker_ext.render import motion
 from sadtalker_ext.render.animate import Renderer, frames_to_uint8, plan_render, source_image_tensor
 from tests.conftest import E2E_MIN_IDENTICAL, parity_device, vector_params
+from tests.numerics import EPS32, float64_copy
 
 KP_FILES = vector_params("render_keypoint_transformation_*.npz") + vector_params(
     "render_cond_keypoint_transformation_*.npz"
@@ -176,6 +177,56 @@ def renderer_for(standins):
     return get
 
 
+# The .md's tolerances for make_animation (predictions 3e-3, logits 2e-2) sit at the edge of float32
+# rounding in a few sensitive pixels: our CPU float32 frames reach 2.9e-3 there with the AVX-512 kernels,
+# CUDA's (TF32 off) 4.2e-3 in 17 of 589,824 prediction values and 2.07e-2 in 4 logits, and with the AVX2
+# kernels 7.3e-3 in 89 prediction values (1.1e-4 of them) and 4.1e-2 in 117 logits.
+MD_TOLERANCES = {"predictions": 3e-3, "logits": 2e-2}
+
+
+def _within_md_tolerances(ours: dict[str, torch.Tensor], refs: dict[str, np.ndarray]) -> bool:
+    """The fast check: the .md's bound on all but 1e-4 of the values and 1.5x it on every value."""
+    for name, tol in MD_TOLERANCES.items():
+        d = np.abs(ours[name].cpu().numpy().astype(np.float64) - refs[name])
+        if d.max() > 1.5 * tol or (d > tol).mean() > 1e-4:
+            return False
+    return True
+
+
+def _check_against_float64(renderer, z, plan, batches, ours, refs) -> None:
+    """When our float32 frames miss the fast check, tell rounding from a real difference with a float64 run.
+
+    (a) The same renderer in float64 (no float32 rounding on our side) must equal the official float32
+    output within the .md's tolerances on every value: what remains is the official run's own rounding.
+    (b) Our float32 output's distance to that float64 run (our float32 rounding) must be at most 4x the
+    official run's own (``tests.numerics`` convention; measured with AVX2 kernels: 2.6x).
+    """
+    nets = renderer.nets
+    twin = Renderer(
+        type(nets)(**{f: float64_copy(getattr(nets, f)) for f in ("kp_detector", "generator", "mapping")}),
+        renderer.device,
+        torch.float64,
+    )
+    state = twin.prepare_source(torch.from_numpy(z["source_image"][:1]), plan.source_row)
+    outs = [twin.render_frames(state, plan, pos) for pos in batches]
+    exact = {
+        "predictions": torch.cat([o["prediction"] for o in outs]).cpu().numpy(),
+        "logits": torch.cat([o["decoder_logits"] for o in outs]).cpu().numpy(),
+    }
+    for name, tol in MD_TOLERANCES.items():
+        official_rounding = np.abs(exact[name] - refs[name])
+        assert official_rounding.max() <= tol, (
+            f"{name}: float64 run vs the official float32 output: max |diff| {official_rounding.max():.3g}"
+            f" > {tol} (a real difference, not rounding)"
+        )
+        bound = 4 * (official_rounding.max() + EPS32 * np.abs(exact[name]).max())
+        ours_rounding = np.abs(ours[name].cpu().numpy().astype(np.float64) - exact[name]).max()
+        assert ours_rounding <= bound, (
+            f"{name}: our float32 rounding {ours_rounding:.3g} > {bound:.3g} (4x the official run's own,"
+            f" {official_rounding.max():.3g})"
+        )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ANIM_FILES)
 def test_make_animation_frames(path, renderer_for):
@@ -211,21 +262,14 @@ def test_make_animation_frames(path, renderer_for):
         kp_ref = z["kp_driving_all_steps"].reshape(-1, *z["kp_driving_all_steps"].shape[2:])[frames]
         _close(torch.cat([o["kp_driving"] for o in outs]), kp_ref, 1e-4, "kp_driving")
     if cond:
-        # The .md's tolerances (3e-3, logits 2e-2) are the edge of float32 rounding in a few sensitive
-        # pixels: our CPU float32 frames reach 2.9e-3 there; CUDA's kernels (TF32 off) 4.2e-3 in 17 of
-        # 589,824 prediction values and 2.07e-2 in 4 logits. So: the .md's bound on all but 1e-4 of the
-        # values, 1.5x it on every value; uint8 likewise.
         logits = torch.cat([o["decoder_logits"] for o in outs])
         ref_logits = z["decoder_logits_all_steps"].reshape(-1, *z["decoder_logits_all_steps"].shape[2:])[
             frames
         ]
-        for name, got, ref, tol in (
-            ("predictions", pred, ref_pred, 3e-3),
-            ("logits", logits, ref_logits, 2e-2),
-        ):
-            d = np.abs(got.cpu().numpy().astype(np.float64) - ref)
-            assert d.max() <= 1.5 * tol, f"{name}: max |diff| {d.max():.3g}"
-            assert (d > tol).mean() <= 1e-4, f"{name}: {(d > tol).mean():.2e} of the values beyond {tol}"
+        ours = {"predictions": pred, "logits": logits}
+        refs = {"predictions": ref_pred, "logits": ref_logits}
+        if not _within_md_tolerances(ours, refs):
+            _check_against_float64(renderer, z, plan, batches, ours, refs)
         _uint8_match(ours_u8, ref_u8, 2, 0.99, "video uint8", min_within_one=0.9999)
     else:
         # saturated stand-in logits (1e3..1e5): isolated transition pixels may flip between thread counts

@@ -47,3 +47,17 @@ def test_package_dependencies_name_no_test_only_package():
 def test_test_environment_has_librosa():
     """The audio tests compare with librosa: the CI environment installs it (test requirements only)."""
     assert "librosa" in _file_names("requirements-ci.txt")
+
+
+def test_ray_is_optional_and_test_only():
+    """``--cluster`` needs Ray: the ``cluster`` extra and the CI list name it, the runtime list (what install.py
+    installs into a WebUI venv) and the package's own dependencies do not."""
+    assert "ray" not in _file_names("requirements.txt")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert "ray" not in _names(project["dependencies"])
+    assert _names(project["optional-dependencies"]["cluster"]) == {"ray"}
+    assert "ray" in _file_names("requirements-ci.txt")
+    assert (
+        "sadtalker_ext.cluster"
+        in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +268,27 @@ def test_partial_never_replaces_an_earlier_one_and_a_cut_frame_is_completed(tmp_
     assert partial_path(out).read_bytes() == b"earlier partial"
     assert probe(kept).num_frames == 3 and probe(kept).settings["num_frames"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cancel.partial-2.mp4", "cancel.partial.mp4"]
+
+
+def test_check_folder_reports_without_creating(tmp_path):
+    from sadtalker_ext.video.writer import check_folder
+
+    deep = tmp_path / "a" / "b" / "c"
+    assert check_folder(deep) == deep
+    assert list(tmp_path.iterdir()) == []  # nothing made: a later failure leaves no empty folder
+    (tmp_path / "afile").write_bytes(b"")
+    for bad in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        with pytest.raises(InputError, match=r"afile is a file; choose another output folder"):
+            check_folder(bad)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):  # root writes anywhere: nothing to refuse there
+            assert check_folder(ro / "new") == ro / "new"
+        else:
+            with pytest.raises(InputError, match="not writable"):
+                check_folder(ro / "new")
+    finally:
+        ro.chmod(0o700)
+    assert not (ro / "new").exists()

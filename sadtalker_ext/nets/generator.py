@@ -167,7 +167,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
                 occlusion = F.interpolate(occlusion, size=h.shape[2:], mode="bilinear")
             h = h * occlusion
         out["decoder_input"] = h
-        logits = self.decoder(h).float()
+        logits = self.decoder(h).to(h.dtype)  # a reduced-precision decoder answers in its own dtype
         out["decoder_logits"] = logits
         out["prediction"] = torch.sigmoid(logits)
         return out

@@ -1,6 +1,6 @@
-"""Face crop boxes and crop pictures for the five preprocess modes.
+"""Face crop boxes and crop pictures for the five preprocess modes (:class:`.mode.PreprocessMode`).
 
-Modes (case-insensitive):
+Modes:
 
 * ``crop`` / ``full``: cut the picture to the face crop box, then to the oriented face quad's bounding box;
   ``full`` differs only later (paste-back into the original picture).
@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
+from .mode import PreprocessMode
 
-MODES = ("crop", "resize", "full", "extcrop", "extfull")
 ALIGN_OUTPUT_SIZE = 512
 """``xsize`` the official crop passes to the face alignment; decides when a huge face is shrunk first."""
 
@@ -44,23 +44,6 @@ class CropAwareLandmarks(Protocol):
     def in_crop(self, rgb: np.ndarray, near: np.ndarray | None) -> np.ndarray | None:
         """Landmarks of the face at ``near`` ((68, 2) expected landmarks on ``rgb``, or None: unknown)."""
         ...
-
-
-def normalize_mode(mode: str) -> str:
-    """Lower-cased mode name; raises :class:`InputError` for anything not in :data:`MODES`."""
-    if not isinstance(mode, str) or mode.lower() not in MODES:
-        raise InputError(f"unknown preprocess mode {mode!r}; use one of {', '.join(MODES)}")
-    return mode.lower()
-
-
-def is_extended(mode: str) -> bool:
-    """True for ``extcrop``/``extfull`` (the crop keeps the whole crop box)."""
-    return "ext" in normalize_mode(mode)
-
-
-def is_full(mode: str) -> bool:
-    """True for modes whose result is pasted back into the original picture (``full``, ``extfull``)."""
-    return "full" in normalize_mode(mode)
 
 
 def check_rgb(image: np.ndarray, what: str = "picture") -> np.ndarray:
@@ -115,6 +98,23 @@ class CropInfo:
             raise InputError("this crop_info has no quad box (resize mode)")
         lx, ly, rx, ry = self.quad_box
         return int(lx), int(ly), int(rx), int(ry)
+
+    def scaled(self, scale: int) -> CropInfo:
+        """The same crop on the picture enlarged ``scale`` times (e.g. by the x2 background upscaler): the
+        crop box and the int-truncated quad box multiplied exactly (whole pixels of the original stay whole
+        pixels); ``size_wh``, the aspect rendered frames are resized to, is kept. ``scale=1``: ``self``."""
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise InputError(f"crop scale must be a whole number >= 1, got {scale!r}")
+        if scale == 1:
+            return self
+        if self.crop_box is None:
+            raise InputError("this crop_info has no crop box to scale (resize mode)")
+        lx, ly, rx, ry = self.quad_box_int()
+        return CropInfo(
+            self.size_wh,
+            tuple(int(v) * scale for v in self.crop_box),
+            (float(lx * scale), float(ly * scale), float(rx * scale), float(ry * scale)),
+        )
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ def cut_face(image: np.ndarray, boxes: FaceBoxes, extended: bool) -> np.ndarray:
 class CropPlan:
     """How every frame of one input is cut: the mode, the boxes (None for ``resize``) and ``crop_info``."""
 
-    mode: str
+    mode: PreprocessMode
     boxes: FaceBoxes | None
     crop_info: CropInfo
     landmarks: np.ndarray | None
@@ -235,7 +235,7 @@ class CropPlan:
         """The cut of one RGB frame before resizing (the whole frame in ``resize`` mode)."""
         if self.boxes is None:
             return image
-        return cut_face(image, self.boxes, is_extended(self.mode))
+        return cut_face(image, self.boxes, self.mode.is_extended)
 
     def picture(self, image: np.ndarray, size: int) -> np.ndarray:
         """The ``(size, size, 3)`` uint8 crop picture of one RGB frame (cv2 bilinear resize of :meth:`region`)."""
@@ -252,25 +252,25 @@ class CropPlan:
         clx, cly, crx, cry = self.boxes.crop_box
         region_w, region_h = crx - clx, cry - cly
         pts = pts - np.array([clx, cly])
-        if not is_extended(self.mode):
+        if not self.mode.is_extended:
             lx, ly, rx, ry = (int(v) for v in self.boxes.quad_box)
             pts = pts - np.array([lx, ly])
             region_w, region_h = rx - lx, ry - ly
         return (pts + 0.5) * np.array([size / max(region_w, 1), size / max(region_h, 1)]) - 0.5
 
 
-def plan_crop(image: np.ndarray, mode: str, landmarks_fn: LandmarksFn | None) -> CropPlan:
+def plan_crop(image: np.ndarray, mode: str | PreprocessMode, landmarks_fn: LandmarksFn | None) -> CropPlan:
     """Detect the face on the first frame ``image`` (RGB uint8) and fix the cut for ``mode``.
 
     ``resize`` needs no landmarks. Other modes raise :class:`InputError` when no face is found.
     """
-    mode = normalize_mode(mode)
+    mode = PreprocessMode.parse(mode)
     image = check_rgb(image)
     height, width = image.shape[:2]
-    if mode == "resize":
+    if not mode.crops_face:
         return CropPlan(mode, None, CropInfo((width, height), None, None), None)
     if landmarks_fn is None:
-        raise InputError(f"preprocess mode {mode!r} needs a face landmark detector")
+        raise InputError(f"preprocess mode {mode.value!r} needs a face landmark detector")
     lm = check_landmarks(landmarks_fn(image), "landmarks of the source picture")
     if lm is None:
         raise InputError(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoints import ModelCache, cached, file_identity, load_strict, read_safetensors_prefix
+from ..checkpoints import LockedDict, ModelCache, cached, file_identity, load_strict, read_safetensors_prefix
 from ..errors import InputError
 from ..nets.recon_resnet import COEFF_LAYOUT, FaceReconNet, ReconNetConfig
 from .align import align_picture, landmarks_for_alignment, load_standard_landmarks, network_input
@@ -39,10 +38,9 @@ from .crop import (
     LandmarksFn,
     check_landmarks,
     check_rgb,
-    is_full,
-    normalize_mode,
     plan_crop,
 )
+from .mode import PreprocessMode
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +105,7 @@ class SourceRecord:
     ``resize``); ``landmarks_crop``: (68, 2) on the crop picture (None when none was found).
     """
 
-    mode: str
+    mode: PreprocessMode
     size: int
     crop_picture: np.ndarray
     crop_info: CropInfo
@@ -122,7 +120,7 @@ class SourceRecord:
     @property
     def coeff_channels(self) -> int:
         """70 for crop/extcrop/resize, 73 for full/extfull (crop parameters appended)."""
-        return 73 if is_full(self.mode) else 70
+        return 73 if self.mode.uses_crop_params else 70
 
     @property
     def first_coeff(self) -> np.ndarray:
@@ -139,7 +137,7 @@ class SourceRecord:
 class VideoCoefficients:
     """Per-frame extraction of a reference video: ``coeff_3dmm`` (N, 73) float32, ``full_3dmm`` (N, 257)."""
 
-    mode: str
+    mode: PreprocessMode
     crop_info: CropInfo
     coeff_3dmm: np.ndarray
     full_3dmm: np.ndarray
@@ -171,13 +169,13 @@ def frame_coefficients(
     return FrameCoefficients(coeff, full.astype(np.float32), aligned.trans_params, aligned.image, fallback)
 
 
-class ExtractionCache:
-    """Small thread-safe LRU of :class:`SourceRecord` keyed by picture content, mode, size, net and detector."""
+class ExtractionCache(LockedDict):
+    """Small thread-safe LRU of :class:`SourceRecord` keyed by picture content, mode, size, net and detector
+    (``clear()``, ``len()`` from :class:`.checkpoints.LockedDict`)."""
 
     def __init__(self, maxsize: int = CACHE_SIZE):
+        super().__init__(OrderedDict())
         self.maxsize = max(0, int(maxsize))
-        self._items: OrderedDict[Hashable, tuple[weakref.ref, SourceRecord]] = OrderedDict()
-        self._lock = threading.Lock()
 
     def get(self, key: Hashable, net: torch.nn.Module) -> SourceRecord | None:
         """The record for ``key`` if it was made with this very ``net`` object."""
@@ -197,15 +195,6 @@ class ExtractionCache:
             self._items.move_to_end(key)
             while len(self._items) > self.maxsize:
                 self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        """Forget every record."""
-        with self._lock:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
 
 
 def default_extraction_cache() -> ExtractionCache:
@@ -260,7 +249,7 @@ def _check_size(size: int) -> int:
 
 def extract_source(
     rgb_image: np.ndarray,
-    mode: str,
+    mode: str | PreprocessMode,
     size: int,
     landmarks_fn: LandmarksFn | None,
     recon_net: torch.nn.Module,
@@ -276,7 +265,7 @@ def extract_source(
     Raises :class:`InputError` for bad inputs or when no face is found on the full picture.
     Results are cached (``cache``, default: :func:`default_extraction_cache`) unless ``use_cache`` is False.
     """
-    mode = normalize_mode(mode)
+    mode = PreprocessMode.parse(mode)
     size = _check_size(size)
     image = check_rgb(rgb_image, "source picture")
     key = None
@@ -324,7 +313,7 @@ def extract_source(
 
 def extract_video(
     frames: Iterable[np.ndarray],
-    mode: str,
+    mode: str | PreprocessMode,
     landmarks_fn: LandmarksFn | None,
     recon_net: torch.nn.Module,
     device: torch.device | str,
@@ -340,7 +329,7 @@ def extract_video(
     ``size``, its landmarks detected (a frame without a face reuses the previous frame's landmarks;
     none at all -> standard fallback), aligned and reconstructed. ``progress(done, total)`` after each frame.
     """
-    mode = normalize_mode(mode)
+    mode = PreprocessMode.parse(mode)
     size = _check_size(size)
     std = load_standard_landmarks()
     plan: CropPlan | None = None

@@ -12,13 +12,15 @@ the blend treats channels independently, so the channel order does not change th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import functools
+from collections.abc import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
 
 from ..errors import InputError
-from .crop import CropInfo, check_rgb, is_extended, is_full, normalize_mode
+from .crop import CropInfo, check_rgb
+from .mode import PreprocessMode
 
 
 def aspect_height(crop_info: CropInfo, size: int) -> int:
@@ -53,14 +55,14 @@ class PasteBack:
     ``size``: the render size (the width frames are resized to before pasting).
     """
 
-    def __init__(self, background: np.ndarray, crop_info: CropInfo, mode: str, size: int):
-        mode = normalize_mode(mode)
-        if not is_full(mode):
-            raise InputError(f"paste-back is only done for the full modes, not {mode!r}")
+    def __init__(self, background: np.ndarray, crop_info: CropInfo, mode: str | PreprocessMode, size: int):
+        mode = PreprocessMode.parse(mode)
+        if not mode.is_full:
+            raise InputError(f"paste-back is only done for the full modes, not {mode.value!r}")
         self.background = check_rgb(background, "original picture")
         self.crop_info = crop_info
         self.size = int(size)
-        x1, y1, x2, y2 = paste_box(crop_info, is_extended(mode))
+        x1, y1, x2, y2 = paste_box(crop_info, mode.is_extended)
         if x2 - x1 < 3 or y2 - y1 < 3:
             raise InputError(f"the paste box {(x1, y1, x2, y2)} is too small")
         height, width = self.background.shape[:2]
@@ -88,8 +90,30 @@ class PasteBack:
         return self.paste_resized(aspect_resize(rendered, self.crop_info, self.size))
 
 
+def frame_finisher(
+    mode: str | PreprocessMode, crop_info: CropInfo, size: int, picture: np.ndarray, *, scale: int = 1
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``finish(frame)``: what every rendered (and restored) RGB uint8 face frame goes through to become a
+    final frame. Every mode: the aspect resize to width ``size * scale``; full modes: then the blend into
+    ``picture``, which is the original picture enlarged ``scale`` times (the background enhancer), at the
+    crop's paste box times ``scale`` (:meth:`CropInfo.scaled`). One call per frame, thread-safe."""
+    mode = PreprocessMode.parse(mode)
+    width = int(size) * scale
+    if mode.is_full:
+        return PasteBack(picture, crop_info.scaled(scale), mode, width)
+    if scale != 1:
+        raise InputError(
+            f"frames are made at {scale}x only where they are pasted back (not in {mode.value!r})"
+        )
+    return functools.partial(aspect_resize, crop_info=crop_info, size=width)
+
+
 def paste_frames(
-    frames: Iterable[np.ndarray], background: np.ndarray, crop_info: CropInfo, mode: str, size: int
+    frames: Iterable[np.ndarray],
+    background: np.ndarray,
+    crop_info: CropInfo,
+    mode: str | PreprocessMode,
+    size: int,
 ) -> Iterator[np.ndarray]:
     """Stream rendered RGB frames to full-picture RGB frames, one in, one out."""
     paster = PasteBack(background, crop_info, mode, size)

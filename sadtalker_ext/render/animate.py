@@ -27,6 +27,7 @@ import torch
 from ..errors import CancelledError, InputError
 from ..nets.generator import EncodedSource
 from ..options import GenerationOptions
+from ..preprocess.mode import PreprocessMode
 from . import motion
 
 ProgressFn = Callable[[int, int], None]
@@ -83,7 +84,7 @@ def plan_render(
     source_coeff: np.ndarray,
     target_coeff: np.ndarray,
     *,
-    preprocess: str = "crop",
+    preprocess: str | PreprocessMode = PreprocessMode.CROP,
     still: bool = False,
     expression_scale: float = 1.0,
     batch_size: int = 2,
@@ -163,22 +164,25 @@ def _repeat_batch(obj: Any, n: int) -> Any:
 class Renderer:
     """Drives the renderer networks (``RendererNets``: ``kp_detector``, ``generator``, ``mapping``).
 
-    The networks must already sit on ``device`` and be in eval mode. Inputs are float32; a reduced
-    precision lives inside the networks (``load_renderer_nets``: only the SPADE decoder runs in it).
+    The networks must already sit on ``device`` and be in eval mode. Inputs are converted to ``dtype``
+    (float32; float64 with networks converted by ``.double()`` is the rounding-free reference the parity
+    tests use); a reduced precision lives inside the networks (``load_renderer_nets``: only the SPADE
+    decoder runs in it).
     """
 
-    def __init__(self, nets: _Nets, device: torch.device | str):
+    def __init__(self, nets: _Nets, device: torch.device | str, dtype: torch.dtype = torch.float32):
         self.nets = nets
         self.device = torch.device(device)
+        self.dtype = dtype
 
     # -- building blocks -------------------------------------------------------------------
 
     def _tensor(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(array).to(device=self.device, dtype=torch.float32)
+        return torch.as_tensor(array).to(device=self.device, dtype=self.dtype)
 
     def _head(self, windows: np.ndarray) -> dict[str, torch.Tensor]:
         out = self.nets.mapping(self._tensor(windows))
-        return {k: v.float() for k, v in out.items()}
+        return {k: v.to(self.dtype) for k, v in out.items()}
 
     def _check_channels(self, channels: int) -> None:
         cfg = getattr(self.nets.mapping, "cfg", None)
@@ -200,7 +204,7 @@ class Renderer:
         row = np.asarray(source_row, dtype=np.float32).reshape(1, -1)
         self._check_channels(row.shape[1])
         image = self._tensor(source_image)
-        kp_canonical = self.nets.kp_detector(image).float()
+        kp_canonical = self.nets.kp_detector(image).to(self.dtype)
         head = self._head(motion.source_window(row))
         src_motion = motion.transform_keypoints(kp_canonical, head)
         generator = self.nets.generator
@@ -221,7 +225,7 @@ class Renderer:
         for name in ("yaw", "pitch", "roll"):
             seq = getattr(plan, name)
             if seq is not None:
-                overrides[name] = torch.as_tensor(seq[frames], dtype=torch.float32, device=self.device)
+                overrides[name] = self._tensor(seq[frames])
         kp = source.kp_canonical.expand(n, *source.kp_canonical.shape[1:])
         return motion.transform_keypoints(kp, head, **overrides), head
 
@@ -306,7 +310,7 @@ def render_uint8(
     target_coeff: np.ndarray,
     *,
     device: torch.device | str,
-    preprocess: str = "crop",
+    preprocess: str | PreprocessMode = PreprocessMode.CROP,
     still: bool = False,
     expression_scale: float = 1.0,
     batch_size: int = 2,
@@ -362,12 +366,3 @@ def source_image_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
         raise InputError(f"source picture must be (H, W, 3) RGB; got {arr.shape}")
     resized = transform.resize(img_as_float32(arr), (size, size, 3))
     return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32))[None]
-
-
-def resize_to_crop_aspect(frame: np.ndarray, crop_size_wh: tuple[int, int], size: int) -> np.ndarray:
-    """Official post-render resize (every mode): ``cv2.resize`` (bilinear) of a ``(S, S, 3)`` uint8 frame
-    to width ``size`` and height ``int(size * h / w)``, ``(w, h)`` = the crop's quad-box size."""
-    import cv2
-
-    w, h = crop_size_wh
-    return cv2.resize(frame, (size, int(size * h / w)))

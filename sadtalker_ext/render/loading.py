@@ -25,6 +25,8 @@ from ..nets.blocks import set_phase_form, set_winograd
 from ..nets.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
 from ..nets.kp_detector import KPDetector, KPDetectorConfig
 from ..nets.mapping import MappingConfig, MappingNet
+from ..preprocess.mode import PreprocessMode
+from ..weights import downloader
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +171,7 @@ def _load_mapping(path: Path, device) -> MappingNet:
 def load_renderer_nets(
     checkpoint_dir: str | Path,
     size: int,
-    preprocess: str,
+    preprocess: str | PreprocessMode,
     device: torch.device | str,
     dtype: torch.dtype,
     *,
@@ -179,7 +181,8 @@ def load_renderer_nets(
     """Load (or reuse from ``cache``, default: the process cache) the KPDetector, generator and MappingNet.
 
     ``size`` 256 or 512 picks the safetensors file; ``preprocess`` picks the mapping file
-    (``full``/``extfull`` -> 00109, 73 inputs; otherwise 00229, 70 inputs). Raises ``CheckpointError``.
+    (:attr:`.PreprocessMode.mapping_feature`: ``full``/``extfull`` -> 00109, 73 inputs; otherwise 00229,
+    70 inputs). Raises ``CheckpointError``.
 
     ``dtype`` (float32, float16, bfloat16) applies to the SPADE decoder only (~3/4 of a frame's work);
     keypoints, source encoding, dense motion and warping stay float32: in half precision the motion
@@ -197,7 +200,7 @@ def load_renderer_nets(
         if not p.is_file():
             raise CheckpointError(
                 f"{comp}: weight file not found: {p}. Put '{p.name}' into '{folder}' "
-                "(run `python -m sadtalker_ext.download` to fetch the official weights)."
+                f"(run `{downloader()}` to fetch the official weights)."
             )
     dev = torch.device(device)
     kp, gen = checkpoints.cached(

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..preprocess.mode import PreprocessMode
 
 SEMANTIC_RADIUS = 13
 """Half width of the mapping window (frames)."""
@@ -45,11 +46,6 @@ PI_OFFICIAL = 3.14
 """The official degree-to-radian conversion uses 3.14, not math.pi."""
 
 
-def uses_crop_params(preprocess: str) -> bool:
-    """Whether a preprocess mode drives the 73-input mapping net (``full`` / ``extfull``)."""
-    return "full" in preprocess.lower()
-
-
 # ----------------------------------------------------------------------------------------------
 # coefficient bookkeeping (numpy)
 
@@ -58,7 +54,7 @@ def assemble_coefficients(
     source_coeff: np.ndarray,
     target_coeff: np.ndarray,
     *,
-    preprocess: str = "crop",
+    preprocess: str | PreprocessMode = PreprocessMode.CROP,
     still: bool = False,
     expression_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +64,8 @@ def assemble_coefficients(
         source_coeff: ``(1, >=70)`` first-frame coefficients ``[exp 64 | angles 3 | trans 3 | s, tx, ty]``
             (73 values needed for full modes).
         target_coeff: ``(T, >=70)`` generated coefficients; only the first 70 columns are used.
-        preprocess: crop mode; ``full``/``extfull`` keep the 3 crop parameters (C = 73), others C = 70.
+        preprocess: crop mode (:class:`PreprocessMode` or its name); modes that feed the crop parameters to
+            the mapping net (``full``/``extfull``) keep them (C = 73), others C = 70.
         still: replace columns ``64:`` (pose, translation and crop params) of every frame by the source's.
         expression_scale: factor on the 64 expression columns (float32 arithmetic, as numpy does).
 
@@ -81,10 +78,11 @@ def assemble_coefficients(
         src = src[None]
     if tgt.ndim != 2 or tgt.shape[0] < 1 or tgt.shape[1] < MOTION_COLUMNS:
         raise InputError(f"target coefficients must be (frames >= 1, >= 70); got shape {tgt.shape}")
-    channels = FULL_COLUMNS if uses_crop_params(preprocess) else MOTION_COLUMNS
+    mode = PreprocessMode.parse(preprocess)
+    channels = FULL_COLUMNS if mode.uses_crop_params else MOTION_COLUMNS
     if src.ndim != 2 or src.shape[1] < channels:
         raise InputError(
-            f"source coefficients must have at least {channels} values for preprocess {preprocess!r}; "
+            f"source coefficients must have at least {channels} values for preprocess {mode.value!r}; "
             f"got shape {src.shape}"
         )
     source_row = src[:1, :channels].copy()

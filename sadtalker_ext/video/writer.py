@@ -104,18 +104,29 @@ def partial_path(video_path: str | os.PathLike) -> Path:
     return p.with_name(p.stem + PARTIAL_SUFFIX)
 
 
-def ensure_folder(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` (and its parents) for output files; :class:`InputError` saying what is wrong
-    when it cannot be: a file in the way, no permission, a read-only disk."""
+def check_folder(folder: str | os.PathLike) -> Path:
+    """:class:`InputError` now if ``folder`` could not hold output files (a file in the way, no permission,
+    a read-only disk), without creating anything: the early check, before any model loads, that leaves no
+    empty folder behind when a later check fails. Returns ``folder`` as a Path."""
     folder = Path(folder)
-    for part in (folder, *folder.parents):  # the nearest part that exists must be a folder
+    for part in (folder, *folder.parents):  # the nearest part that exists must be a writable folder
         if part.exists() or part.is_symlink():
             if not part.is_dir():
                 what = f"{part} is a file" if part.is_file() else f"{part} exists but is not a folder"
                 raise InputError(
                     f"cannot create the output folder {folder}: {what}; choose another output folder"
                 )
+            if not os.access(part, os.W_OK | os.X_OK):
+                what = "is not writable" if part == folder else f"cannot be created in {part} (not writable)"
+                raise InputError(f"the output folder {folder} {what}; choose another output folder")
             break
+    return folder
+
+
+def ensure_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents) for output files; :class:`InputError` saying what is wrong
+    when it cannot be (see :func:`check_folder`)."""
+    folder = check_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -191,6 +202,46 @@ def _remove_placeholder(path: Path, stat: os.stat_result | None) -> None:
         now = path.stat()
         if (now.st_dev, now.st_ino) == (stat.st_dev, stat.st_ino) and now.st_size == 0:
             path.unlink()
+
+
+def release_output(path: str | os.PathLike, placeholder: os.stat_result | None) -> None:
+    """Give back a name claimed with :func:`reserve_output` (``placeholder``: the stat of the empty file
+    it made, or ``None``): the placeholder is removed unless a finished file replaced it."""
+    _remove_placeholder(Path(path), placeholder)
+
+
+def temp_files_of(path: str | os.PathLike) -> list[Path]:
+    """Hidden files a :class:`VideoWriter` for ``path`` makes beside it while it works
+    (``.<stem>.<tag>.video.mp4``, ``.mux.mp4``, ``.wav``): what a writer killed mid-video leaves behind."""
+    path = Path(path)
+    pattern = f".{path.stem}." + "[0-9a-f]" * 10 + ".*"
+    return sorted(path.parent.glob(pattern)) if path.parent.is_dir() else []
+
+
+def install_finished(path: str | os.PathLike, video: bytes, sidecar_text: str | None) -> Path:
+    """Put a finished video made elsewhere (another process or machine) at ``path``, and its sidecar
+    beside it: each written under a temporary name and renamed, the video first; when the sidecar cannot
+    be written the video is removed again. ``path`` may hold the placeholder of :func:`reserve_output`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:10]}.install.mp4")
+    try:
+        tmp.write_bytes(video)
+        tmp.replace(path)
+    except OSError as exc:
+        raise SadTalkerError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    if sidecar_text is not None:
+        try:
+            _atomic_write_text(sidecar_path(path), sidecar_text)
+        except BaseException as exc:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            if isinstance(exc, OSError):
+                raise SadTalkerError(f"cannot write {sidecar_path(path)}: {exc.strerror or exc}") from exc
+            raise
+    return path
 
 
 def audio_samples_for(num_frames: int, sample_rate: int, fps: int) -> int:

@@ -34,6 +34,7 @@ from .. import __version__
 from ..errors import CancelledError, CheckpointError, InputError, SadTalkerError
 from ..http_request import (  # noqa: F401 - re-exported: the API's request handling lives there
     FILE_FIELDS,
+    INLINE_STATUS,
     MAX_BASE64_BYTES,
     RETURN_MODES,
     VIDEO_SUFFIXES,

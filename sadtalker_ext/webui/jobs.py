@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, form
 from ..errors import CancelledError, CheckpointError, InputError, SadTalkerError
 from ..form import file_value, options_from_values
 from ..live_streams import LiveStream, LiveStreams
@@ -47,11 +47,7 @@ STAGE_LABELS = {
 }  # fmt: skip
 PREVIEW_INTERVAL_S = 0.5
 
-FORM_FIELDS = (
-    "source", "driven_audio", "idle_mode", "idle_seconds", "ref_video", "ref_mode", "preprocess", "still",
-    "pose_style", "expression_scale", "size", "batch_size", "use_blink", "seed", "input_yaw", "input_pitch",
-    "input_roll", "face_detector", "face_index", "enhancer", "background_enhancer", "restorer",
-)  # fmt: skip
+FORM_FIELDS = (*form.FORM_FIELDS, "restorer")
 """Order of the tab's option components as passed to the handlers (after the task id)."""
 
 
@@ -305,7 +301,7 @@ class Session:
         each fragment as soon as it is written (``SadTalker.generate``); ``on_output(path)`` gets the claimed
         output path before rendering (only passed to the pipeline when ``stream`` is given)."""
         from ..pipeline import default_output
-        from ..video.writer import ensure_folder
+        from ..video.writer import check_folder
 
         settings = settings or WebUISettings.read(self.host)
         restore = None
@@ -321,11 +317,11 @@ class Session:
         hook = FrameHook(restore, show, cancel) if restore is not None or show is not None else None
         on_exists = None
         if not options.output:  # a first guess: the pipeline's writer claims the name really free
-            folder = ensure_folder(self.output_folder(settings))
+            folder = check_folder(self.output_folder(settings))
             options = options.replace(output=str(default_output(options, folder)))
             on_exists = "unique"
         else:
-            ensure_folder(Path(options.output).parent)
+            check_folder(Path(options.output).parent)
         t0 = time.perf_counter()
         streaming = (
             {"fragmented": True, "stream": stream, "on_output": on_output} if stream is not None else {}

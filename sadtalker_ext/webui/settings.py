@@ -9,11 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..options import FACE_DETECTORS, MAX_AUDIO_SECONDS, PREPROCESS_MODES
+from ..options import (
+    DTYPES,
+    FACE_DETECTORS,
+    MAX_AUDIO_SECONDS,
+    PREPROCESS_MODES,
+    SIZES,
+    option_default,
+    option_spec,
+)
 from .host import Host
 
 SECTION = ("sadtalker", "SadTalker")
-DTYPE_CHOICES = ("float32", "float16", "bfloat16")
+_BATCH = option_spec("batch_size")
 NO_RESTORER = "None"
 
 
@@ -37,20 +45,20 @@ SPECS: tuple[Spec, ...] = (
     Spec("sadtalker_date_subfolder", True, "Save videos into a dated subfolder (YYYY-MM-DD)", "Checkbox"),
     Spec("sadtalker_keep_models_loaded", True, "Keep SadTalker models in memory between generations", "Checkbox",
          info="off: models are unloaded after every generation (frees VRAM, next run loads again)"),
-    Spec("sadtalker_dtype", "float32", "SadTalker precision", "Radio", {"choices": list(DTYPE_CHOICES)},
+    Spec("sadtalker_dtype", "float32", "SadTalker precision", "Radio", {"choices": list(DTYPES)},
          info="applies to the renderer's SPADE decoder; float16 on a GPU, bfloat16 also on CPUs with AVX-512 BF16/AMX; parity is checked in float32"),
     Spec("sadtalker_cpu_winograd", True, "Fast convolutions on the CPU (Winograd)", "Checkbox",
          info="CPU, float32: about 1.7x faster rendering for ~0.8 GB more RAM while the models are loaded; no effect on a GPU"),
-    Spec("sadtalker_default_size", 256, "Default face renderer size", "Radio", {"choices": [256, 512]}),
-    Spec("sadtalker_default_preprocess", "crop", "Default preprocess mode", "Dropdown",
+    Spec("sadtalker_default_size", option_default("size"), "Default face renderer size", "Radio", {"choices": list(SIZES)}),
+    Spec("sadtalker_default_preprocess", option_default("preprocess"), "Default preprocess mode", "Dropdown",
          {"choices": list(PREPROCESS_MODES)}),
-    Spec("sadtalker_default_face_detector", "retinaface", "Default face detector", "Dropdown",
+    Spec("sadtalker_default_face_detector", option_default("face_detector"), "Default face detector", "Dropdown",
          {"choices": list(FACE_DETECTORS)}),
     Spec("sadtalker_default_restorer", NO_RESTORER, "Default face restoration (WebUI face restorers)", "Dropdown",
          None, info="GFPGAN / CodeFormer from the WebUI, applied to every frame"),
-    Spec("sadtalker_default_still", False, "Still mode by default", "Checkbox"),
-    Spec("sadtalker_default_batch_size", 2, "Default batch size (frames rendered at once)", "Slider",
-         {"minimum": 1, "maximum": 16, "step": 1}),
+    Spec("sadtalker_default_still", option_default("still"), "Still mode by default", "Checkbox"),
+    Spec("sadtalker_default_batch_size", option_default("batch_size"), "Default batch size (frames rendered at once)", "Slider",
+         {"minimum": _BATCH.minimum, "maximum": _BATCH.maximum, "step": _BATCH.step}),
     Spec("sadtalker_max_audio_seconds", MAX_AUDIO_SECONDS, "Maximum audio length (seconds)", "Number",
          info="longer recordings and idle lengths are refused before the models load; the API field max_audio_seconds overrides it per request"),
     Spec("sadtalker_live_preview", True, "Show the latest rendered frame as live preview", "Checkbox",
@@ -121,7 +129,7 @@ class WebUISettings:
             return value if value in allowed else SPEC_BY_KEY[key].default
 
         try:
-            batch = max(1, min(16, int(get("sadtalker_default_batch_size"))))
+            batch = int(max(_BATCH.minimum, min(_BATCH.maximum, int(get("sadtalker_default_batch_size")))))
         except (TypeError, ValueError):
             batch = SPEC_BY_KEY["sadtalker_default_batch_size"].default
         try:
@@ -134,9 +142,9 @@ class WebUISettings:
             result_dir=str(get("sadtalker_result_dir") or ""),
             date_subfolder=bool(get("sadtalker_date_subfolder")),
             keep_models_loaded=bool(get("sadtalker_keep_models_loaded")),
-            dtype=choice("sadtalker_dtype", DTYPE_CHOICES),
+            dtype=choice("sadtalker_dtype", DTYPES),
             cpu_winograd=bool(get("sadtalker_cpu_winograd")),
-            default_size=choice("sadtalker_default_size", (256, 512)),
+            default_size=choice("sadtalker_default_size", SIZES),
             default_preprocess=choice("sadtalker_default_preprocess", PREPROCESS_MODES),
             default_face_detector=choice("sadtalker_default_face_detector", FACE_DETECTORS),
             default_restorer=str(get("sadtalker_default_restorer") or NO_RESTORER),

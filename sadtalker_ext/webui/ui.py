@@ -12,7 +12,7 @@ import html
 import logging
 from typing import Any
 
-from ..options import BACKGROUND_ENHANCERS, FACE_DETECTORS, IMPLEMENTED_ENHANCERS, PREPROCESS_MODES, REF_MODES
+from .. import form
 from . import jobs, models_panel
 from .host import Host, HostFeatureMissing, gradio_major, host_name
 from .settings import NO_RESTORER, WebUISettings
@@ -29,6 +29,11 @@ send buttons ``control_tab``, ``txt2img_tab``, ``img2img_tab``, ``extras_tab``, 
 SDNEXT_LAST_SEND_BUTTON = "caption_tab"
 LIVE_DONE_JS = "(v) => typeof sadtalker_live_done === 'function' ? sadtalker_live_done(v) : []"
 """After Generate (browser only): ``javascript/sadtalker_player.js`` hands its player over to the result."""
+ELEM_IDS = {
+    "input_yaw": "sadtalker_yaw", "input_pitch": "sadtalker_pitch", "input_roll": "sadtalker_roll",
+    "background_enhancer": "sadtalker_bg_enhancer",
+}  # fmt: skip
+"""The option components' elem_ids that are not ``sadtalker_<field>``."""
 
 
 def _sources(*names: str) -> dict[str, Any]:
@@ -123,13 +128,12 @@ def _input_section() -> dict[str, Any]:
         c["idle_mode"] = gr.Checkbox(
             label="Idle mode (no speech)", value=False, elem_id="sadtalker_idle_mode"
         )
-        c["idle_seconds"] = gr.Number(label="Idle length (s)", value=5, elem_id="sadtalker_idle_seconds")
+        c["idle_seconds"] = form.component(gr, "idle_seconds", elem_id="sadtalker_idle_seconds")
     with gr.Accordion("Reference video", open=False):
         c["ref_video"] = gr.Video(
             label="Reference video", elem_id="sadtalker_ref_video", **_sources("upload")
         )
-        c["ref_mode"] = gr.Radio(list(REF_MODES), value="pose", label="The reference video provides",
-                                 elem_id="sadtalker_ref_mode")  # fmt: skip
+        c["ref_mode"] = form.component(gr, "ref_mode", elem_id="sadtalker_ref_mode")
     # the names of the files the user chose (gradio gives Python temp names): javascript/sadtalker.js replaces
     # this placeholder with them when Generate is clicked (the page's value stays the placeholder)
     c["upload_names"] = gr.Textbox(
@@ -145,39 +149,18 @@ def _option_tabs(host: Host, settings: WebUISettings) -> dict[str, Any]:
     restorers = [NO_RESTORER, *host.face_restorer_names()]
     restorer = settings.default_restorer if settings.default_restorer in restorers else NO_RESTORER
     c: dict[str, Any] = {}
-    with gr.Tab("Basic"):
-        c["preprocess"] = gr.Radio(list(PREPROCESS_MODES), value=settings.default_preprocess, label="Preprocess",
-                                   elem_id="sadtalker_preprocess")  # fmt: skip
-        c["size"] = gr.Radio([256, 512], value=settings.default_size, label="Face renderer size",
-                             elem_id="sadtalker_size")  # fmt: skip
-        c["still"] = gr.Checkbox(label="Still mode (keep the picture's head pose)", value=settings.default_still,
-                                 elem_id="sadtalker_still")  # fmt: skip
-        c["restorer"] = gr.Dropdown(restorers, value=restorer, label="Face restoration (WebUI)",
-                                    elem_id="sadtalker_restorer")  # fmt: skip
-    with gr.Tab("Motion"):
-        c["pose_style"] = gr.Slider(
-            0, 45, value=0, step=1, label="Pose style", elem_id="sadtalker_pose_style"
-        )
-        c["expression_scale"] = gr.Slider(0.0, 3.0, value=1.0, step=0.05, label="Expression scale",
-                                          elem_id="sadtalker_expression_scale")  # fmt: skip
-        c["use_blink"] = gr.Checkbox(label="Eye blinks", value=True, elem_id="sadtalker_use_blink")
-        c["seed"] = gr.Number(label="Seed (-1: random)", value=-1, precision=0, elem_id="sadtalker_seed")
-        c["input_yaw"] = gr.Textbox(
-            label="Yaw keys (degrees, e.g. '0 20 -20')", value="", elem_id="sadtalker_yaw"
-        )
-        c["input_pitch"] = gr.Textbox(label="Pitch keys (degrees)", value="", elem_id="sadtalker_pitch")
-        c["input_roll"] = gr.Textbox(label="Roll keys (degrees)", value="", elem_id="sadtalker_roll")
-    with gr.Tab("Advanced"):
-        c["face_detector"] = gr.Dropdown(list(FACE_DETECTORS), value=settings.default_face_detector,
-                                         label="Face detector", elem_id="sadtalker_face_detector")  # fmt: skip
-        c["face_index"] = gr.Number(label="Face index (pictures with several faces)", value=0, precision=0,
-                                    elem_id="sadtalker_face_index")  # fmt: skip
-        c["batch_size"] = gr.Slider(1, 16, value=settings.default_batch_size, step=1,
-                                    label="Batch size (frames rendered at once)", elem_id="sadtalker_batch_size")  # fmt: skip
-        c["enhancer"] = gr.Dropdown(list(IMPLEMENTED_ENHANCERS), value="none", label="SadTalker's own face enhancer",
-                                    elem_id="sadtalker_enhancer")  # fmt: skip
-        c["background_enhancer"] = gr.Dropdown(list(BACKGROUND_ENHANCERS), value="none",
-                                               label="Background enhancer", elem_id="sadtalker_bg_enhancer")  # fmt: skip
+    defaults = {
+        "preprocess": settings.default_preprocess, "size": settings.default_size, "still": settings.default_still,
+        "face_detector": settings.default_face_detector, "batch_size": settings.default_batch_size,
+    }  # fmt: skip
+    for group in ("basic", "motion", "advanced"):
+        with gr.Tab(group.capitalize()):
+            for name in form.form_fields(group):
+                kw = {"value": defaults[name]} if name in defaults else {}
+                c[name] = form.component(gr, name, elem_id=ELEM_IDS.get(name, f"sadtalker_{name}"), **kw)
+            if group == "basic":
+                c["restorer"] = gr.Dropdown(restorers, value=restorer, label="Face restoration (WebUI)",
+                                            elem_id="sadtalker_restorer")  # fmt: skip
     return c
 
 

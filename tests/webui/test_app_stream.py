@@ -19,7 +19,7 @@ from sadtalker_ext.pipeline import SadTalker
 from sadtalker_ext.video import probe
 from sadtalker_ext.video.fmp4 import read_fragments
 from tests.webui.conftest import sample_png, sample_wav
-from tests.webui.test_stream_api import FRAMES, StreamingTalker
+from tests.webui.test_stream_api import FRAGMENTS, FRAMES, StreamingTalker
 
 gr = pytest.importorskip("gradio")
 httpx = pytest.importorskip("httpx")
@@ -33,7 +33,7 @@ class GatedTalker(SadTalker):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.gate, self.cancel_seen, self.finished = threading.Event(), threading.Event(), threading.Event()
-        self.fail_before = self.fail_after = None
+        self.fail_before, self.fail_after_gate, self.hold_at = None, False, None
         self.calls = []
 
 
@@ -103,7 +103,7 @@ def test_app_client_going_away_cancels(app_server):
     assert not output.exists() and not list((tmp / "results").glob("*.mp4"))
     talker.gate.set()  # the slot is free: the next request runs to the end
     r = httpx.post(f"{base}/sadtalker/v1/stream", json=body, timeout=120)
-    assert r.status_code == 200 and len(read_fragments(r.content)) == 4
+    assert r.status_code == 200 and len(read_fragments(r.content)) == len(FRAGMENTS)
 
 
 def test_app_refusals_are_json_before_the_first_byte(app_server):

@@ -69,6 +69,9 @@ def test_installs_requirements_txt_and_no_librosa(install, monkeypatch):
     assert sorted(reqs) == sorted([r for r in listed if r] + [install.OPTIONAL_CV2[2]])
     names = {re.split(r"[<>=!~\[ ]", r, maxsplit=1)[0].lower() for r in reqs}
     assert not names & {"librosa", "numba", "llvmlite", "resampy"}, names
+    # Ray (``--cluster`` batches) is an optional extra: never installed into the WebUI's venv, where its
+    # pydantic and protobuf needs would fight the host's pins
+    assert "ray" not in names, names
 
 
 def test_nothing_missing_means_no_pip(install, monkeypatch):

@@ -28,12 +28,18 @@ from tests.webui.conftest import FakeResult, sample_png, sample_wav
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
-FRAMES = 80  # 3.2 s: three whole fragments and a short one
-HOLD_AFTER = 70  # the encoder has let the first fragment out by then (look-ahead ~ fps + 40 frames)
+FRAMES = 190  # 7.6 s: seven whole fragments and a short one
+FRAGMENTS = [25] * 7 + [15]
+"""Video frames per fragment. The stand-in holds once the first fragment has been streamed: how many frames
+x264 keeps back before it lets one out (look-ahead 40, B-frames, one per frame thread) depends on the
+machine, so the test waits for the fragment, not for a frame count; 190 frames leave ample room."""
 
 
 class StreamingTalker:
-    """Pipeline stand-in with the streaming surface of ``SadTalker.generate``: real fMP4 bytes, a gate."""
+    """Pipeline stand-in with the streaming surface of ``SadTalker.generate``: real fMP4 bytes, a gate.
+
+    It holds at the gate (until the test sets it) once the first fragment has gone to the stream, or before
+    frame ``hold_at`` when that is set; with ``fail_after_gate`` it breaks right after the gate opens."""
 
     def __init__(self, dirs, device, dtype, winograd=True):
         self.dirs, self.device, self.dtype = dirs, device, dtype
@@ -41,7 +47,8 @@ class StreamingTalker:
         self.cancel_seen = threading.Event()
         self.finished = threading.Event()
         self.fail_before: BaseException | None = None
-        self.fail_after: int | None = None
+        self.fail_after_gate = False
+        self.hold_at: int | None = None
         self.calls: list = []
 
     loaded: ClassVar[list] = []
@@ -74,19 +81,23 @@ class StreamingTalker:
         )  # fmt: skip - as the WebUI's pipeline
         if on_output is not None:
             on_output(writer.path)
+        streamed = writer_streamed(writer)
+        held = False
         try:
             with writer:
                 for start in range(0, FRAMES, 5):
-                    if start >= getattr(self, "hold_at", HOLD_AFTER):
+                    hold_at = getattr(self, "hold_at", None)
+                    if not held and (streamed.is_set() if hold_at is None else start >= hold_at):
+                        held = True
                         while not self.gate.wait(0.05):  # held here until the test opens the gate
                             if cancel():
                                 self.cancel_seen.set()
                                 raise CancelledError("cancelled while held")
+                        if getattr(self, "fail_after_gate", False):
+                            raise SadTalkerError("the renderer broke (test)")
                     if cancel():
                         self.cancel_seen.set()
                         raise CancelledError("cancelled while rendering")
-                    if self.fail_after is not None and start >= self.fail_after:
-                        raise SadTalkerError("the renderer broke (test)")
                     shade = np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None]
                     frames = np.broadcast_to((shade + 3 * np.arange(start, start + 5)[:, None, None, None]) % 256,
                                              (5, 48, 64, 3)).astype(np.uint8)  # fmt: skip
@@ -95,6 +106,21 @@ class StreamingTalker:
         finally:
             self.finished.set()
         return FakeResult(writer.path, None, 7, FRAMES, {}, 64, 48)
+
+
+def writer_streamed(writer) -> threading.Event:
+    """An event set once ``writer``'s sink has been given a fragment (the sink is wrapped)."""
+    seen = threading.Event()
+    sink = writer.sink
+    if sink is not None:
+
+        def wrapped(segment: bytes) -> None:
+            sink(segment)
+            if b"moof" in top_level_boxes(segment):
+                seen.set()
+
+        writer.sink = wrapped
+    return seen
 
 
 def _free_port() -> int:
@@ -119,7 +145,12 @@ def server(webui):
     ext = Extension(webui.root / "extensions" / "sadtalker", talker_factory=factory)
     ext.register()
     webui.callbacks.ui_settings_callback()
+    from starlette.middleware.gzip import GZipMiddleware
+
     app = FastAPI()
+    app.add_middleware(
+        GZipMiddleware, minimum_size=1000
+    )  # as the hosts do (A1111 and Forge: setup_middleware)
     webui.callbacks.app_started_callback(None, app)
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -160,6 +191,7 @@ def test_fragments_arrive_while_the_job_runs_and_the_file_is_saved_at_the_end(se
     ):
         assert r.status_code == 200
         assert r.headers["content-type"] == "video/mp4"
+        assert r.headers["content-encoding"] == "identity"  # not gzipped by the host's middleware
         assert r.headers.get("transfer-encoding") == "chunked" and "content-length" not in r.headers
         job, output = (
             r.headers["x-sadtalker-job"],
@@ -169,7 +201,7 @@ def test_fragments_arrive_while_the_job_runs_and_the_file_is_saved_at_the_end(se
         chunks = r.iter_bytes()
         while len(read_fragments(bytes(received))) < 1:
             received += next(chunks)
-        # the job is held at the gate after 70 of 80 frames: the bytes came while it was running
+        # the job is held at the gate, frames still to come: the bytes came while it was running
         assert not talker.finished.is_set()
         assert top_level_boxes(bytes(received))[:4] == [b"ftyp", b"moov", b"moof", b"mdat"]
         assert output.exists() and output.stat().st_size == 0  # only the placeholder claiming the name
@@ -180,9 +212,7 @@ def test_fragments_arrive_while_the_job_runs_and_the_file_is_saved_at_the_end(se
     assert output.parent.parent == webui.root / "outputs" / "SadTalker"
     assert bytes(received) == output.read_bytes()  # the stream is the saved file
     frags = read_fragments(bytes(received))
-    assert [f.track(1).samples for f in frags] == [25, 25, 25, 5] and all(
-        f.track(1).first_is_sync for f in frags
-    )
+    assert [f.track(1).samples for f in frags] == FRAGMENTS and all(f.track(1).first_is_sync for f in frags)
     assert probe(output).num_frames == FRAMES
     options, fragmented, streamed = talker.calls[0]
     assert fragmented and streamed and options.seed == 7 and options.extra["front_end"] == "api"
@@ -206,7 +236,7 @@ def test_client_going_away_cancels_the_job_and_frees_the_queue(server, body, web
     # the GPU queue slot is free again: the next request gets it and runs to the end
     talker.gate.set()
     r = httpx.post(f"{base}/sadtalker/v1/stream", json=body, timeout=120)
-    assert r.status_code == 200 and len(read_fragments(r.content)) == 4
+    assert r.status_code == 200 and len(read_fragments(r.content)) == len(FRAGMENTS)
 
 
 @pytest.mark.parametrize(
@@ -248,25 +278,23 @@ def test_failure_after_the_first_byte_cuts_the_stream_and_is_logged(server, body
     from sadtalker_ext.webui.settings import WebUISettings
 
     talker = ext.session.talker(WebUISettings.read(ext.session.host))
-    talker.fail_after, talker.gate = 75, _open_gate()
+    talker.fail_after_gate = True  # held once a fragment is out until the client has it, then it breaks
     received = bytearray()
     with caplog.at_level(logging.INFO, logger="sadtalker_ext"), httpx.Client(timeout=120) as client:
         with client.stream("POST", f"{base}/sadtalker/v1/stream", json=body) as r:
             assert r.status_code == 200
             job = r.headers["x-sadtalker-job"]
+            chunks = r.iter_bytes()
+            while not read_fragments(bytes(received)):
+                received += next(chunks)
+            talker.gate.set()
             with pytest.raises(httpx.RemoteProtocolError):  # no closing chunk: the client sees a cut
-                for chunk in r.iter_bytes():
+                for chunk in chunks:
                     received += chunk
         assert talker.finished.wait(60)
-    assert received[:8][4:] == b"ftyp"  # streaming had started
+    assert top_level_boxes(bytes(received))[:4] == [b"ftyp", b"moov", b"moof", b"mdat"]
     failed = [rec for rec in caplog.records if "failed after" in rec.getMessage()]
     assert failed and job in failed[0].getMessage() and "renderer broke" in failed[0].getMessage()
-
-
-def _open_gate() -> threading.Event:
-    gate = threading.Event()
-    gate.set()
-    return gate
 
 
 @pytest.mark.parametrize(
