@@ -113,6 +113,12 @@ def _result_src(page, elem_id: str) -> str:
     )
 
 
+def _result_time(page, elem_id: str) -> float:
+    return page.execute_script(
+        f"const v = document.querySelector('#{elem_id} video'); return v ? v.currentTime : 0;"
+    )
+
+
 def _videos(folder: Path) -> list[Path]:
     """Videos under their final names (not the writer's hidden temp file, not the empty name placeholder)."""
     return [p for p in folder.rglob("*.mp4") if not p.name.startswith(".") and p.stat().st_size > 0]
@@ -140,6 +146,9 @@ def _watch_it_play(page, talker, results: Path, result_id: str) -> None:
     talker.gate.set()
     _wait(lambda: _result_src(page, result_id), timeout=GATE_TIMEOUT_S, what="the result video", driver=page)
     _wait(lambda: not _live_state(page)["present"], timeout=30, what="the player's handover", driver=page)
+    # playback went on in the result from where the player was (not from the start)
+    _wait(lambda: _result_time(page, result_id) >= later["time"], timeout=30,
+          what=f"the result playing on from {later['time']:.2f} s", driver=page)  # fmt: skip
     videos = _videos(results)
     assert len(videos) == 1 and talker.streamed == [True]
 
