@@ -191,6 +191,54 @@ def test_app_plays_while_generating(driver, tiny_checkpoints, media, tmp_path, m
         demo.close()
 
 
+@pytest.mark.slow
+def test_app_without_media_source_works_as_before(driver, tiny_checkpoints, media, tmp_path, monkeypatch):  # noqa: F811
+    """A browser without Media Source Extensions: the box is ticked, but no token is sent, nothing is
+    streamed, no player appears, and the result is shown as before."""
+    from selenium.webdriver.common.by import By
+
+    from sadtalker_ext import app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio_uploads"))
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    results = tmp_path / "results"
+    talker = gated_talker_class()(
+        checkpoint_dir=tiny_checkpoints, gfpgan_dir=tmp_path / "no_face_models", result_dir=results
+    )
+    talker.gate.set()  # nothing to watch: no waiting
+    demo = app.build_app(talker)
+    port = _free_port()
+    app.serve(demo, block=False, server_name="127.0.0.1", server_port=port, quiet=True)
+    driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": "window.MediaSource = undefined;"}
+    )
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")
+        assert driver.execute_script("return window.MediaSource === undefined;")
+        for elem_id, path in (("sadtalker_app_source", Path(media["picture"])),
+                              ("sadtalker_app_audio", speech_cut(tmp_path / "speech", 1))):  # fmt: skip
+            field = _wait(lambda e=elem_id: driver.find_elements(By.CSS_SELECTOR, f"#{e} input[type=file]"),
+                          what=f"file input of #{elem_id}", driver=driver)[0]  # fmt: skip
+            driver.execute_script("arguments[0].style.display = 'block'; arguments[0].hidden = false;", field)
+            field.send_keys(str(path))
+        shown = "#sadtalker_app_preview img" if GRADIO3 else "#sadtalker_app_source img"
+        _wait(lambda: driver.find_elements(By.CSS_SELECTOR, shown), what="the picture", driver=driver)
+        _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#sadtalker_app_audio audio, "
+              "#sadtalker_app_audio [data-testid=waveform-controls]"), what="audio player", driver=driver)  # fmt: skip
+        _wait(lambda: driver.execute_script("return typeof sadtalker_live_submit === 'function';"),
+              what="the player script", driver=driver)  # fmt: skip
+        driver.find_element(By.ID, "sadtalker_app_generate").click()
+        _wait(lambda: _result_src(driver, "sadtalker_app_video"), timeout=GATE_TIMEOUT_S, what="the result video",
+              driver=driver)  # fmt: skip
+        assert talker.streamed == [False] and len(demo.sadtalker_live) == 0
+        assert not _live_state(driver)["present"]
+        assert len(_videos(results)) == 1
+    finally:
+        driver.get("about:blank")
+        demo.sadtalker_shutdown(timeout=60)
+        demo.close()
+
+
 @contextlib.contextmanager
 def _served_tab(webui, talker_factory, monkeypatch, picture: Path):
     """The extension (real pipeline from ``talker_factory``) in the stand-in host page, served with the
