@@ -231,6 +231,9 @@ SadtalkerLivePlayer.prototype.read = async function(reader) {
         });
         this.push(head);
     }
+    if (!sourceBuffer) { // the job ended before its first second of video (an error, Stop, Interrupt)
+        return this.fail('the stream ended before the first fragment');
+    }
     this.streamEnded = true;
     this.pump();
 };

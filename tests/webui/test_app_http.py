@@ -233,6 +233,10 @@ def test_browser_upload_keeps_names_and_shows_the_error(served, driver):  # noqa
         driver=driver,
     )[0]
     assert "Download missing weights" in text and "SadTalker_V0.0.2_256.safetensors" in text
+    # "Play while generating" (ticked) had started its player: the job ended without a video, so it is gone
+    _wait(lambda: not driver.find_elements(By.CSS_SELECTOR, ".sadtalker-live"), what="no live player",
+          driver=driver)  # fmt: skip
+    assert len(talker.calls) == calls_before + 1
     assert "\\n" not in text  # gradio 3 showed the repr of a multi-line message: literal backslash-n
 
 
