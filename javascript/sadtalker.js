@@ -124,6 +124,9 @@ function sadtalker_submit() {
     if (slot > 0) {
         res[slot] = sadtalker_upload_names(res.slice(1, slot));
     }
+    if (typeof sadtalker_live_submit === 'function') { // sadtalker_player.js: "Play while generating"
+        res = sadtalker_live_submit(res, 'sadtalker_live', 'sadtalker_video');
+    }
     return res;
 }
 

@@ -36,6 +36,7 @@ from . import form
 from .cli import add_runtime_flags, resolve_device
 from .errors import CheckpointError, InputError, SadTalkerError
 from .form import decode_inline, options_from_values, sniff_suffix
+from .live_streams import LiveStreams, attach_route, player_route
 from .options import GenerationOptions
 from .weights import downloader
 
@@ -47,7 +48,29 @@ GRADIO_MISSING = (
 )
 
 FORM_FIELDS = (*form.FORM_FIELDS, "max_audio_seconds")
-"""Order of the form components passed to the generate handler."""
+"""Order of the form components passed to the generate handler (then the "Play while generating" box and
+the stream token, see :data:`STREAM_SLOT`)."""
+STREAM_SLOT = "sadtalker:stream-token"
+"""Value of the hidden stream-token textbox in the page: ``javascript/sadtalker_player.js`` puts a new token
+in its place on Generate when "Play while generating" is ticked and the browser can play the stream."""
+LOAD_PLAYER_JS = """() => {
+    if (!document.getElementById('sadtalker-player-script')) {
+        const script = document.createElement('script');
+        script.id = 'sadtalker-player-script';
+        script.src = 'sadtalker/v1/player.js';
+        document.head.appendChild(script);
+    }
+}"""
+"""Runs on page load: loads the live player (its route is added by :func:`serve`)."""
+SUBMIT_JS = (
+    "(...a) => (typeof sadtalker_app_submit === 'function' ? sadtalker_app_submit(...a) : a)"
+    f".slice(0, {len(FORM_FIELDS) + 2})"
+)
+"""Generate's browser side: a stream token when the player plays (the inputs as they are without it). Only
+the inputs' values go on: gradio 3 also hands the outputs' values to the function, and with
+``preprocess=False`` it would pass whatever comes back to the handler unchanged."""
+DONE_JS = "(v) => typeof sadtalker_live_done === 'function' ? sadtalker_live_done(v) : []"
+"""After Generate: the player hands over to the result."""
 
 
 def options_from_form(values: Mapping[str, Any]) -> GenerationOptions:
@@ -311,7 +334,9 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
 
         talker = SadTalker(**talker_kw)
     gradio3 = int(str(gr.__version__).split(".")[0]) < 4
+    js = "_js" if gradio3 else "js"
     guard = UploadGuard(allowed_dirs)
+    live = LiveStreams()
     cancel_event = threading.Event()
     busy = threading.Lock()
     detector, banner_text = first_contact(talker)
@@ -320,7 +345,22 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
         return gr.update(value=text, visible=bool(text))
 
     def generate(*values: Any, progress=gr.Progress()):  # noqa: B008 - gradio injects the tracker
-        form = dict(zip(FORM_FIELDS, values, strict=True))
+        count = len(FORM_FIELDS)
+        if len(values) not in (count, count + 2):
+            raise gr.Error(f"expected {count} form values (+ play box and stream token), got {len(values)}")
+        form = dict(zip(FORM_FIELDS, values[:count], strict=True))
+        stream = live.open(values[count + 1]) if len(values) == count + 2 and values[count] is True else None
+        try:
+            return generate_form(form, progress, stream)
+        except BaseException as exc:
+            if stream is not None:
+                stream.close(error=str(exc) or type(exc).__name__)
+            raise
+        finally:
+            if stream is not None:
+                stream.close()
+
+    def generate_form(form: dict[str, Any], progress: Any, stream: Any):
         scratch = Path(tempfile.mkdtemp(prefix="sadtalker_app_"))
         try:
             try:
@@ -337,7 +377,8 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
                 def on_progress(stage: str, done: int, total: int) -> None:
                     progress((done, max(total, 1)), desc=stage)
 
-                result = talker.generate(options, progress=on_progress, cancel=cancel_event)
+                extra = {"fragmented": True, "stream": stream.append} if stream is not None else {}
+                result = talker.generate(options, progress=on_progress, cancel=cancel_event, **extra)
             except CheckpointError as exc:
                 raise gr.Error(missing_weights_error(talker, options) or one_line(str(exc))) from exc
             except SadTalkerError as exc:
@@ -427,11 +468,17 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
                             gr, name, **({"value": detector} if name == "face_detector" else {})
                         )
             with gr.Column():
-                video = gr.Video(label="Result")
+                # the live player's place (not an output of Generate: gradio's pending overlay covers those)
+                gr.HTML(elem_id="sadtalker_app_live")
+                video = gr.Video(label="Result", elem_id="sadtalker_app_video")
                 info = gr.Textbox(label="Details", lines=4)
                 with gr.Row():
                     run_button = gr.Button("Generate", variant="primary", elem_id="sadtalker_app_generate")
                     stop_button = gr.Button("Stop")
+                play_live = gr.Checkbox(
+                    label="Play while generating", value=True, elem_id="sadtalker_app_play_live"
+                )
+                stream_token = gr.Textbox(value=STREAM_SLOT, visible=False)
         with gr.Accordion("Models", open=bool(banner_text)):
             status = gr.Markdown(status_markdown(talker))
             with gr.Row():
@@ -443,11 +490,13 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
         # preprocess=False: gradio must not open the file values itself (see UploadGuard)
         run_button.click(
             generate,
-            inputs=inputs,
+            inputs=[*inputs, play_live, stream_token],
             outputs=[video, info, status, banner],
             preprocess=False,
             api_name="generate",
-        )
+            **{js: SUBMIT_JS},
+        ).then(None, inputs=[video], outputs=None, **{js: DONE_JS})
+        demo.load(None, None, None, **{js: LOAD_PLAYER_JS})
         if gradio3:
             source.change(preview, inputs=[source], outputs=[source_preview], preprocess=False)
         stop_button.click(stop, inputs=None, outputs=[info])
@@ -482,8 +531,11 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
             )
 
         app.add_route(ROUTE, sadtalker_stream, methods=["POST"])
+        # the page's live player: its script, and the stream of the job it started ("Play while generating")
+        app.router.routes.extend([attach_route(live), player_route()])
 
     demo.sadtalker_shutdown = shutdown
+    demo.sadtalker_live = live
     demo.sadtalker_add_routes = add_routes
     demo.sadtalker = talker  # for tests and embedding
     demo.sadtalker_components = c

@@ -113,7 +113,7 @@ def _copy_source(dest: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("pyproject.toml", "README.md", "requirements.txt"):
         shutil.copy(REPO / name, dest / name)
-    for name in ("sadtalker_ext", "models"):
+    for name in ("sadtalker_ext", "models", "javascript"):
         shutil.copytree(REPO / name, dest / name, ignore=ignore)
     return dest
 
@@ -143,6 +143,9 @@ def test_wheel_holds_the_package_its_data_and_console_commands(wheel):
     assert modules and modules <= names, sorted(modules - names)
     data = {f"sadtalker_ext/_models/{p.name}" for p in (REPO / "models").glob("*.json")}
     assert "sadtalker_ext/_models/weights.json" in data and data <= names, sorted(data - names)
+    # the live player, which the standalone app serves (sadtalker_ext.live_streams.player_script)
+    assert "sadtalker_ext/_javascript/sadtalker_player.js" in names
+    assert not any(n.startswith("sadtalker_ext/_javascript/") and not n.endswith("player.js") for n in names)
     assert not any(n.startswith(("tests/", "scripts/", "bench/", "tools/")) for n in names)
     for command, target in CONSOLE_SCRIPTS.items():
         assert f"{command} = {target}" in entry_points, entry_points
@@ -182,6 +185,11 @@ def test_installed_package_runs_outside_the_checkout(wheel, tmp_path):
     module_file, manifest_path, count = probe.stdout.split("\n")[:3]
     assert Path(module_file).is_relative_to(target) and Path(manifest_path).is_relative_to(target)
     assert int(count) > 0
+    player = run(sys.executable, "-c", "import sadtalker_ext.live_streams as s; p = s.player_script(); "
+                 "print(p); print(p.is_file())")  # fmt: skip
+    assert player.returncode == 0, player.stderr
+    player_file, exists = player.stdout.split("\n")[:2]
+    assert Path(player_file).is_relative_to(target) and exists == "True"
 
     helped = run(sys.executable, "-m", "sadtalker_ext", "--help")
     assert helped.returncode == 0 and "--source_image" in helped.stdout, helped.stderr

@@ -12,6 +12,8 @@
   (``video/mp4``, chunked, a fragment per second of video); contract in :mod:`..http_stream`.
 - ``GET /sadtalker/v1/models``: weight folders and the state of every file.
 - ``GET /sadtalker/v1/version``: versions and what the host offers.
+- ``GET /sadtalker/v1/stream/{token}``: the fragmented MP4 of the tab's "Play while generating" job that the
+  page started under ``token`` (:mod:`..live_streams`); 404 for any other token.
 
 Errors: 400 bad JSON / base64, 422 a ``source_base64`` that is neither a picture nor a video, 403 a path outside the allowed folders, 404 a missing input file, 409 missing
 weights or an interrupted run, 422 an invalid option; the body is ``{"detail": "<message>"}``.
@@ -42,6 +44,7 @@ from ..http_request import (  # noqa: F401 - re-exported: the API's request hand
     decode_base64,
     parse_request,
 )
+from ..live_streams import attach_route
 from . import jobs, models_panel
 from .settings import WebUISettings, result_root
 
@@ -212,3 +215,5 @@ def register_routes(app: Any, session: jobs.Session) -> None:
     @app.get("/sadtalker/v1/version")
     def sadtalker_version():
         return guarded(version, session)
+
+    app.router.routes.append(attach_route(session.live))  # GET /sadtalker/v1/stream/{token}: the live player

@@ -26,6 +26,7 @@ import numpy as np
 from .. import __version__, form
 from ..errors import CancelledError, CheckpointError, InputError, SadTalkerError
 from ..form import file_value, options_from_values
+from ..live_streams import LiveStream, LiveStreams
 from ..options import GenerationOptions
 from ..paths import ModelDirs, resolve_model_dirs
 from .host import Host, RestoreFn
@@ -223,6 +224,8 @@ class Session:
         self._talker: Pipeline | None = None
         self._key: tuple | None = None
         self._lock = threading.RLock()
+        self.live = LiveStreams()
+        """Streams of the tab's "Play while generating" jobs (``GET /sadtalker/v1/stream/{token}``)."""
 
     # -- models
     def model_dirs(self) -> ModelDirs:
@@ -491,20 +494,55 @@ def with_user_names(form: dict[str, Any], names: Mapping[str, str], folder: Path
     return form
 
 
+STREAM_SLOT = "sadtalker:stream-token"
+"""Value of the tab's hidden stream-token textbox in the page; ``javascript/sadtalker_player.js`` puts a new
+token in its place when "Play while generating" is ticked and the browser can play the stream ('' otherwise;
+what arrives unchanged means a host that did not load the script: no streaming)."""
+
+
 def generate_single(session: Session, id_task: str, *values: Any) -> list[Any]:
     """The Generate button (wrapped by ``wrap_gradio_gpu_call``): ``[video, infotext, html]``.
 
-    ``values``: the :data:`FORM_FIELDS` values, then (from the tab) the upload names (:func:`upload_names`).
+    ``values``: the :data:`FORM_FIELDS` values, then (from the tab) the upload names (:func:`upload_names`),
+    the "Play while generating" box and the job's :class:`LiveStream` (opened by :func:`streaming_generate`;
+    anything else there, e.g. a token, means no streaming).
     """
     count = len(FORM_FIELDS)
-    if len(values) not in (count, count + 1):
-        raise TypeError(f"generate_single: expected {count} form values (+ upload names), got {len(values)}")
+    if len(values) not in (count, count + 1, count + 3):
+        raise TypeError(
+            f"generate_single: expected {count} form values (+ upload names, + play box and stream), "
+            f"got {len(values)}"
+        )
     form = dict(zip(FORM_FIELDS, values[:count], strict=True))
     names = upload_names(values[count]) if len(values) > count else {}
+    stream = values[count + 2] if len(values) == count + 3 else None
     with tempfile.TemporaryDirectory(prefix="sadtalker_picture_") as tmp:
         form["source"] = picture_file(form.get("source"), Path(tmp))
         form = with_user_names(form, names, Path(tmp))
-        return _generate_single(session, form)
+        return _generate_single(session, form, stream if isinstance(stream, LiveStream) else None)
+
+
+def streaming_generate(session: Session, handler: Callable[..., list[Any]]) -> Callable[..., list[Any]]:
+    """The tab's Generate around ``handler`` (the host-wrapped :func:`generate_single`): with the play box
+    ticked and a well-formed token from the page, the job's stream is registered under that token BEFORE
+    ``handler`` waits for the GPU queue (so the page can attach while the job waits), handed to it in the
+    token's place, and closed when the handler returns, whatever happened. A token that is malformed or
+    already taken: the job runs without streaming."""
+    count = len(FORM_FIELDS)
+
+    def generate(id_task: str, *values: Any) -> list[Any]:
+        stream = None
+        if len(values) == count + 3:
+            play, token = values[count + 1], values[count + 2]
+            stream = session.live.open(token) if play is True else None
+            values = (*values[: count + 2], stream)
+        try:
+            return handler(id_task, *values)
+        finally:
+            if stream is not None:
+                stream.close()
+
+    return generate
 
 
 def tab_error_text(session: Session, options: GenerationOptions, exc: SadTalkerError) -> str:
@@ -547,23 +585,34 @@ DOWNLOAD_BOXES = {
 """``weights.Selection`` flag -> label of its checkbox in the Models section (the tab's download row)."""
 
 
-def _generate_single(session: Session, form: dict[str, Any]) -> list[Any]:
+def _generate_single(session: Session, form: dict[str, Any], stream: LiveStream | None = None) -> list[Any]:
     host = session.host
     state = host.state
     settings = WebUISettings.read(host)
     try:
         options, restorer = options_from_form({**form, "max_audio_seconds": settings.max_audio_seconds})
     except SadTalkerError as exc:
+        if stream is not None:
+            stream.close(error=str(exc))
         return [None, "", message_html(str(exc), "error")]
     HostProgress.start(state, 1)
     progress = HostProgress(state, 0, 1, Path(options.source).name)
     try:
         outcome = session.run(
-            options, restorer=restorer, progress=progress, cancel=cancel_requested(state), settings=settings
+            options,
+            restorer=restorer,
+            progress=progress,
+            cancel=cancel_requested(state),
+            settings=settings,
+            stream=stream.append if stream is not None else None,
         )
     except CancelledError:
+        if stream is not None:
+            stream.close(error="interrupted")
         return [None, "", message_html("Interrupted: no video was written.")]
     except SadTalkerError as exc:
+        if stream is not None:
+            stream.close(error=str(exc))
         return [None, "", message_html(tab_error_text(session, options, exc), "error")]
     finally:
         session.finish(settings)

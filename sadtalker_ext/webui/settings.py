@@ -63,6 +63,8 @@ SPECS: tuple[Spec, ...] = (
          info="longer recordings and idle lengths are refused before the models load; the API field max_audio_seconds overrides it per request"),
     Spec("sadtalker_live_preview", True, "Show the latest rendered frame as live preview", "Checkbox",
          info="also needs the WebUI's 'Show live previews' setting"),
+    Spec("sadtalker_play_while_generating", True, "'Play while generating' ticked by default", "Checkbox",
+         info="the tab plays the video while it is made (fragmented MP4 streamed to the page; needs a browser with Media Source Extensions and H.264)"),
     Spec("sadtalker_api_allowed_dirs", "", "Folders the SadTalker API may read input files from", "Textbox",
          info="besides the WebUI outputs folder; one per line or separated by ';'", restrict_api=True),
 )  # fmt: skip
@@ -111,6 +113,7 @@ class WebUISettings:
     live_preview: bool
     api_allowed_dirs: tuple[str, ...]
     max_audio_seconds: float = MAX_AUDIO_SECONDS
+    play_while_generating: bool = True
 
     @classmethod
     def read(cls, host: Host) -> WebUISettings:
@@ -150,6 +153,7 @@ class WebUISettings:
             live_preview=bool(get("sadtalker_live_preview")),
             api_allowed_dirs=split_dirs(str(get("sadtalker_api_allowed_dirs") or "")),
             max_audio_seconds=max_audio,
+            play_while_generating=bool(get("sadtalker_play_while_generating")),
         )
 
 

@@ -27,6 +27,8 @@ SDNEXT_SEND_SOURCES = ("txt2img", "img2img", "control", "extras", "gallery")
 """SD.Next's result panels (``ui_common.create_output_panel``): gallery ``{tab}_gallery``, then a row of
 send buttons ``control_tab``, ``txt2img_tab``, ``img2img_tab``, ``extras_tab``, ``caption_tab``."""
 SDNEXT_LAST_SEND_BUTTON = "caption_tab"
+LIVE_DONE_JS = "(v) => typeof sadtalker_live_done === 'function' ? sadtalker_live_done(v) : []"
+"""After Generate (browser only): ``javascript/sadtalker_player.js`` hands its player over to the result."""
 ELEM_IDS = {
     "input_yaw": "sadtalker_yaw", "input_pitch": "sadtalker_pitch", "input_roll": "sadtalker_roll",
     "background_enhancer": "sadtalker_bg_enhancer",
@@ -75,7 +77,7 @@ def build_tab(session: jobs.Session) -> Any:
             with gr.Column(elem_id="sadtalker_options"):
                 c.update(_option_tabs(host, settings))
             with gr.Column(elem_id="sadtalker_results"):
-                c.update(_result_section())
+                c.update(_result_section(settings))
         c.update(_batch_section())
         c.update(_models_section(session))
         inputs = [c[name] for name in jobs.FORM_FIELDS]
@@ -162,7 +164,7 @@ def _option_tabs(host: Host, settings: WebUISettings) -> dict[str, Any]:
     return c
 
 
-def _result_section() -> dict[str, Any]:
+def _result_section(settings: WebUISettings) -> dict[str, Any]:
     import gradio as gr
 
     c: dict[str, Any] = {}
@@ -171,7 +173,14 @@ def _result_section() -> dict[str, Any]:
         c["interrupt"] = gr.Button("Interrupt", elem_id="sadtalker_interrupt")
         c["skip"] = gr.Button("Skip", elem_id="sadtalker_skip")
     c["id_task"] = gr.Textbox(visible=False, elem_id="sadtalker_id_task")
+    c["play_live"] = gr.Checkbox(
+        label="Play while generating", value=settings.play_while_generating, elem_id="sadtalker_play_live"
+    )
+    # javascript/sadtalker_player.js puts the job's stream token in place of this placeholder on Generate
+    c["stream_token"] = gr.Textbox(value=jobs.STREAM_SLOT, visible=False, elem_id="sadtalker_stream_token")
     with gr.Column(elem_id="sadtalker_results_panel"):
+        # the player's place (not an output of Generate: gradio's pending overlay would cover it)
+        c["live"] = gr.HTML(elem_id="sadtalker_live")
         c["video"] = gr.Video(label="Result", interactive=False, elem_id="sadtalker_video")
         c["infotext"] = gr.Textbox(label="Infotext", lines=3, interactive=False, elem_id="sadtalker_infotext")
         c["html_log"] = gr.HTML(elem_id="sadtalker_html_log")
@@ -235,11 +244,16 @@ def _wire(session: jobs.Session, c: dict[str, Any], inputs: list[Any]) -> None:
 
     host = session.host
     gpu = host.wrap_gpu_call
+    generate = jobs.streaming_generate(
+        session, gpu(functools.partial(jobs.generate_single, session), [None, ""], "sadtalker_generate")
+    )
     c["generate"].click(
-        fn=gpu(functools.partial(jobs.generate_single, session), [None, ""], "sadtalker_generate"),
-        inputs=[c["id_task"], *inputs, c["upload_names"]],
+        fn=generate,
+        inputs=[c["id_task"], *inputs, c["upload_names"], c["play_live"], c["stream_token"]],
         outputs=[c["video"], c["infotext"], c["html_log"]],
         **_js("sadtalker_submit"),
+    ).then(  # browser only: the live player hands over to the result (or goes away without one)
+        fn=None, inputs=[c["video"]], outputs=[], **_js(LIVE_DONE_JS)
     )
     for elem_id, field in jobs.UPLOAD_NAME_FIELDS.items():
         # browser only: remember which file became this input's value (its name travels with Generate)

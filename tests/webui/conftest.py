@@ -37,8 +37,10 @@ class FakeResult:
 
 class FakeTalker:
     """Pipeline stand-in with the real ``SadTalker`` surface: ``generate(options, progress=, cancel=,
-    frame_hook=, on_exists=)`` reports the real stage names, renders ``frames`` gray frames in chunks of
-    ``options.batch_size``, honours ``cancel`` between chunks and writes a small file at ``options.output``."""
+    frame_hook=, on_exists=, *, fragmented=, stream=, on_output=)`` reports the real stage names, renders
+    ``frames`` gray frames in chunks of ``options.batch_size``, honours ``cancel`` between chunks and writes a
+    small file at ``options.output``. With ``stream``: ``b"INIT"`` before the first chunk, ``b"FRAG<n>"``
+    after each (``n``: frames done), like the writer's segments (not a playable video)."""
 
     def __init__(self, dirs, device, dtype, winograd=True, *, frames=6, on_render=None, fail=None):
         self.dirs, self.device, self.dtype, self.winograd = dirs, device, dtype, winograd
@@ -58,8 +60,13 @@ class FakeTalker:
         self.unloads += 1
         self._models.clear()
 
-    def generate(self, options, progress=None, cancel=None, frame_hook=None, on_exists=None):
+    def generate(
+        self, options, progress=None, cancel=None, frame_hook=None, on_exists=None, *, fragmented=False,
+        stream=None, on_output=None,
+    ):  # fmt: skip
         self.on_exists = on_exists
+        self.fragmented = fragmented
+        self.stream = stream
         return self.generate_impl(options, progress, cancel, frame_hook)
 
     def generate_impl(self, options, progress, cancel, frame_hook):
@@ -75,6 +82,9 @@ class FakeTalker:
             progress(stage, 1, 1)
         self._models = ["motion/256", "renderer/256"]
         progress("render", 0, self.frames)
+        stream = getattr(self, "stream", None)
+        if stream is not None:
+            stream(b"INIT")
         done = 0
         while done < self.frames:
             if cancel():
@@ -85,6 +95,8 @@ class FakeTalker:
                 frames = frame_hook(frames)
             self.hook_outputs.append(np.asarray(frames))
             done += n
+            if stream is not None:
+                stream(b"FRAG%d" % done)
             progress("render", done, self.frames)
             if self.on_render is not None:
                 self.on_render(done)

@@ -50,14 +50,16 @@ def served(tmp_path_factory):
             super().__init__(*a, **kw)
             self.calls = []
 
-        def generate(self, options, progress=None, cancel=None, frame_hook=None):
+        def generate(self, options, progress=None, cancel=None, frame_hook=None, **streaming):
             self.calls.append(options)
-            return super().generate(options, progress=progress, cancel=cancel, frame_hook=frame_hook)
+            return super().generate(
+                options, progress=progress, cancel=cancel, frame_hook=frame_hook, **streaming
+            )
 
     talker = Recording(checkpoint_dir=tmp / "ck", gfpgan_dir=tmp / "gf", result_dir=tmp / "results")
     demo = app.build_app(talker)
     port = _free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app.serve(demo, block=False, server_name="127.0.0.1", server_port=port, quiet=True)  # as app.main does
     try:
         yield f"http://127.0.0.1:{port}", talker, Path(os.environ["GRADIO_TEMP_DIR"]), tmp
     finally:
@@ -83,7 +85,7 @@ def _form(source=None, driven_audio=None, ref_video=None, **kw) -> list:
         "background_enhancer": "none", "max_audio_seconds": 600,
     }  # fmt: skip
     values.update(kw)
-    return [values[k] for k in FORM_FIELDS]
+    return [values[k] for k in FORM_FIELDS] + [False, ""]  # "Play while generating" off: no stream token
 
 
 def _generate(base: str, values: list) -> tuple[int, str | None, list | None]:
@@ -231,6 +233,10 @@ def test_browser_upload_keeps_names_and_shows_the_error(served, driver):  # noqa
         driver=driver,
     )[0]
     assert "Download missing weights" in text and "SadTalker_V0.0.2_256.safetensors" in text
+    # "Play while generating" (ticked) had started its player: the job ended without a video, so it is gone
+    _wait(lambda: not driver.find_elements(By.CSS_SELECTOR, ".sadtalker-live"), what="no live player",
+          driver=driver)  # fmt: skip
+    assert len(talker.calls) == calls_before + 1
     assert "\\n" not in text  # gradio 3 showed the repr of a multi-line message: literal backslash-n
 
 

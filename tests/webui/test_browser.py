@@ -101,7 +101,7 @@ def _inject_assets(monkeypatch):
     gradio4 = "true" if int(gr.__version__.split(".")[0]) >= 4 else "false"
     js = f"<script>window.SADTALKER_TEST_GRADIO4 = {gradio4};</script>" + "".join(
         f"<script type='text/javascript'>{p.read_text()}</script>"
-        for p in (STUB, REPO / "javascript" / "sadtalker.js")
+        for p in (STUB, *sorted((REPO / "javascript").glob("*.js")))  # the host loads every file there
     )
     css = f"<style>{(REPO / 'style.css').read_text()}</style>"
     original = gradio.routes.templates.TemplateResponse
