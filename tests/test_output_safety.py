@@ -111,19 +111,23 @@ def test_output_that_exists_is_refused_unless_overwrite(env, tmp_path):
 
 
 def _start_rendering(env, out: Path, *extra: str) -> subprocess.Popen:
-    """The CLI in its own session (like a terminal's foreground job), once it is encoding frames."""
+    """The CLI in its own session (like a terminal's foreground job), held mid-video (``tests/frame_gate``:
+    its first frames are in the encoder, it renders no further) until the test signals it."""
+    held = out.parent / "held"
+    argv = _argv(env, "long.wav")
     proc = subprocess.Popen(
-        [*_argv(env, "long.wav"), "--result_dir", str(out), "--seed", "4", "--no_progress", *extra],
+        [argv[0], "-m", "tests.frame_gate", str(held), "--", *argv[3:], "--result_dir", str(out), "--seed", "4",
+         "--no_progress", *extra],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 600  # a hang guard, not a timing assertion
-    # the encoder's hidden video-only file appears once the first frame went into ffmpeg
-    while not (out.is_dir() and any(p.name.endswith(".video.mp4") for p in out.iterdir())):
+    while not held.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             out_text, err = proc.communicate()
             pytest.fail(f"the CLI ended before rendering (exit {proc.returncode}): {out_text} {err}")
         time.sleep(0.1)
+    assert any(p.name.endswith(".video.mp4") for p in out.iterdir())  # the encoder has frames
     return proc
 
 
@@ -229,7 +233,8 @@ def test_app_sigterm_during_a_generation_cleans_up_and_exits_143(env, tmp_path):
             "use_blink": True, "seed": 4, "input_yaw": "", "input_pitch": "", "input_roll": "",
             "face_detector": "dlib", "face_index": 0, "enhancer": "none", "background_enhancer": "none",
             "max_audio_seconds": 600}  # fmt: skip
-    body = json.dumps({"data": [form[name] for name in FORM_FIELDS], "fn_index": 0}).encode()
+    # + the "Play while generating" box (off) and its stream token: the page sends both
+    body = json.dumps({"data": [*(form[name] for name in FORM_FIELDS), False, ""], "fn_index": 0}).encode()
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/run/predict", data=body, headers={"Content-Type": "application/json"}
     )
