@@ -72,6 +72,7 @@ import torch
 
 from bench.baseline import iter_official_structure
 from bench.cluster import bench_cluster, cluster_markdown
+from bench.report import save_report
 from sadtalker_ext import checkpoints
 from sadtalker_ext.render.animate import Renderer, plan_render
 from sadtalker_ext.render.loading import load_renderer_nets
@@ -1338,13 +1339,11 @@ def main(argv=None) -> int:
             "quick": args.quick,
         }
     }
-    args.out.mkdir(parents=True, exist_ok=True)
 
     def save() -> str:  # after every section, so a long run that is stopped keeps what it measured
         report["load_avg_end"] = load_average()
-        (args.out / "bench.json").write_text(json.dumps(report, indent=1))
         text = markdown(report)
-        (args.out / "bench.md").write_text(text)
+        save_report(args.out, "bench", report, text)
         return text
 
     runners = {

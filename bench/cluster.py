@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import statistics
 import subprocess
@@ -35,6 +34,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from bench.report import save_report
 
 REPO = Path(__file__).resolve().parent.parent
 MEDIA = REPO.parent / "shared" / "media"
@@ -209,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     report = bench_cluster(args.jobs, args.seconds, args.device)
     text = "\n".join(cluster_markdown(report))
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "cluster.json").write_text(json.dumps(report, indent=1))
-        (args.out / "cluster.md").write_text(text)
+        save_report(args.out, "cluster", report, text)
     print(text)
     return 0
 

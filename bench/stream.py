@@ -31,7 +31,6 @@ the machine's.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import socket
 import statistics
@@ -54,6 +53,7 @@ from bench.bench import (
     recorded_landmarks,
     wav_of,
 )
+from bench.report import save_report
 from sadtalker_ext.video.fmp4 import SegmentSplitter, read_fragments, top_level_boxes
 
 FPS = 25
@@ -300,9 +300,7 @@ def main(argv=None) -> int:
     report = run(args)
     text = markdown(report)
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "stream.json").write_text(json.dumps(report, indent=1))
-        (args.out / "stream.md").write_text(text)
+        save_report(args.out, "stream", report, text)
     print(text)
     return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests import standin
 
@@ -93,6 +94,22 @@ class StandinFactory:
     def for_vector(self, path: Path, names=standin.FILES) -> Path:
         with np.load(path, allow_pickle=False) as npz:
             return self.folder(seed_of(npz, path), standin.overrides_of(npz), names)
+
+
+def e2e_standin_folder(root: Path) -> np.ndarray:
+    """Fill ``root`` for a real CLI run on the first e2e_crop vector: ``ck/`` (reduced-width stand-in
+    checkpoints with the vector's seed and overrides), an empty face-model folder ``gf/`` and the vector's
+    picture as ``face.png``. Returns its fed audio, float32 (16 kHz). Skips without an e2e_crop vector."""
+    files = vector_files("e2e_crop_seed*.npz")
+    if not files:
+        pytest.skip("no e2e_crop vector file")
+    with np.load(files[0], allow_pickle=False) as npz:
+        seed, overrides = seed_of(npz, files[0]), standin.overrides_of(npz)
+        picture, wav = npz["input_image_rgb"], np.asarray(npz["wav_fed"], np.float32)
+    standin.write_reduced_checkpoints(root / "ck", seed=seed, motion=standin.motion_tensors(seed, overrides))
+    (root / "gf").mkdir()
+    Image.fromarray(picture).save(root / "face.png")
+    return wav
 
 
 @pytest.fixture(scope="session")

@@ -28,8 +28,7 @@ from sadtalker_ext.cluster import ClusterConfig, WorkerSettings, run_batch
 from sadtalker_ext.cluster.resume import find_done
 from sadtalker_ext.options import GenerationOptions
 from sadtalker_ext.video import read_frames
-from tests import standin
-from tests.conftest import seed_of, vector_files
+from tests.conftest import e2e_standin_folder
 
 REPO = Path(__file__).resolve().parent.parent
 SR, FPS = 16000, 25
@@ -47,24 +46,15 @@ def env(tmp_path_factory):
     image), a picture without a face, recordings of 2, 3 and 12 frames."""
     import soundfile as sf
 
-    files = vector_files("e2e_crop_seed*.npz")
-    if not files:
-        pytest.skip("no e2e_crop vector file")
-    with np.load(files[0], allow_pickle=False) as npz:
-        seed, overrides = seed_of(npz, files[0]), standin.overrides_of(npz)
-        picture, wav = npz["input_image_rgb"], np.asarray(npz["wav_fed"], np.float32)
     root = tmp_path_factory.mktemp("cluster")
-    ck = standin.write_reduced_checkpoints(
-        root / "ck", seed=seed, motion=standin.motion_tensors(seed, overrides)
-    )
-    (root / "gf").mkdir()
-    Image.fromarray(picture).save(root / "face.png")
+    wav = e2e_standin_folder(root)
+    picture = np.asarray(Image.open(root / "face.png"))
     Image.fromarray(np.ascontiguousarray(picture[:, ::-1])).save(root / "face_b.png")
     Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(root / "wall.png")
     for name, frames in (("speech.wav", 2), ("speech3.wav", 3), ("long.wav", 12)):
         samples = np.tile(wav, frames * SR // FPS // wav.shape[0] + 1)[: frames * SR // FPS + 100]
         sf.write(root / name, samples, SR, subtype="FLOAT")
-    return root, ck
+    return root, root / "ck"
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from sadtalker_ext.errors import InputError
 from sadtalker_ext.options import GenerationOptions
 from sadtalker_ext.pipeline import SadTalker
 from sadtalker_ext.video import probe, read_frames
 from tests import standin
-from tests.conftest import seed_of, vector_files
+from tests.conftest import e2e_standin_folder
 
 REPO = Path(__file__).resolve().parent.parent
 SR, FPS = 16000, 25
@@ -33,22 +32,12 @@ def env(tmp_path_factory):
     long recording."""
     import soundfile as sf
 
-    files = vector_files("e2e_crop_seed*.npz")
-    if not files:
-        pytest.skip("no e2e_crop vector file")
-    with np.load(files[0], allow_pickle=False) as npz:
-        seed, overrides = seed_of(npz, files[0]), standin.overrides_of(npz)
-        picture, wav = npz["input_image_rgb"], np.asarray(npz["wav_fed"], np.float32)
     root = tmp_path_factory.mktemp("output_safety")
-    ck = standin.write_reduced_checkpoints(
-        root / "ck", seed=seed, motion=standin.motion_tensors(seed, overrides)
-    )
-    (root / "gf").mkdir()
-    Image.fromarray(picture).save(root / "face.png")
+    wav = e2e_standin_folder(root)
     sf.write(root / "speech.wav", wav[: 2 * SR // FPS + 100], SR, subtype="FLOAT")
     long_wav = np.tile(wav, 60 * SR // FPS // wav.shape[0] + 1)[: 60 * SR // FPS]
     sf.write(root / "long.wav", long_wav, SR, subtype="FLOAT")
-    return root, ck
+    return root, root / "ck"
 
 
 def _argv(env, audio: str = "speech.wav", *extra: str) -> list[str]:

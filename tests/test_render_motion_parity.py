@@ -297,14 +297,20 @@ def test_e2e_renderer_inputs(path):
     _close(image[0], z["render_source_image"], 1e-7, "source image tensor")
 
 
-@pytest.mark.parametrize("path", E2E_FILES)
-def test_e2e_source_and_driving_motion(path, renderer_for):
-    """KPDetector + MappingNet + keypoint math for every frame of the official run."""
+def _e2e_source_state(path, renderer_for):
+    """An e2e run's arrays, the renderer for its size and mode, its render plan and the prepared source."""
     z = _arrays(path)
     call = _official_call(path, z)
     renderer = renderer_for(path, int(z["size"]), call["preprocess"])
     plan = plan_render(z["first_coeff_3dmm_73"], z["coeff_mat_70"], **call)
     state = renderer.prepare_source(torch.from_numpy(z["render_source_image"][None]), plan.source_row)
+    return z, renderer, plan, state
+
+
+@pytest.mark.parametrize("path", E2E_FILES)
+def test_e2e_source_and_driving_motion(path, renderer_for):
+    """KPDetector + MappingNet + keypoint math for every frame of the official run."""
+    z, renderer, plan, state = _e2e_source_state(path, renderer_for)
     _close(state.kp_canonical, z["kp_canonical"][:1], 5e-5, "kp_canonical")
     _close(state.kp_motion.value, z["kp_source"][:1], 5e-5, "kp_source")
     src_deg = torch.stack([state.kp_motion.yaw, state.kp_motion.pitch, state.kp_motion.roll], dim=1)
@@ -331,11 +337,7 @@ def test_e2e_source_and_driving_motion(path, renderer_for):
 @pytest.mark.parametrize("path", E2E_FILES)
 def test_e2e_first_batch_step(path, renderer_for):
     """Step 0 of the official batch layout (frames 0, steps, 2*steps, ...): float prediction and uint8."""
-    z = _arrays(path)
-    call = _official_call(path, z)
-    renderer = renderer_for(path, int(z["size"]), call["preprocess"])
-    plan = plan_render(z["first_coeff_3dmm_73"], z["coeff_mat_70"], **call)
-    state = renderer.prepare_source(torch.from_numpy(z["render_source_image"][None]), plan.source_row)
+    z, renderer, plan, state = _e2e_source_state(path, renderer_for)
     positions = plan.batches("official")[0]
     pred = renderer.render_frames(state, plan, positions)["prediction"]
     _close(pred, z["pred_float_step0"], 1e-2, "prediction of step 0")

@@ -164,6 +164,20 @@ def make_extension(webui):
     return make
 
 
+def real_extension(webui, checkpoints: Path, tmp_path: Path):
+    """The extension with the REAL pipeline factory on ``checkpoints`` (CPU, no face-enhancer models),
+    registered and its settings added like the host does."""
+    from sadtalker_ext.webui.entry import Extension
+
+    webui.shared.cmd_opts.sadtalker_checkpoint_dir = str(checkpoints)
+    webui.shared.cmd_opts.sadtalker_gfpgan_dir = str(tmp_path / "no_face_models")
+    webui.shared.cmd_opts.use_cpu = ["all"]
+    ext = Extension(webui.root / "extensions" / "sadtalker")
+    ext.register()
+    webui.callbacks.ui_settings_callback()
+    return ext
+
+
 def sample_png(path: Path, size=(48, 64), color=(200, 120, 90)) -> Path:
     from PIL import Image
 

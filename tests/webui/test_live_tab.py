@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_pipeline_e2e import media, tiny_checkpoints, vector  # noqa: F401 - shared fixtures
-from tests.webui.conftest import form_values, sample_png, sample_wav
+from tests.webui.conftest import form_values, real_extension, sample_png, sample_wav
 
 TOKEN = "0123456789abcdef" * 3
 
@@ -133,14 +133,8 @@ def test_real_pipeline_streams_the_saved_file(webui, tiny_checkpoints, media, tm
     from sadtalker_ext.video import probe
     from sadtalker_ext.video.fmp4 import top_level_boxes
     from sadtalker_ext.webui import jobs
-    from sadtalker_ext.webui.entry import Extension
 
-    webui.shared.cmd_opts.sadtalker_checkpoint_dir = str(tiny_checkpoints)
-    webui.shared.cmd_opts.sadtalker_gfpgan_dir = str(tmp_path / "no_face_models")
-    webui.shared.cmd_opts.use_cpu = ["all"]
-    ext = Extension(webui.root / "extensions" / "sadtalker")  # the real pipeline factory
-    ext.register()
-    webui.callbacks.ui_settings_callback()
+    ext = real_extension(webui, tiny_checkpoints, tmp_path)
     handler = jobs.streaming_generate(
         ext.session, ext.host.wrap_gpu_call(functools.partial(jobs.generate_single, ext.session), [None, ""])
     )

@@ -7,21 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.test_pipeline_e2e import media, tiny_checkpoints, vector  # noqa: F401 - shared fixtures
-from tests.webui.conftest import form_values
+from tests.webui.conftest import form_values, real_extension
 
 
 def test_real_pipeline_through_the_tab(webui, tiny_checkpoints, media, tmp_path, monkeypatch):  # noqa: F811
     from sadtalker_ext.video import probe
     from sadtalker_ext.webui import jobs
-    from sadtalker_ext.webui.entry import Extension
     from sadtalker_ext.webui.jobs import STAGES, generate_single
 
-    webui.shared.cmd_opts.sadtalker_checkpoint_dir = str(tiny_checkpoints)
-    webui.shared.cmd_opts.sadtalker_gfpgan_dir = str(tmp_path / "no_face_models")
-    webui.shared.cmd_opts.use_cpu = ["all"]
-    ext = Extension(webui.root / "extensions" / "sadtalker")  # the real pipeline factory
-    ext.register()
-    webui.callbacks.ui_settings_callback()
+    ext = real_extension(webui, tiny_checkpoints, tmp_path)
     seen = []
     state = webui.shared.state
     original = jobs.HostProgress.__call__
