@@ -196,9 +196,9 @@ def _run(args, work: Path) -> dict:
     from sadtalker_ext.pipeline import SadTalker
 
     if args.checkpoint_dir is not None:
-        ckpt = args.checkpoint_dir
+        ckpt, weights = args.checkpoint_dir, f"official files from {args.checkpoint_dir}"
     else:
-        ckpt = build_standins(work / "standin")
+        ckpt, weights = build_standins(work / "standin")
     if args.renderer == "reduced":
         ckpt = build_reduced(ckpt, work / "reduced")
     wav = wav_of(args.seconds, work)
@@ -208,6 +208,7 @@ def _run(args, work: Path) -> dict:
         "device": args.device,
         "dtype": args.dtype,
         "renderer": args.renderer,
+        "weights": weights,
         "seconds": args.seconds,
         "batch_size": args.batch_size,
         "sizes": {},
@@ -255,6 +256,7 @@ def markdown(report: dict) -> str:
         f"Streaming: {report['seconds']:g} s of speech, renderer {report['renderer']}, {report['device']} "
         f"{report['dtype']}, batch {report['batch_size']}",
         f"Machine: {report['machine']}; load average {report['load_avg_start']} -> {report['load_avg_end']}",
+        f"Weights: {report['weights']}",
         "",
         "| size | run | first playable second (s) | stalls (count / s) | total (s) | fragments |",
         "|---|---|---|---|---|---|",

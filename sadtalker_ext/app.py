@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import form
+from . import allocator, form
 from .cli import add_runtime_flags, resolve_device
 from .errors import CheckpointError, InputError, SadTalkerError
 from .form import decode_inline, options_from_values, sniff_suffix
@@ -629,6 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    allocator.tune_from_environment()  # before gradio starts its threads (SADTALKER_MALLOC=reuse)
     try:
         import gradio  # noqa: F401
     except ImportError:

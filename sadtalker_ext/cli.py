@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
+from . import __version__, allocator
 from .errors import CheckpointError, InputError, SadTalkerError
 from .options import (
     BACKGROUND_ENHANCERS,
@@ -582,6 +582,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    allocator.tune_from_environment()  # before any thread starts (SADTALKER_MALLOC=reuse)
 
     def fail(exc: BaseException, code: int = EXIT_FAILED) -> int:
         if args.verbose:

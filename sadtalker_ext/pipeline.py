@@ -72,6 +72,7 @@ import torch
 # Every stage is imported here, at the top: the front ends import this module only when they generate
 # (cli, app, webui/jobs import it inside functions), so their start-up does not pay for it.
 from . import __version__
+from .allocator import release_freed_memory
 from .audio.features import AudioFeatures, idle_audio_features, prepare_audio
 from .audio.reference import reference_audio
 from .checkpoints import ModelCache, mapping_name, safetensors_name
@@ -613,11 +614,14 @@ class SadTalker:
             same = settings_without_paths(recorded_as.to_dict()) == settings_without_paths(options.to_dict())
             if not same:
                 raise InputError("recorded_as must hold the same settings as the options (paths aside)")
-        prep = self.prepare(options, progress, cancel, on_exists=on_exists)
-        prep.recorded_as = recorded_as
-        return self.write_video(
-            prep, frame_hook=frame_hook, fragmented=fragmented, stream=stream, on_output=on_output
-        )
+        try:
+            prep = self.prepare(options, progress, cancel, on_exists=on_exists)
+            prep.recorded_as = recorded_as
+            return self.write_video(
+                prep, frame_hook=frame_hook, fragmented=fragmented, stream=stream, on_output=on_output
+            )
+        finally:
+            release_freed_memory()  # the job's working set, no longer in use, back to the system
 
     def prepare(
         self,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import allocator
 from ..errors import CancelledError, CheckpointError, InputError, SadTalkerError
 from ..options import GenerationOptions
 from ..video.writer import sidecar_path
@@ -77,6 +78,8 @@ class ClusterWorker:
 
         from ..pipeline import SadTalker
 
+        allocator.tune_from_environment()  # SADTALKER_MALLOC=reuse where the worker runs (a local cluster that
+        # the command starts inherits its environment; on other machines set it before `ray start`)
         threads = settings.threads
         if threads is None:
             with contextlib.suppress(Exception):
