@@ -17,7 +17,8 @@ uvicorn on 127.0.0.1, client ``httpx``), one **cold** request (models load insid
   seconds of such waits (zero: playback never caught up with the stream);
 * total request time, fragments, bytes.
 
-Then the **overhead** of streaming on the total generation time: ``--repeats`` alternated warm runs of
+Then the **overhead** of streaming on the total generation time: ``--overhead_repeats`` (default
+``--repeats``; 0 skips it) alternated warm runs of
 ``SadTalker.generate`` with the normal writer and with the fragmented writer streaming into a sink that
 discards, same process, same inputs (median ratio).
 
@@ -242,7 +243,9 @@ def _run(args, work: Path) -> dict:
                 opts = GenerationOptions.from_mapping(body)
                 report["sizes"][str(size)] = {
                     "requests": runs,
-                    "overhead": overhead(talker, opts, args.repeats),
+                    "overhead": overhead(talker, opts, args.overhead_repeats)
+                    if args.overhead_repeats
+                    else None,
                 }
             finally:
                 server.close()
@@ -267,9 +270,14 @@ def markdown(report: dict) -> str:
                 f"| {size} | {'warm' if run_['warm'] else 'cold'} | {run_['first_playable_second_s']} | "
                 f"{run_['stalls']} / {run_['stalled_s']} | {run_['total_s']} | {run_['fragments']} |"
             )
-    lines += ["", "| size | normal (s) | fragmented + streaming (s) | median ratio |", "|---|---|---|---|"]
-    for size, data in report["sizes"].items():
-        o = data["overhead"]
+    overheads = {size: data["overhead"] for size, data in report["sizes"].items() if data["overhead"]}
+    if overheads:
+        lines += [
+            "",
+            "| size | normal (s) | fragmented + streaming (s) | median ratio |",
+            "|---|---|---|---|",
+        ]
+    for size, o in overheads.items():
         lines.append(f"| {size} | {o['normal_s']} | {o['fragmented_streaming_s']} | {o['ratio_median']} |")
     if report["renderer"] == "reduced":
         lines += ["", "Reduced-width renderer: these times are not the official renderer's."]
@@ -286,13 +294,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10.0, help="speech length")
     p.add_argument("--batch_size", type=int, default=2)
     p.add_argument("--preprocess", default="crop")
-    p.add_argument("--repeats", type=int, default=2, help="warm requests, and overhead repeats")
+    p.add_argument("--repeats", type=int, default=2, help="warm requests (and overhead repeats)")
+    p.add_argument(
+        "--overhead_repeats", type=int, help="normal/fragmented pairs (default: --repeats; 0: none)"
+    )
     p.add_argument("--landmarks", type=Path, help="face landmarks from this .npz (see bench.bench)")
     p.add_argument("--quick", action="store_true", help="2 s of speech, one warm repeat")
     p.add_argument("--out", type=Path, help="folder for stream.json / stream.md")
     args = p.parse_args(argv)
     if args.quick:
         args.seconds, args.repeats = 2.0, 1
+    if args.overhead_repeats is None:
+        args.overhead_repeats = args.repeats
     return args
 
 
