@@ -9,7 +9,7 @@ the kernel maps and zero-fills those pages again each time.
 a Ray worker call at start-up, before they start threads) keeps freed memory in the process for reuse: one
 arena, no ``mmap`` for large blocks, no trimming while a job runs. Measured on a 2-core Xeon, official-width
 renderer at 256, 4 frames, batch 2, main thread: 20.0-20.5 s -> 16.7-17.1 s (1.2x), system time 4-5 s -> 0.1 s,
-peak RSS 2925 -> 3404 MiB (+16 %); at 512 with the reduced-width renderer 12.9 -> 8.2-8.6 s per 2 s video. Off by
+peak RSS 2925 -> 3404 MiB (+16 %); at 512 with the reduced-width renderer 11.6-13.8 -> 8.2-8.6 s per 2 s video. Off by
 default for that memory. :func:`release_freed_memory` (``malloc_trim``) gives free memory back to the system
 after every generation either way. The WebUI host's allocator is the host's (A1111's ``webui.sh`` preloads
 tcmalloc where it is installed).
