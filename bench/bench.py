@@ -532,6 +532,7 @@ def bench_ratio(ckpt, args, device, dtype) -> dict:
         "repeats": args.repeats,
         "threads": args.threads,
         "machine": machine_info(workers["ours"].ready.get("cpu_capability")),
+        "ours_malloc_reuse": bool(workers["ours"].ready.get("malloc_reuse")),
         "worker_capability": {k: w.ready.get("cpu_capability") for k, w in workers.items()},
         "load_s": {k: w.ready["load_s"] for k, w in workers.items()},
         "baseline_s_per_frame": [t["wall_s"] / n for t in base],
@@ -565,7 +566,8 @@ def ratio_markdown(r: dict) -> list[str]:
         + ", ".join(f"{k} {v}" for k, v in r["worker_capability"].items())
         + ").",
         f"{r['frames']} frames per repeat, {r['repeats']} repeats alternated, each side in its own long-lived "
-        "process (models loaded once; ours includes its per-call prepare_source).",
+        "process (models loaded once; ours includes its per-call prepare_source)"
+        + ("; ours with SADTALKER_MALLOC=reuse." if r.get("ours_malloc_reuse") else "."),
         "",
         f"| | {name} | ours | {name} / ours |",
         "|---|---:|---:|---:|",

@@ -165,6 +165,11 @@ def main(argv=None) -> int:
     os.dup2(2, 1)  # whatever the rendering code prints goes to stderr, not into the protocol
     sys.stdout = sys.stderr
 
+    malloc_reuse = False
+    if args.side == "ours":  # the product's opt-in SADTALKER_MALLOC=reuse, read as the CLI reads it
+        from sadtalker_ext import allocator
+
+        malloc_reuse = allocator.tune_from_environment()
     import torch
 
     torch.set_num_threads(args.threads)
@@ -177,6 +182,7 @@ def main(argv=None) -> int:
         "threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "peak_rss_mb": peak_rss_mb(),
+        "malloc_reuse": malloc_reuse,
     }
     proto.write(json.dumps(ready) + "\n")
     for line in sys.stdin:
