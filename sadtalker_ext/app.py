@@ -36,7 +36,7 @@ from . import allocator, form
 from .cli import add_runtime_flags, resolve_device
 from .errors import CheckpointError, InputError, SadTalkerError
 from .form import decode_inline, options_from_values, sniff_suffix
-from .live_streams import LiveStreams, attach_route, player_route
+from .live_streams import LIVE_DONE_JS, STREAM_SLOT, LiveStreams, attach_route, player_route
 from .options import GenerationOptions
 from .weights import downloader
 
@@ -49,10 +49,7 @@ GRADIO_MISSING = (
 
 FORM_FIELDS = (*form.FORM_FIELDS, "max_audio_seconds")
 """Order of the form components passed to the generate handler (then the "Play while generating" box and
-the stream token, see :data:`STREAM_SLOT`)."""
-STREAM_SLOT = "sadtalker:stream-token"
-"""Value of the hidden stream-token textbox in the page: ``javascript/sadtalker_player.js`` puts a new token
-in its place on Generate when "Play while generating" is ticked and the browser can play the stream."""
+the stream token, see :data:`.live_streams.STREAM_SLOT`)."""
 LOAD_PLAYER_JS = """() => {
     if (!document.getElementById('sadtalker-player-script')) {
         const script = document.createElement('script');
@@ -69,8 +66,6 @@ SUBMIT_JS = (
 """Generate's browser side: a stream token when the player plays (the inputs as they are without it). Only
 the inputs' values go on: gradio 3 also hands the outputs' values to the function, and with
 ``preprocess=False`` it would pass whatever comes back to the handler unchanged."""
-DONE_JS = "(v) => typeof sadtalker_live_done === 'function' ? sadtalker_live_done(v) : []"
-"""After Generate: the player hands over to the result."""
 
 
 def options_from_form(values: Mapping[str, Any]) -> GenerationOptions:
@@ -495,7 +490,7 @@ def build_app(talker: Any = None, *, allowed_dirs: Iterable[str | Path] = (), **
             preprocess=False,
             api_name="generate",
             **{js: SUBMIT_JS},
-        ).then(None, inputs=[video], outputs=None, **{js: DONE_JS})
+        ).then(None, inputs=[video], outputs=None, **{js: LIVE_DONE_JS})
         demo.load(None, None, None, **{js: LOAD_PLAYER_JS})
         if gradio3:
             source.change(preview, inputs=[source], outputs=[source_preview], preprocess=False)

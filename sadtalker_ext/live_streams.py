@@ -1,7 +1,7 @@
 """Fragmented MP4 of videos being made, kept per job for the page that started it ("Play while generating").
 
 The page (``javascript/sadtalker_player.js``) makes a random token, sends it with Generate, and attaches
-with ``GET /sadtalker/v1/stream/{token}`` (:func:`register_attach_route`): the answer replays the
+with ``GET /sadtalker/v1/stream/{token}`` (:func:`attach_route`): the answer replays the
 segments written so far (the init segment first), then follows live until the job ends. Only the page that
 made the token knows it; a token names at most one job, and the route reads nothing but that job's
 segments (held in memory, never a file).
@@ -32,6 +32,13 @@ ROUTE = "/sadtalker/v1/stream/{token}"
 """The attach route (GET): ``video/mp4``, chunked."""
 PLAYER_ROUTE = "/sadtalker/v1/player.js"
 PLAYER_FILE = "sadtalker_player.js"
+STREAM_SLOT = "sadtalker:stream-token"
+"""Value of the hidden stream-token textbox of the tab and of the standalone app: on Generate,
+``javascript/sadtalker_player.js`` (its ``SADTALKER_STREAM_SLOT``) puts a new token in its place when "Play while
+generating" is ticked and the browser can play the stream; what arrives unchanged (a page without the script)
+means no streaming."""
+LIVE_DONE_JS = "(v) => typeof sadtalker_live_done === 'function' ? sadtalker_live_done(v) : []"
+"""Browser side after Generate (tab and app): the player hands over to the result, or goes away without one."""
 KEEP_CLOSED_S = 120.0
 MAX_STREAMS = 8
 

@@ -10,7 +10,14 @@ import time
 
 import pytest
 
-from sadtalker_ext.live_streams import LiveStreams, attach_route, player_route, player_script, valid_token
+from sadtalker_ext.live_streams import (
+    STREAM_SLOT,
+    LiveStreams,
+    attach_route,
+    player_route,
+    player_script,
+    valid_token,
+)
 
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
@@ -138,3 +145,8 @@ def test_unknown_or_malformed_tokens_are_404_and_read_nothing():
     assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
     assert script.text == player_script().read_text(encoding="utf-8")
     assert "function sadtalker_live_submit" in script.text
+
+
+def test_the_player_script_replaces_the_same_placeholder_the_forms_hold():
+    """The hidden textbox of the tab and the app holds STREAM_SLOT; the script looks for its own copy."""
+    assert f"var SADTALKER_STREAM_SLOT = '{STREAM_SLOT}';" in player_script().read_text(encoding="utf-8")

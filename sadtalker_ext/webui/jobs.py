@@ -494,12 +494,6 @@ def with_user_names(form: dict[str, Any], names: Mapping[str, str], folder: Path
     return form
 
 
-STREAM_SLOT = "sadtalker:stream-token"
-"""Value of the tab's hidden stream-token textbox in the page; ``javascript/sadtalker_player.js`` puts a new
-token in its place when "Play while generating" is ticked and the browser can play the stream ('' otherwise;
-what arrives unchanged means a host that did not load the script: no streaming)."""
-
-
 def generate_single(session: Session, id_task: str, *values: Any) -> list[Any]:
     """The Generate button (wrapped by ``wrap_gradio_gpu_call``): ``[video, infotext, html]``.
 

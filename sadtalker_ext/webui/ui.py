@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from .. import form
+from ..live_streams import LIVE_DONE_JS, STREAM_SLOT
 from . import jobs, models_panel
 from .host import Host, HostFeatureMissing, gradio_major, host_name
 from .settings import NO_RESTORER, WebUISettings
@@ -27,8 +28,6 @@ SDNEXT_SEND_SOURCES = ("txt2img", "img2img", "control", "extras", "gallery")
 """SD.Next's result panels (``ui_common.create_output_panel``): gallery ``{tab}_gallery``, then a row of
 send buttons ``control_tab``, ``txt2img_tab``, ``img2img_tab``, ``extras_tab``, ``caption_tab``."""
 SDNEXT_LAST_SEND_BUTTON = "caption_tab"
-LIVE_DONE_JS = "(v) => typeof sadtalker_live_done === 'function' ? sadtalker_live_done(v) : []"
-"""After Generate (browser only): ``javascript/sadtalker_player.js`` hands its player over to the result."""
 ELEM_IDS = {
     "input_yaw": "sadtalker_yaw", "input_pitch": "sadtalker_pitch", "input_roll": "sadtalker_roll",
     "background_enhancer": "sadtalker_bg_enhancer",
@@ -177,7 +176,7 @@ def _result_section(settings: WebUISettings) -> dict[str, Any]:
         label="Play while generating", value=settings.play_while_generating, elem_id="sadtalker_play_live"
     )
     # javascript/sadtalker_player.js puts the job's stream token in place of this placeholder on Generate
-    c["stream_token"] = gr.Textbox(value=jobs.STREAM_SLOT, visible=False, elem_id="sadtalker_stream_token")
+    c["stream_token"] = gr.Textbox(value=STREAM_SLOT, visible=False, elem_id="sadtalker_stream_token")
     with gr.Column(elem_id="sadtalker_results_panel"):
         # the player's place (not an output of Generate: gradio's pending overlay would cover it)
         c["live"] = gr.HTML(elem_id="sadtalker_live")

@@ -114,13 +114,13 @@ def test_a_failed_or_interrupted_job_ends_its_stream(tab, webui):
 
 
 def test_the_tab_has_the_box_and_the_player_place(make_extension, webui):
-    from sadtalker_ext.webui import jobs
+    from sadtalker_ext.live_streams import STREAM_SLOT
 
     ext, _ = make_extension()
     tab = ext.ui_tabs()[0][0]
     c = tab.sadtalker_components
     assert c["play_live"].value is True  # the setting's default
-    assert c["stream_token"].value == jobs.STREAM_SLOT and c["stream_token"].visible is False
+    assert c["stream_token"].value == STREAM_SLOT and c["stream_token"].visible is False
     assert c["live"].elem_id == "sadtalker_live"
     webui.shared.opts.data["sadtalker_play_while_generating"] = False
     c = ext.ui_tabs()[0][0].sadtalker_components
