@@ -156,6 +156,14 @@ def build_standins(folder: Path) -> tuple[Path, str]:
     return folder, f"stand-in files (tests/standin.py, official widths, {what})"
 
 
+def weights_folder(checkpoint_dir: Path | None, standin_folder: Path) -> tuple[Path, str]:
+    """``(folder, description)`` of the weights a benchmark runs on: the official files in ``checkpoint_dir``
+    when given, else stand-ins built by :func:`build_standins` in ``standin_folder``."""
+    if checkpoint_dir is not None:
+        return checkpoint_dir, f"official files from {checkpoint_dir}"
+    return build_standins(standin_folder)
+
+
 def build_reduced(main_dir: Path, folder: Path) -> Path:
     """Reduced-width renderer (``tests.standin.TINY_*``) + the main checkpoint's motion/reconstruction tensors."""
     from tests import standin
@@ -1317,10 +1325,7 @@ def main(argv=None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="sadtalker_bench_")
     work = Path(tmp.name)
     (work / "no_gfpgan").mkdir()
-    if args.checkpoint_dir is not None:
-        ckpt, weights = args.checkpoint_dir, f"official files from {args.checkpoint_dir}"
-    else:
-        ckpt, weights = build_standins(args.standin_dir or work / "standin")
+    ckpt, weights = weights_folder(args.checkpoint_dir, args.standin_dir or work / "standin")
     reduced = build_reduced(ckpt, (args.standin_dir or work) / "reduced")
     report: dict = {
         "environment": {

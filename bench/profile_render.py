@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bench.bench import build_standins, load_average, source_image, synthetic_plan
+from bench.bench import load_average, source_image, synthetic_plan, weights_folder
 from sadtalker_ext.nets import winograd
 from sadtalker_ext.render.animate import Renderer
 from sadtalker_ext.render.loading import load_renderer_nets
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
-    ckpt = args.checkpoint_dir or build_standins(args.standin_dir)[0]
+    ckpt = weights_folder(args.checkpoint_dir, args.standin_dir)[0]
     device, dtype = torch.device("cpu"), torch.float32
     nets = load_renderer_nets(ckpt, args.size, "crop", device, dtype)
     renderer = Renderer(nets, device)

@@ -46,13 +46,13 @@ import torch
 from bench.bench import (
     MEDIA,
     build_reduced,
-    build_standins,
     load_average,
     log,
     machine_info,
     machine_line,
     recorded_landmarks,
     wav_of,
+    weights_folder,
 )
 from bench.report import save_report
 from sadtalker_ext.video.fmp4 import SegmentSplitter, read_fragments, top_level_boxes
@@ -196,10 +196,7 @@ def run(args) -> dict:
 def _run(args, work: Path) -> dict:
     from sadtalker_ext.pipeline import SadTalker
 
-    if args.checkpoint_dir is not None:
-        ckpt, weights = args.checkpoint_dir, f"official files from {args.checkpoint_dir}"
-    else:
-        ckpt, weights = build_standins(work / "standin")
+    ckpt, weights = weights_folder(args.checkpoint_dir, work / "standin")
     if args.renderer == "reduced":
         ckpt = build_reduced(ckpt, work / "reduced")
     wav = wav_of(args.seconds, work)
@@ -258,7 +255,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"Streaming: {report['seconds']:g} s of speech, renderer {report['renderer']}, {report['device']} "
         f"{report['dtype']}, batch {report['batch_size']}",
-        f"Machine: {report['machine']}; load average {report['load_avg_start']} -> {report['load_avg_end']}",
+        f"Machine: {report['machine']} (at the start); load average at the end {report['load_avg_end']}",
         f"Weights: {report['weights']}",
         "",
         "| size | run | first playable second (s) | stalls (count / s) | total (s) | fragments |",
