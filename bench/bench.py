@@ -428,11 +428,21 @@ def write_ratio_inputs(folder: Path, frames: int) -> Path:
 
 
 def worker_command(
-    side: str, ckpt: Path, work: Path, picture: Path, checkout: Path | None, threads: int
+    side: str,
+    ckpt: Path,
+    work: Path,
+    picture: Path,
+    checkout: Path | None,
+    threads: int,
+    *,
+    size: int = 256,
+    dtype: str = "float32",
 ) -> list[str]:
-    """Argument list of one :mod:`bench.render_worker` process."""
+    """Argument list of one :mod:`bench.render_worker` process (``dtype``: side ours only)."""
     cmd = [sys.executable, "-m", "bench.render_worker", "--side", side, "--ckpt", str(ckpt)]
-    cmd += ["--work", str(work), "--picture", str(picture), "--threads", str(threads)]
+    cmd += ["--work", str(work), "--picture", str(picture), "--threads", str(threads), "--size", str(size)]
+    if dtype != "float32":
+        cmd += ["--dtype", dtype]
     if side == "official":
         cmd += ["--official", str(checkout)]
     return cmd
@@ -487,12 +497,47 @@ def frame_difference(a: np.ndarray, b: np.ndarray) -> dict:
     return {"max_abs_diff": float(diff.max()), "share_above_1e-3": float((diff > 1e-3).mean())}
 
 
+def bf16_supported(info: dict) -> bool:
+    """Whether the CPU has bfloat16 matrix instructions (AVX-512-BF16 or AMX) for the bfloat16 renderer."""
+    return bool({"AVX-512-BF16", "AMX"} & set(info["isa"]))
+
+
+def uint8_difference(reference: np.ndarray, frames: np.ndarray) -> dict:
+    """Frames ``(T, 3, S, S)`` in [0, 1] as uint8 levels (``round(255 x)``) against a reference: the largest
+    difference in levels, the share of values that differ, and that differ by more than 2 levels."""
+    levels = np.abs(
+        np.rint(np.clip(reference, 0, 1) * 255).astype(np.int16)
+        - np.rint(np.clip(frames, 0, 1) * 255).astype(np.int16)
+    )
+    return {
+        "max_levels": int(levels.max()),
+        "share_differing": float((levels > 0).mean()),
+        "share_above_2": float((levels > 2).mean()),
+        "mean_levels": float(levels.mean()),
+    }
+
+
+def _side_figures(runs: list[dict], base: list[dict], n: int, ready: dict) -> dict:
+    return {
+        "s_per_frame": [t["wall_s"] / n for t in runs],
+        "cpu_s_per_frame": [t["cpu_s"] / n for t in runs],
+        "peak_rss_mb": max(t["peak_rss_mb"] for t in runs),
+        "ratio": [b["wall_s"] / o["wall_s"] for b, o in zip(base, runs, strict=True)],
+        "cpu_ratio": [b["cpu_s"] / o["cpu_s"] for b, o in zip(base, runs, strict=True)],
+        "load_s": ready["load_s"],
+    }
+
+
 def bench_ratio(ckpt, args, device, dtype) -> dict:
     """Ours vs the baseline, each in its own long-lived worker process, alternated in one run
-    (256, batch 2, official widths, CPU float32). Baseline: the official code from ``--official`` /
-    ``$SADTALKER_OFFICIAL``, else our structure copy (said so in the report)."""
+    (``--ratio_size`` 256 or 512, batch 2, official widths, CPU; baseline float32). Ours in float32, and in
+    bfloat16 too where the CPU has bfloat16 instructions (its frames compared with the baseline's as floats
+    and as uint8 levels). Baseline: the official code from ``--official`` / ``$SADTALKER_OFFICIAL``, else our
+    structure copy (said so in the report)."""
     if device.type != "cpu" or dtype != torch.float32:
-        return {"skipped": "the official-vs-ours ratio runs on the CPU in float32"}
+        return {
+            "skipped": "the official-vs-ours ratio runs on the CPU in float32 (bfloat16 is added by itself)"
+        }
     checkout = official_checkout(args.official)
     commit = None
     if checkout is not None:
@@ -501,30 +546,42 @@ def bench_ratio(ckpt, args, device, dtype) -> dict:
                 ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
             ).stdout.strip()
     base_side = "official" if checkout is not None else "copy"
+    size = args.ratio_size
+    sides = {base_side: (base_side, "float32"), "ours": ("ours", "float32")}
+    if bf16_supported(machine_info()) and not args.ratio_no_bf16:
+        sides["ours bfloat16"] = ("ours", "bfloat16")
     work = Path(tempfile.mkdtemp(prefix="sadtalker_ratio_"))
     picture = write_ratio_inputs(work, args.ratio_frames)
     workers: dict[str, Worker] = {}
-    runs: dict[str, list[dict]] = {base_side: [], "ours": []}
+    runs: dict[str, list[dict]] = {label: [] for label in sides}
     try:
-        for side in runs:
-            log(f"ratio: starting the {side} worker")
+        for label, (side, side_dtype) in sides.items():
+            log(f"ratio: starting the {label} worker")
             env = worker_env(side, checkout, args.threads)
-            workers[side] = Worker(
-                side, worker_command(side, Path(ckpt), work, picture, checkout, args.threads), env
+            cmd = worker_command(
+                side, Path(ckpt), work, picture, checkout, args.threads, size=size, dtype=side_dtype
             )
+            workers[label] = Worker(label, cmd, env)
         for r in range(args.repeats):
-            for side in runs:
-                t = workers[side].run(work / f"frames_{side}_{r}.npy")
+            for label in sides:
+                t = workers[label].run(work / f"frames_{label.replace(' ', '_')}_{r}.npy")
                 t["load_avg"] = load_average()
-                runs[side].append(t)
+                runs[label].append(t)
                 log(
-                    f"ratio repeat {r}: {side} {t['wall_s'] / t['frames']:.2f} s/frame wall, "
+                    f"ratio repeat {r}: {label} {t['wall_s'] / t['frames']:.2f} s/frame wall, "
                     f"{t['cpu_s'] / t['frames']:.2f} CPU s/frame, peak RSS {t['peak_rss_mb']:.0f} MiB, "
                     f"load {t['load_avg']}"
                 )
-        diff = frame_difference(
-            np.load(work / f"frames_{base_side}_0.npy"), np.load(work / "frames_ours_0.npy")
-        )
+        base_frames = np.load(work / f"frames_{base_side}_0.npy")
+        ours_frames = np.load(work / "frames_ours_0.npy")
+        diff = frame_difference(base_frames, ours_frames)
+        diff["uint8"] = uint8_difference(base_frames, ours_frames)
+        if "ours bfloat16" in sides:
+            bf16_frames = np.load(work / "frames_ours_bfloat16_0.npy")
+            bf16_diff = {
+                **frame_difference(base_frames, bf16_frames),
+                "uint8": uint8_difference(base_frames, bf16_frames),
+            }
     finally:
         for w in workers.values():
             w.close()
@@ -534,7 +591,7 @@ def bench_ratio(ckpt, args, device, dtype) -> dict:
     out = {
         "baseline": base_side,
         "baseline_label": baseline_label(checkout, commit),
-        "size": 256,
+        "size": size,
         "batch_size": 2,
         "frames": n,
         "repeats": args.repeats,
@@ -556,6 +613,11 @@ def bench_ratio(ckpt, args, device, dtype) -> dict:
     }
     out["ratio_median"] = statistics.median(out["ratio"])
     out["cpu_ratio_median"] = statistics.median(out["cpu_ratio"])
+    if "ours bfloat16" in sides:
+        out["bfloat16"] = {
+            **_side_figures(runs["ours bfloat16"], base, n, workers["ours bfloat16"].ready),
+            **bf16_diff,
+        }
     return out
 
 
@@ -566,8 +628,22 @@ def ratio_markdown(r: dict) -> list[str]:
     med = statistics.median
     name = "official" if r["baseline"] == "official" else "copy of the official structure"
     rss_b, rss_o = r["baseline_peak_rss_mb"], r["ours_peak_rss_mb"]
-    return [
-        f"## Renderer vs {name} (256, batch {r['batch_size']}, {r['threads']} torch threads, float32, same run)",
+    bf = r.get("bfloat16")
+
+    def reps(values: list[float]) -> str:
+        return " / ".join(f"{v:.2f}" for v in values)
+
+    def uint8_cell(d: dict | None) -> str:
+        if not d:
+            return ""
+        return (
+            f"max {d['max_levels']} levels, {100 * d['share_differing']:.2f} % of values differ, "
+            f"{100 * d['share_above_2']:.3f} % by more than 2"
+        )
+
+    lines = [
+        f"## Renderer vs {name} ({r.get('size', 256)}, batch {r['batch_size']}, {r['threads']} torch threads, "
+        f"{name} in float32, same run)",
         "",
         f"Baseline: {r['baseline_label']}.",
         f"Machine: {machine_line(r['machine'])} (worker kernels: "
@@ -577,20 +653,39 @@ def ratio_markdown(r: dict) -> list[str]:
         "process (models loaded once; ours includes its per-call prepare_source)"
         + ("; ours with SADTALKER_MALLOC=reuse." if r.get("ours_malloc_reuse") else "."),
         "",
-        f"| | {name} | ours | {name} / ours |",
+        f"| | {name} | ours float32 | {name} / ours |",
         "|---|---:|---:|---:|",
         f"| wall s per frame (median) | {med(r['baseline_s_per_frame']):.2f} | {med(r['ours_s_per_frame']):.2f} | "
-        f"{r['ratio_median']:.2f}x (repeats {' / '.join(f'{v:.2f}' for v in r['ratio'])}) |",
+        f"{r['ratio_median']:.2f}x (repeats {reps(r['ratio'])}) |",
         f"| CPU s per frame (median) | {med(r['baseline_cpu_s_per_frame']):.2f} | "
-        f"{med(r['ours_cpu_s_per_frame']):.2f} | {r['cpu_ratio_median']:.2f}x "
-        f"(repeats {' / '.join(f'{v:.2f}' for v in r['cpu_ratio'])}) |",
+        f"{med(r['ours_cpu_s_per_frame']):.2f} | {r['cpu_ratio_median']:.2f}x (repeats {reps(r['cpu_ratio'])}) |",
         f"| process peak RSS | {rss_b:.0f} MiB | {rss_o:.0f} MiB | ours uses {100 * (rss_o / rss_b - 1):+.0f} % |",
         f"| frames, max abs diff (float, [0, 1]) | | | {r['max_abs_diff']:.1e} "
         f"({100 * r['share_above_1e-3']:.2f} % of values above 1e-3) |",
+    ]
+    if r.get("uint8"):
+        lines.append(f"| frames as uint8 | | | {uint8_cell(r['uint8'])} |")
+    if bf:
+        rss = bf["peak_rss_mb"]
+        lines += [
+            "",
+            f"| | {name} float32 | ours bfloat16 | {name} / ours |",
+            "|---|---:|---:|---:|",
+            f"| wall s per frame (median) | {med(r['baseline_s_per_frame']):.2f} | {med(bf['s_per_frame']):.2f} | "
+            f"{med(bf['ratio']):.2f}x (repeats {reps(bf['ratio'])}) |",
+            f"| CPU s per frame (median) | {med(r['baseline_cpu_s_per_frame']):.2f} | "
+            f"{med(bf['cpu_s_per_frame']):.2f} | {med(bf['cpu_ratio']):.2f}x |",
+            f"| process peak RSS | {rss_b:.0f} MiB | {rss:.0f} MiB | ours uses {100 * (rss / rss_b - 1):+.0f} % |",
+            f"| frames, max abs diff (float, [0, 1]) | | | {bf['max_abs_diff']:.1e} "
+            f"({100 * bf['share_above_1e-3']:.2f} % of values above 1e-3) |",
+            f"| frames as uint8 | | | {uint8_cell(bf['uint8'])} |",
+        ]
+    lines += [
         "",
         "Load average after each repeat: " + ", ".join(str(v[0]) if v else "?" for v in r["load_avg"]) + ".",
         "",
     ]
+    return lines
 
 
 def bench_macs(ckpt, args, device, dtype) -> dict:
@@ -1240,6 +1335,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--frames", type=int, default=8, help="frames rendered per configuration (official widths)"
     )
     p.add_argument("--ratio_frames", type=int, default=8, help="frames per ours/baseline repeat")
+    p.add_argument("--ratio_size", type=int, default=256, choices=(256, 512), help="ratio: renderer size")
+    p.add_argument(
+        "--ratio_no_bf16", action="store_true", help="ratio: no bfloat16 side even where the CPU has it"
+    )
     p.add_argument("--repeats", type=int, default=3, help="alternated ours/baseline repeats")
     p.add_argument(
         "--official",

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-ST256, MAP_CROP = "SadTalker_V0.0.2_256.safetensors", "mapping_00229-model.pth.tar"
+MAP_CROP = "mapping_00229-model.pth.tar"
 
 
 def peak_rss_mb() -> float:
@@ -74,7 +74,7 @@ class OfficialSide:
         checkout = Path(args.official)
         paths = {
             "facerender_yaml": str(checkout / "src" / "config" / "facerender.yaml"),
-            "checkpoint": str(Path(args.ckpt) / ST256),
+            "checkpoint": str(Path(args.ckpt) / f"SadTalker_V0.0.2_{args.size}.safetensors"),
             "mappingnet_checkpoint": str(Path(args.ckpt) / MAP_CROP),
         }
         self.torch, self.make_animation = torch, make_animation
@@ -122,9 +122,16 @@ class OursSide:
         rgb = np.asarray(Image.open(args.picture).convert("RGB"))
         self.image = source_image_tensor(rgb, args.size)
         self.device = torch.device("cpu")
-        self.nets = load_renderer_nets(Path(args.ckpt), args.size, "crop", self.device, torch.float32)
+        dtype = getattr(torch, args.dtype)
+        self.nets = load_renderer_nets(Path(args.ckpt), args.size, "crop", self.device, dtype)
         self.copy = copy
         self.renderer = Renderer(self.nets, self.device)
+        if dtype != torch.float32:  # one untimed call (oneDNN picks and packs its reduced-precision kernels)
+            self.renderer.render_frames(
+                self.renderer.prepare_source(self.image, self.plan.source_row),
+                self.plan,
+                self.plan.batches()[0],
+            )
         warm_up(self.nets, self.image, self.device)  # once per process: the Winograd kernels
 
     def run(self) -> np.ndarray:
@@ -159,6 +166,7 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch_size", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="side ours")
     args = p.parse_args(argv)
 
     proto = os.fdopen(os.dup(1), "w", buffering=1)

@@ -193,3 +193,43 @@ def test_separable_keypoint_gaussians_equal_the_direct_form():
     diff = grid.view(1, 1, 4, 6, 5, 3) - kp.view(2, 3, 1, 1, 1, 3)
     direct = torch.exp(-0.5 * (diff**2).sum(-1) / 0.01)
     _close(keypoint_gaussians(kp, grid, 0.01), direct)
+
+
+def test_keypoint_heat_has_no_subnormal_values():
+    """Far from the keypoints the Gaussians underflow below float32's smallest normal number; the heat map
+    zeroes those (x86 multiplies subnormals slowly) and keeps every normal value of the plain difference."""
+    from sadtalker_ext.nets.blocks import coordinate_grid_3d
+    from sadtalker_ext.nets.dense_motion import keypoint_gaussians, keypoint_heat
+
+    grid = coordinate_grid_3d(16, 64, 64, dtype=torch.float32, device="cpu")
+    gen = torch.Generator().manual_seed(4)
+    kp_d, kp_s = (torch.rand(2, 15, 3, generator=gen) * 1.6 - 0.8 for _ in range(2))
+    plain = keypoint_gaussians(kp_d, grid, 0.01) - keypoint_gaussians(kp_s, grid, 0.01)
+    tiny = torch.finfo(torch.float32).tiny
+    subnormal = (plain != 0) & (plain.abs() < tiny)
+    assert subnormal.any()  # the case exists at the official variance
+    heat = keypoint_heat(kp_d, kp_s, grid, 0.01)
+    assert not ((heat != 0) & (heat.abs() < tiny)).any()
+    assert torch.equal(heat[~subnormal], plain[~subnormal]) and not heat[subnormal].any()
+
+
+def test_channels_last_maps_keep_their_layout_and_values():
+    """Reduced precision runs channels-last: the instance norm and the hourglass's (1, 2, 2) pooling keep
+    that layout and give the NCHW values (the norm in float64: exact up to rounding; the pooling step in
+    bfloat16 against float32)."""
+    from sadtalker_ext.nets.blocks import EncodeStep3d, instance_norm
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 6, 8, 8, generator=gen, dtype=torch.float64)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    got = instance_norm(cl)
+    assert got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()
+    _close(got, torch.nn.functional.instance_norm(x, eps=1e-5))
+    step = _randomise(EncodeStep3d(4, 6), 3).float().eval()
+    v = torch.randn(2, 4, 3, 8, 8, generator=gen)
+    with torch.inference_mode():
+        plain = step(v)
+        step.to(torch.bfloat16)  # the layout where it happens: bfloat16 channels-last convolutions
+        pooled = step(v.to(torch.bfloat16, memory_format=torch.channels_last_3d))
+    assert pooled.is_contiguous(memory_format=torch.channels_last_3d) and not pooled.is_contiguous()
+    assert float((pooled.float() - plain).abs().max()) < 0.02 * float(plain.abs().max())

@@ -83,24 +83,24 @@ def test_decoder_with_autograd_on_uses_the_direct_convs(monkeypatch):
 
 
 def test_kernel_cache_follows_the_weights(monkeypatch):
-    """The transformed kernel is built once, reused, and rebuilt when the weights change (new state dict)."""
+    """The derived weight is built once, reused, and rebuilt when the weights change (new state dict)."""
     builds = []
-    real = winograd.transform_kernel
-    monkeypatch.setattr(winograd, "transform_kernel", lambda w: builds.append(1) or real(w))
     monkeypatch.setattr(winograd, "worthwhile", lambda ci, co: True)
     conv = _randomise(SpectralConv2d(4, 5, 3), 1).requires_grad_(False)
+    real = conv.effective_weight
+    monkeypatch.setattr(conv, "effective_weight", lambda: builds.append(1) or real())
     set_winograd(conv, True)
     x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
     with torch.inference_mode():
         first = conv.forward_fast(x)
-        _close(first, F.conv2d(x, conv.effective_weight(), conv.bias, padding=1))
+        _close(first, F.conv2d(x, real(), conv.bias, padding=1))
         conv.forward_fast(x)
         assert len(builds) == 1
         with torch.no_grad():
             conv.load_state_dict(_randomise(SpectralConv2d(4, 5, 3), 2).state_dict())
         second = conv.forward_fast(x)
     assert len(builds) == 2
-    _close(second, F.conv2d(x, conv.effective_weight(), conv.bias, padding=1))
+    _close(second, F.conv2d(x, real(), conv.bias, padding=1))
     assert float((second - first).abs().max()) > 1e-3
     set_winograd(conv, False)
     assert "_winograd_kernels" not in conv.__dict__

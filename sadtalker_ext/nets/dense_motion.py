@@ -80,6 +80,32 @@ def keypoint_gaussians(kp: torch.Tensor, grid: torch.Tensor, variance: float) ->
     return gz[..., :, None, None] * gy[..., None, :, None] * gx[..., None, None, :]
 
 
+def compute_layout(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` in the dtype of the convolutions that read it; in a reduced precision (bfloat16, float16) also
+    channels-last (``(B, C, H, W)`` or ``(B, C, D, H, W)``), the layout the CPU's bfloat16 matrix units
+    (AVX-512-BF16, AMX) and GPU tensor cores convolve fastest (on a 2-core AMX Xeon 3-4x the NCHW rate)."""
+    if x.dtype == dtype:
+        return x
+    if dtype in (torch.float32, torch.float64):
+        return x.to(dtype)
+    fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+    return x.to(dtype, memory_format=fmt)
+
+
+def keypoint_heat(kp_driving: torch.Tensor, kp_source: torch.Tensor, grid: torch.Tensor, variance: float):
+    """Driving minus source :func:`keypoint_gaussians` ``(B, K, D, H, W)``, with subnormal values set to 0.
+
+    Far from a keypoint the Gaussians fall below the smallest normal float (1.2e-38 in float32). x86 CPUs
+    multiply subnormal numbers through a slow microcode path, and the hourglass convolutions that read this
+    map ran 2.6-3.5x slower for it (1.1-1.6 % of the values). Zeroing them changes no output bit of those
+    convolutions (``bench/PROFILE.md``). ``torch.set_flush_denormal`` would not do: it sets the calling
+    thread only, not the convolution's worker threads.
+    """
+    heat = keypoint_gaussians(kp_driving, grid, variance) - keypoint_gaussians(kp_source, grid, variance)
+    tiny = torch.finfo(heat.dtype).tiny
+    return heat.masked_fill_(heat.abs() < tiny, 0.0)
+
+
 class DenseMotionNetwork(nn.Module):
     """``forward(feature, kp_driving, kp_source)`` with feature ``(B, feature_channel, D, H, W)`` and keypoints
     ``(B, K, 3)`` -> dict:
@@ -144,19 +170,18 @@ class DenseMotionNetwork(nn.Module):
             align_corners=False,
         ).view(b, k + 1, c, d, h, w)
 
-        heat = keypoint_gaussians(kp_driving, grid, self.cfg.kp_variance) - keypoint_gaussians(
-            kp_source, grid, self.cfg.kp_variance
-        )
+        heat = keypoint_heat(kp_driving, kp_source, grid, self.cfg.kp_variance)
         heat = torch.cat((heat.new_zeros(b, 1, d, h, w), heat), dim=1).unsqueeze(2)
         hourglass_in = torch.cat((heat, warped), dim=2).view(b, -1, d, h, w)
 
-        hidden = self.hourglass(hourglass_in, direct=direct)
-        mask = F.softmax(self.mask(hidden), dim=1)
+        hidden = self.hourglass(compute_layout(hourglass_in, self.mask.weight.dtype), direct=direct)
+        mask = F.softmax(self.mask(hidden).to(small.dtype), dim=1)
         out = {"mask": mask}
         weights = mask.unsqueeze(2)
         weights = torch.where(weights < 1e-3, torch.zeros_like(weights), weights)
         deformation = (motions.permute(0, 1, 5, 2, 3, 4) * weights).sum(dim=1)
         out["deformation"] = deformation.permute(0, 2, 3, 4, 1)
         if self.occlusion is not None:
-            out["occlusion_map"] = torch.sigmoid(self.occlusion(hidden.reshape(b, -1, h, w)))
+            occlusion = self.occlusion(hidden.reshape(b, -1, h, w).contiguous())
+            out["occlusion_map"] = torch.sigmoid(occlusion.to(small.dtype))
         return out

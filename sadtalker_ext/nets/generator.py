@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import ConvBNAct2d, EncodeStep2d, PreActResidual3d, channel_ladder
-from .dense_motion import DenseMotionConfig, DenseMotionNetwork
+from .dense_motion import DenseMotionConfig, DenseMotionNetwork, compute_layout
 from .spade_decoder import SpadeDecoder, SpadeDecoderConfig
 
 
@@ -120,6 +120,20 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         self.fourth = nn.Conv2d(cfg.decoded_channels, cfg.decoded_channels, kernel_size=1)
         self.decoder = SpadeDecoder(cfg.decoder)
 
+    def reduce_precision(self, dtype: torch.dtype) -> None:
+        """Run the per-frame convolutions in ``dtype`` (bfloat16, float16): the dense-motion hourglass, its
+        mask and occlusion convs, ``third`` / ``fourth`` and the SPADE decoder (~99 % of a frame's work).
+
+        Keypoint Gaussians, sampling grids, the mask softmax, the warps and the source encoding stay in
+        the input's precision: the Gaussians (variance 0.01) and grids do not survive 8 mantissa bits,
+        the convolutions that read them do (error figures: ``bench --sections precision``).
+        """
+        motion_net = self.dense_motion_network
+        for module in (motion_net.hourglass, motion_net.mask, motion_net.occlusion, self.third, self.fourth):
+            if module is not None:
+                module.to(dtype=dtype)
+        self.decoder.to(dtype=dtype)
+
     def encode_source(self, source_image: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in [0, 1] -> ``(B, reshape_channel, reshape_depth, H/4, W/4)``."""
         h = self.first(source_image)
@@ -158,16 +172,18 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             grid = grid.permute(0, 2, 3, 4, 1)
         warped = F.grid_sample(feature, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         b, c, d, hh, ww = warped.shape
-        h = self.fourth(self.third(warped.reshape(b, c * d, hh, ww)))
+        h = self.fourth(
+            self.third(compute_layout(warped.reshape(b, c * d, hh, ww), self.fourth.weight.dtype))
+        )
         out = {"mask": motion["mask"], "deformation": motion["deformation"]}
         occlusion = motion.get("occlusion_map")
         if occlusion is not None:
             out["occlusion_map"] = occlusion
             if occlusion.shape[2:] != h.shape[2:]:
                 occlusion = F.interpolate(occlusion, size=h.shape[2:], mode="bilinear")
-            h = h * occlusion
+            h = h * occlusion.to(h.dtype)
         out["decoder_input"] = h
-        logits = self.decoder(h).to(h.dtype)  # a reduced-precision decoder answers in its own dtype
+        logits = self.decoder(h).to(warped.dtype)  # a reduced precision ends here
         out["decoder_logits"] = logits
         out["prediction"] = torch.sigmoid(logits)
         return out

@@ -147,7 +147,7 @@ def _load_face_nets(
         component="renderer generator",
         device=device,
     )
-    gen.decoder.to(dtype=dtype)
+    gen.reduce_precision(dtype)
     # Upsampled 3x3 convs: the phase form saves multiply-adds, which is what counts on a CPU; on a GPU
     # one large convolution runs faster (bench --sections arrangements).
     set_phase_form(gen, device.type == "cpu")
