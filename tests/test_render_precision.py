@@ -38,7 +38,14 @@ def test_the_frame_convolutions_are_reduced_and_the_geometry_stays_float32(tmp_p
     full = load_renderer_nets(folder, 256, "crop", cpu, torch.float32)
     half = load_renderer_nets(folder, 256, "crop", cpu, torch.bfloat16)
     gen, motion_net = half.generator, half.generator.dense_motion_network
-    for net in (gen.decoder, gen.third, gen.fourth, motion_net.hourglass, motion_net.mask, motion_net.occlusion):
+    for net in (
+        gen.decoder,
+        gen.third,
+        gen.fourth,
+        motion_net.hourglass,
+        motion_net.mask,
+        motion_net.occlusion,
+    ):
         assert _dtypes(net) == {torch.bfloat16}
     for net in (half.kp_detector, half.mapping, gen.first, gen.down_blocks, gen.second, gen.resblocks_3d):
         assert _dtypes(net) == {torch.float32}
