@@ -717,7 +717,8 @@ def bench_macs(ckpt, args, device, dtype) -> dict:
 
 
 def bench_precision(ckpt, args, device, dtype) -> dict:
-    """Ours in float32 vs ours in ``--dtype`` (the decoder's precision), alternated in one run, 256, batch 2."""
+    """Ours in float32 vs ours in ``--dtype`` (the per-frame convolutions' precision), alternated in one run,
+    256, batch 2."""
     if dtype == torch.float32:
         return {"skipped": "pass --dtype float16 or bfloat16"}
     image = source_image(256, device)
@@ -1171,7 +1172,7 @@ def markdown(report: dict) -> str:
             f"{k} {' / '.join(f'{v:.2f}' for v in vals)}" for k, vals in pr["s_per_frame"].items()
         )
         lines += [
-            "## Decoder precision (ours, 256, batch 2, alternated; s/frame incl. prepare_source)",
+            "## Renderer precision (ours, 256, batch 2, alternated; s/frame incl. prepare_source)",
             "",
             f"{cells}; speed-up {' / '.join(f'{v:.2f}x' for v in pr['speedup'])}; load average {pr['load_avg']}.",
             "",

@@ -98,6 +98,8 @@ def status_markdown(talker: Any) -> str:
     loaded = talker.loaded
     lines += ["", f"Device: `{talker.device}`, dtype `{str(talker.dtype).removeprefix('torch.')}`; "
               f"models in memory: {', '.join(loaded) if loaded else 'none'}"]  # fmt: skip
+    if talker.precision_advice:
+        lines += ["", f"Precision: {talker.precision_advice}."]
     return "\n".join(lines)
 
 

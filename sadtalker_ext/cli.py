@@ -56,6 +56,7 @@ from .options import (
     range_text,
     value_type,
 )
+from .precision import DTYPE_HELP
 from .weights import DETECTOR_FILE, GFPGAN_FILE, PARSENET_FILE, REALESRGAN_FILE, downloader
 
 PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -172,13 +173,13 @@ def add_runtime_flags(group: Any, *, cpu_flag: bool = True) -> None:
     )
     if cpu_flag:
         _add(group, "cpu", action="store_true", help="same as --device cpu")
-    _add(group, "dtype", default=DTYPES[0], choices=DTYPES, help=f"compute precision (default {DTYPES[0]})")
+    _add(group, "dtype", default=DTYPES[0], choices=DTYPES, help=DTYPE_HELP)
     _add(
         group,
         "no_winograd",
         action="store_true",
         help="CPU, float32: direct convolutions in the renderer's decoder instead of Winograd "
-        "(about 1.7x slower rendering, ~0.8 GB less memory)",
+        "(for comparison; Winograd takes 4x fewer multiplies)",
     )
 
 
@@ -630,6 +631,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         talker.check_weights(planned[0][1])
     except SadTalkerError as exc:
         return fail(exc)
+    if talker.precision_advice:
+        print(f"note: {talker.precision_advice}", file=sys.stderr)
 
     failures: list[tuple[Job, str]] = []
     made: list[Path] = []

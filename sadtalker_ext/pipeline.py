@@ -71,7 +71,7 @@ import torch
 
 # Every stage is imported here, at the top: the front ends import this module only when they generate
 # (cli, app, webui/jobs import it inside functions), so their start-up does not pay for it.
-from . import __version__
+from . import __version__, precision
 from .allocator import release_freed_memory
 from .audio.features import AudioFeatures, idle_audio_features, prepare_audio
 from .audio.reference import reference_audio
@@ -380,8 +380,10 @@ class SadTalker:
         checkpoint_dir / gfpgan_dir: weight folders (``None``: :func:`resolve_model_dirs` order), or
             ``model_dirs`` already resolved.
         device: ``cpu``, ``cuda``, ``cuda:N``, ``mps``. dtype: ``float32`` (default), ``float16`` (GPU only),
-            ``bfloat16``: the precision of the renderer's SPADE decoder (and, on a GPU, of the enhancers);
-            audio, motion, preprocessing, keypoints and dense motion always run in float32.
+            ``bfloat16``: the precision of the renderer's per-frame convolutions (dense-motion hourglass,
+            mask and occlusion convs, SPADE decoder; on a GPU also of the enhancers); audio, motion,
+            preprocessing, keypoints, Gaussians, warps and the source encoding always run in float32.
+            Speed and error: :mod:`.precision`.
         result_dir: folder for videos whose options give no ``output``.
         keep_partial: on cancel keep ``<name>.partial.mp4`` with the frames made so far.
         post_threads: threads that resize and paste frames back (``None``: the CPU count, at most 8);
@@ -389,7 +391,7 @@ class SadTalker:
             the renderer, and with a GPU renderer it would otherwise take most of the time (there it
             also overlaps with rendering).
         winograd: on a CPU in float32, the renderer decoder's wide 3x3 convolutions by Winograd F(4x4, 3x3)
-            (about 1.7x faster rendering; ~0.8 GB of transformed kernels kept with the models). ``False``
+            (fewer multiplies; transformed kernels built per call). ``False``
             keeps the direct convolutions (less memory).
     """
 
@@ -411,9 +413,11 @@ class SadTalker:
         self.dtype = as_dtype(dtype)
         if self.device.type == "cpu" and self.dtype == torch.float16:
             raise InputError(
-                "dtype float16 needs a GPU; on the CPU use float32, or bfloat16 (somewhat faster rendering "
-                "on CPUs with AVX-512 BF16 or AMX, slower elsewhere)"
+                "dtype float16 needs a GPU; on the CPU use float32, or bfloat16 (on CPUs with AMX "
+                f"{precision.BFLOAT16_SPEED}; slower elsewhere)"
             )
+        self.precision_advice = precision.cpu_advice(self.device, self.dtype)
+        """A line for CPU users about bfloat16 (:func:`.precision.cpu_advice`) that front ends show, or None."""
         if post_threads is not None and post_threads < 1:
             raise InputError(f"post_threads must be at least 1, got {post_threads}")
         self.post_threads = post_threads or min(8, os.cpu_count() or 1)

@@ -133,3 +133,57 @@ def test_frame_difference_is_max_abs_and_share_above_threshold():
     d = bench.frame_difference(a, b)
     assert d["max_abs_diff"] == pytest.approx(0.25)
     assert d["share_above_1e-3"] == pytest.approx(1 / a.size)
+
+
+def test_uint8_difference_counts_levels():
+    ref = np.zeros((1, 3, 2, 2), np.float32)
+    got = ref.copy()
+    got[0, 0, 0, 0], got[0, 1, 0, 0] = 3 / 255, 1 / 255
+    d = bench.uint8_difference(ref, got)
+    assert d["max_levels"] == 3 and d["share_differing"] == pytest.approx(2 / 12)
+    assert d["share_above_2"] == pytest.approx(1 / 12) and d["mean_levels"] == pytest.approx(4 / 12)
+
+
+def test_ratio_report_gives_the_bfloat16_side_and_uint8_rows():
+    r = {
+        "baseline": "official",
+        "baseline_label": "the official SadTalker code at X (commit 0123)",
+        "size": 512,
+        "batch_size": 2,
+        "threads": 2,
+        "frames": 4,
+        "repeats": 2,
+        "machine": bench.machine_info(),
+        "worker_capability": {"official": "AVX512", "ours": "AVX512", "ours bfloat16": "AVX512"},
+        "baseline_s_per_frame": [36.0, 36.0],
+        "ours_s_per_frame": [21.0, 21.0],
+        "baseline_cpu_s_per_frame": [64.0, 64.0],
+        "ours_cpu_s_per_frame": [40.0, 40.0],
+        "baseline_peak_rss_mb": 5000.0,
+        "ours_peak_rss_mb": 4500.0,
+        "ratio": [1.7, 1.7],
+        "cpu_ratio": [1.6, 1.6],
+        "ratio_median": 1.7,
+        "cpu_ratio_median": 1.6,
+        "load_avg": [[1.0], [1.0]],
+        "max_abs_diff": 1e-3,
+        "share_above_1e-3": 0.0,
+        "uint8": {"max_levels": 2, "share_differing": 0.005, "share_above_2": 0.0, "mean_levels": 0.01},
+        "bfloat16": {
+            "s_per_frame": [6.0, 5.0],
+            "cpu_s_per_frame": [11.0, 10.0],
+            "peak_rss_mb": 2500.0,
+            "ratio": [6.0, 7.2],
+            "cpu_ratio": [5.8, 6.4],
+            "max_abs_diff": 0.8,
+            "share_above_1e-3": 0.6,
+            "uint8": {"max_levels": 200, "share_differing": 0.5, "share_above_2": 0.1, "mean_levels": 1.5},
+        },
+    }
+    text = "\n".join(bench.ratio_markdown(r))
+    assert "Renderer vs official (512, batch 2" in text
+    assert "| | official float32 | ours bfloat16 | official / ours |" in text
+    assert "6.60x (repeats 6.00 / 7.20)" in text and "ours uses -50 %" in text
+    assert "max 200 levels, 50.00 % of values differ, 10.000 % by more than 2" in text
+    assert "max 2 levels, 0.50 % of values differ" in text
+    assert bench.bf16_supported({"isa": ["AVX2", "AMX"]}) and not bench.bf16_supported({"isa": ["AVX-512"]})

@@ -102,9 +102,7 @@ class EncodeStep3d(nn.Module):
         h = F.relu(self.norm(self.conv(x)))
         # = avg_pool3d(h, (1, 2, 2)), as a 2D pool over depth slices (it also has CPU bfloat16 kernels)
         b, c, d, height, width = h.shape
-        if h.is_contiguous(
-            memory_format=torch.channels_last_3d
-        ):  # reduced precision: slices stay channels-last
+        if memory_format_of(h) == torch.channels_last_3d:  # reduced precision: slices stay channels-last
             slices = h.permute(0, 2, 1, 3, 4).reshape(b * d, c, height, width)
             pooled = F.avg_pool2d(slices, kernel_size=2).view(b, d, c, height // 2, width // 2)
             return pooled.permute(0, 2, 1, 3, 4)
@@ -386,6 +384,18 @@ def memory_format_of(x: torch.Tensor) -> torch.memory_format:
     if fmt is not None and not x.is_contiguous() and x.is_contiguous(memory_format=fmt):
         return fmt
     return torch.contiguous_format
+
+
+def compute_layout(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` in the dtype of the convolutions that read it; in a reduced precision (bfloat16, float16) also
+    channels-last (``(B, C, H, W)`` or ``(B, C, D, H, W)``), the layout the CPU's bfloat16 matrix units
+    (AVX-512-BF16, AMX) and GPU tensor cores convolve fastest (on a 2-core AMX Xeon 3-4x the NCHW rate)."""
+    if x.dtype == dtype:
+        return x
+    if dtype in (torch.float32, torch.float64):
+        return x.to(dtype)
+    fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+    return x.to(dtype, memory_format=fmt)
 
 
 def instance_norm(x: torch.Tensor) -> torch.Tensor:

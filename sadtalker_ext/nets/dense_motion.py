@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Hourglass3d, coordinate_grid_3d
+from .blocks import Hourglass3d, compute_layout, coordinate_grid_3d
 
 
 @dataclass(frozen=True)
@@ -78,18 +78,6 @@ def keypoint_gaussians(kp: torch.Tensor, grid: torch.Tensor, variance: float) ->
         for i, axis in enumerate(axes)
     )
     return gz[..., :, None, None] * gy[..., None, :, None] * gx[..., None, None, :]
-
-
-def compute_layout(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``x`` in the dtype of the convolutions that read it; in a reduced precision (bfloat16, float16) also
-    channels-last (``(B, C, H, W)`` or ``(B, C, D, H, W)``), the layout the CPU's bfloat16 matrix units
-    (AVX-512-BF16, AMX) and GPU tensor cores convolve fastest (on a 2-core AMX Xeon 3-4x the NCHW rate)."""
-    if x.dtype == dtype:
-        return x
-    if dtype in (torch.float32, torch.float64):
-        return x.to(dtype)
-    fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
-    return x.to(dtype, memory_format=fmt)
 
 
 def keypoint_heat(kp_driving: torch.Tensor, kp_source: torch.Tensor, grid: torch.Tensor, variance: float):

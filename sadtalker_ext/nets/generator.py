@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvBNAct2d, EncodeStep2d, PreActResidual3d, channel_ladder
-from .dense_motion import DenseMotionConfig, DenseMotionNetwork, compute_layout
+from .blocks import ConvBNAct2d, EncodeStep2d, PreActResidual3d, channel_ladder, compute_layout
+from .dense_motion import DenseMotionConfig, DenseMotionNetwork
 from .spade_decoder import SpadeDecoder, SpadeDecoderConfig
 
 
@@ -126,7 +126,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
 
         Keypoint Gaussians, sampling grids, the mask softmax, the warps and the source encoding stay in
         the input's precision: the Gaussians (variance 0.01) and grids do not survive 8 mantissa bits,
-        the convolutions that read them do (error figures: ``bench --sections precision``).
+        the convolutions that read them do (speed and error: ``sadtalker_ext/precision.py``).
         """
         motion_net = self.dense_motion_network
         for module in (motion_net.hourglass, motion_net.mask, motion_net.occlusion, self.third, self.fourth):

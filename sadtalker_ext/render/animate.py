@@ -166,8 +166,8 @@ class Renderer:
 
     The networks must already sit on ``device`` and be in eval mode. Inputs are converted to ``dtype``
     (float32; float64 with networks converted by ``.double()`` is the rounding-free reference the parity
-    tests use); a reduced precision lives inside the networks (``load_renderer_nets``: only the SPADE
-    decoder runs in it).
+    tests use); a reduced precision lives inside the networks (``load_renderer_nets``: the per-frame
+    convolutions run in it).
     """
 
     def __init__(self, nets: _Nets, device: torch.device | str, dtype: torch.dtype = torch.float32):

@@ -184,13 +184,14 @@ def load_renderer_nets(
     (:attr:`.PreprocessMode.mapping_feature`: ``full``/``extfull`` -> 00109, 73 inputs; otherwise 00229,
     70 inputs). Raises ``CheckpointError``.
 
-    ``dtype`` (float32, float16, bfloat16) applies to the SPADE decoder only (~3/4 of a frame's work);
-    keypoints, source encoding, dense motion and warping stay float32: in half precision the motion
-    path moves keypoint Gaussians (variance 0.01) and sampling grids enough to change whole regions of
-    the frame, while the decoder alone stays close to its float32 output.
+    ``dtype`` (float32, float16, bfloat16) applies to the per-frame convolutions
+    (:meth:`.OcclusionAwareSPADEGenerator.reduce_precision`: hourglass, mask and occlusion convs, third /
+    fourth, SPADE decoder), which then run channels-last; keypoints, Gaussians, grids, warps, the source
+    encoding and the mapping net stay float32 (in half precision the keypoint Gaussians, variance 0.01, and
+    the sampling grids move whole regions of the frame).
 
     ``winograd``: on a CPU, the decoder's wide 3x3 convolutions in float32 run by Winograd F(4x4, 3x3)
-    (about 1.7x faster; its transformed kernels take ~0.8 GB once built). ``False``: direct convolutions.
+    (4x fewer multiplies; the transformed kernels are built per call). ``False``: direct convolutions.
     ``cache``: where the built networks are kept (default: the process cache, see :func:`.checkpoints.cached`).
     """
     folder = Path(checkpoint_dir)

@@ -246,13 +246,17 @@ class Session:
         one of them changed)."""
         dirs = self.model_dirs()
         device = self.host.device()
-        dtype = settings.dtype if str(device).startswith(("cuda", "xpu", "mps")) else "float32"
+        gpu = str(device).startswith(("cuda", "xpu", "mps"))
+        dtype = settings.dtype if gpu or settings.dtype != "float16" else "float32"  # float16 needs a GPU
         key = (dirs.checkpoints, dirs.gfpgan, str(device), dtype, settings.cpu_winograd)
         with self._lock:
             if self._talker is None or self._key != key:
                 self.unload()
                 self._talker = self.factory(dirs, device, dtype, settings.cpu_winograd)
                 self._key = key
+                advice = getattr(self._talker, "precision_advice", None)
+                if advice:
+                    log.info("SadTalker: %s", advice)
             return self._talker
 
     def unload(self) -> None:

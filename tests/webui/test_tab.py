@@ -425,3 +425,18 @@ def test_picture_input_under_forges_save_pil_to_cache(make_extension, webui, tmp
     video, _, html_log = fn.fn("task(forge)", *form_values(source=value, driven_audio=str(wav)))
     assert video and Path(video).is_file(), html_log
     assert len(talkers[0].calls) == 1
+
+
+def test_precision_setting_reaches_the_pipeline_on_the_cpu(make_extension, webui):
+    """bfloat16 is offered on CPUs too (AMX / AVX-512-BF16 make it several times faster); float16 needs a GPU,
+    so a CPU host builds float32 for it. The setting's help gives the measured speed and error."""
+    from sadtalker_ext.precision import BFLOAT16_ERROR, BFLOAT16_SPEED
+    from sadtalker_ext.webui.settings import SPECS, WebUISettings
+
+    ext, talkers = make_extension()
+    (spec,) = [s for s in SPECS if s.key == "sadtalker_dtype"]
+    assert BFLOAT16_SPEED in spec.info and BFLOAT16_ERROR in spec.info
+    for chosen, built in (("bfloat16", "bfloat16"), ("float16", "float32"), ("float32", "float32")):
+        webui.shared.opts.data["sadtalker_dtype"] = chosen
+        ext.session.talker(WebUISettings.read(ext.host))
+        assert str(ext.host.device()) == "cpu" and talkers[-1].dtype == built, chosen
