@@ -173,7 +173,7 @@ def add_runtime_flags(group: Any, *, cpu_flag: bool = True) -> None:
     )
     if cpu_flag:
         _add(group, "cpu", action="store_true", help="same as --device cpu")
-    _add(group, "dtype", default=DTYPES[0], choices=DTYPES, help=DTYPE_HELP)
+    _add(group, "dtype", default=DTYPES[0], choices=DTYPES, help=DTYPE_HELP.replace("%", "%%"))
     _add(
         group,
         "no_winograd",

@@ -221,6 +221,7 @@ class _FakeTalker:
     def __init__(self, **kw):
         self.kw = kw
         self.calls = []
+        self.precision_advice = f"advice for {kw.get('dtype')} on {kw.get('device')}"
         _FakeTalker.instances.append(self)
 
     def check_weights(self, options):
@@ -263,15 +264,17 @@ def test_batch_goes_on_after_a_failure(monkeypatch, tmp_path, capsys):
     assert "bad.png" in captured.err and "no face was detected" in captured.err
 
 
-def test_no_winograd_flag_reaches_the_pipeline(monkeypatch, tmp_path):
+def test_no_winograd_flag_reaches_the_pipeline(monkeypatch, tmp_path, capsys):
     import sadtalker_ext.pipeline as pipeline
 
     _FakeTalker.instances.clear()
     monkeypatch.setattr(pipeline, "SadTalker", _FakeTalker)
     code = cli.main(["--source_image", str(PICTURE), "--driven_audio", str(AUDIO), "--result_dir",
-                     str(tmp_path), "--no-winograd", "--no_progress", "--cpu"])  # fmt: skip
+                     str(tmp_path), "--no-winograd", "--no_progress", "--cpu", "--dtype", "bfloat16"])  # fmt: skip
     assert code == 0
     assert _FakeTalker.instances[0].kw["winograd"] is False
+    # the pipeline's precision advice for this CPU is shown once, on stderr
+    assert capsys.readouterr().err.count("note: advice for bfloat16 on cpu") == 1
 
 
 def test_output_names_do_not_collide(tmp_path):
