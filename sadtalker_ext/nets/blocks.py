@@ -277,9 +277,14 @@ class SpadeNorm(nn.Module):
         return scale, shift
 
     def modulate(self, normalised: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
-        """As :meth:`forward`, given ``instance_norm(x)`` and ``relu(label_conv(seg))`` already computed."""
+        """As :meth:`forward`, given ``instance_norm(x)`` and ``relu(label_conv(seg))`` already computed.
+
+        Without autograd the result is written over ``normalised`` (callers pass its last use): at the 256x256
+        level that saves a 134 MB map at batch 2 while the 268 MB scale / shift pair is alive (peak RSS -67 MiB)."""
         scale, shift = self.scale_shift(shared)
-        return torch.addcmul(shift, normalised, scale)
+        if torch.is_grad_enabled():  # autograd (e.g. fine-tuning) does not take out=
+            return torch.addcmul(shift, normalised, scale)
+        return torch.addcmul(shift, normalised, scale, out=normalised)
 
 
 class SpadeResidual(nn.Module):
