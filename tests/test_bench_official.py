@@ -60,24 +60,17 @@ def test_a_folder_that_is_not_a_checkout_is_refused_with_what_to_do(tmp_path, mo
     assert "make_animation.py is missing" in str(err.value) and "clone" in str(err.value)
 
 
-def test_without_checkout_the_report_says_the_ratio_is_against_a_copy():
-    label = bench.baseline_label(None)
-    assert "COPY" in label and "against a copy" in label and "--official" in label
-    official = bench.baseline_label(bench.REPO, "0123456789abcdef")
-    assert (
-        "official SadTalker code" in official
-        and "0123456789ab" in official
-        and "copy" not in official.lower()
-    )
-    info = bench.machine_info()
+def _ratio_report(**fields) -> dict:
+    """A :func:`bench.bench_ratio` result with made-up figures (baseline 1000 MiB, ours 1200 MiB); ``fields``
+    replace or add entries."""
     r = {
         "baseline": "copy",
-        "baseline_label": label,
+        "baseline_label": "",
         "batch_size": 2,
         "threads": 2,
         "frames": 8,
         "repeats": 2,
-        "machine": info,
+        "machine": bench.machine_info(),
         "worker_capability": {"copy": "AVX2", "ours": "AVX2"},
         "baseline_s_per_frame": [2.0, 3.0],
         "ours_s_per_frame": [1.0, 1.5],
@@ -93,6 +86,20 @@ def test_without_checkout_the_report_says_the_ratio_is_against_a_copy():
         "max_abs_diff": 1e-3,
         "share_above_1e-3": 0.0,
     }
+    return {**r, **fields}
+
+
+def test_without_checkout_the_report_says_the_ratio_is_against_a_copy():
+    label = bench.baseline_label(None)
+    assert "COPY" in label and "against a copy" in label and "--official" in label
+    official = bench.baseline_label(bench.REPO, "0123456789abcdef")
+    assert (
+        "official SadTalker code" in official
+        and "0123456789ab" in official
+        and "copy" not in official.lower()
+    )
+    info = bench.machine_info()
+    r = _ratio_report(baseline="copy", baseline_label=label, machine=info)
     text = "\n".join(bench.ratio_markdown(r))
     assert "Renderer vs copy of the official structure" in text and "against a copy" in text
     assert bench.machine_line(info).split(";")[0] in text
@@ -145,45 +152,27 @@ def test_uint8_difference_counts_levels():
 
 
 def test_ratio_report_gives_the_bfloat16_side_and_uint8_rows():
-    r = {
-        "baseline": "official",
-        "baseline_label": "the official SadTalker code at X (commit 0123)",
-        "size": 512,
-        "batch_size": 2,
-        "threads": 2,
-        "frames": 4,
-        "repeats": 2,
-        "machine": bench.machine_info(),
-        "worker_capability": {"official": "AVX512", "ours": "AVX512", "ours bfloat16": "AVX512"},
-        "baseline_s_per_frame": [36.0, 36.0],
-        "ours_s_per_frame": [21.0, 21.0],
-        "baseline_cpu_s_per_frame": [64.0, 64.0],
-        "ours_cpu_s_per_frame": [40.0, 40.0],
-        "baseline_peak_rss_mb": 5000.0,
-        "ours_peak_rss_mb": 4500.0,
-        "ratio": [1.7, 1.7],
-        "cpu_ratio": [1.6, 1.6],
-        "ratio_median": 1.7,
-        "cpu_ratio_median": 1.6,
-        "load_avg": [[1.0], [1.0]],
-        "max_abs_diff": 1e-3,
-        "share_above_1e-3": 0.0,
-        "uint8": {"max_levels": 2, "share_differing": 0.005, "share_above_2": 0.0, "mean_levels": 0.01},
-        "bfloat16": {
+    r = _ratio_report(
+        baseline="official",
+        baseline_label="the official SadTalker code at X (commit 0123)",
+        size=512,
+        worker_capability={"official": "AVX512", "ours": "AVX512", "ours bfloat16": "AVX512"},
+        uint8={"max_levels": 2, "share_differing": 0.005, "share_above_2": 0.0, "mean_levels": 0.01},
+        bfloat16={
             "s_per_frame": [6.0, 5.0],
             "cpu_s_per_frame": [11.0, 10.0],
-            "peak_rss_mb": 2500.0,
+            "peak_rss_mb": 500.0,
             "ratio": [6.0, 7.2],
             "cpu_ratio": [5.8, 6.4],
             "max_abs_diff": 0.8,
             "share_above_1e-3": 0.6,
             "uint8": {"max_levels": 200, "share_differing": 0.5, "share_above_2": 0.1, "mean_levels": 1.5},
         },
-    }
+    )
     text = "\n".join(bench.ratio_markdown(r))
     assert "Renderer vs official (512, batch 2" in text
     assert "| | official float32 | ours bfloat16 | official / ours |" in text
-    assert "6.60x (repeats 6.00 / 7.20)" in text and "ours uses -50 %" in text
+    assert "6.60x (repeats 6.00 / 7.20)" in text and "ours uses -50 %" in text  # 500 vs 1000 MiB
     assert "max 200 levels, 50.00 % of values differ, 10.000 % by more than 2" in text
-    assert "max 2 levels, 0.50 % of values differ" in text
+    assert "max 2 levels, 0.50 % of values differ" in text and "ours uses +20 %" in text
     assert bench.bf16_supported({"isa": ["AVX2", "AMX"]}) and not bench.bf16_supported({"isa": ["AVX-512"]})
