@@ -74,6 +74,7 @@ from bench.baseline import iter_official_structure
 from bench.cluster import bench_cluster, cluster_markdown
 from bench.report import save_report
 from sadtalker_ext import checkpoints
+from sadtalker_ext.precision import cpu_has_bfloat16
 from sadtalker_ext.render.animate import Renderer, plan_render
 from sadtalker_ext.render.loading import load_renderer_nets
 
@@ -497,11 +498,6 @@ def frame_difference(a: np.ndarray, b: np.ndarray) -> dict:
     return {"max_abs_diff": float(diff.max()), "share_above_1e-3": float((diff > 1e-3).mean())}
 
 
-def bf16_supported(info: dict) -> bool:
-    """Whether the CPU has bfloat16 matrix instructions (AVX-512-BF16 or AMX) for the bfloat16 renderer."""
-    return bool({"AVX-512-BF16", "AMX"} & set(info["isa"]))
-
-
 def uint8_difference(reference: np.ndarray, frames: np.ndarray) -> dict:
     """Frames ``(T, 3, S, S)`` in [0, 1] as uint8 levels (``round(255 x)``) against a reference: the largest
     difference in levels, the share of values that differ, and that differ by more than 2 levels."""
@@ -517,7 +513,13 @@ def uint8_difference(reference: np.ndarray, frames: np.ndarray) -> dict:
     }
 
 
+def frame_differences(reference: np.ndarray, frames: np.ndarray) -> dict:
+    """:func:`frame_difference` (floats) plus ``uint8``: :func:`uint8_difference`."""
+    return {**frame_difference(reference, frames), "uint8": uint8_difference(reference, frames)}
+
+
 def _side_figures(runs: list[dict], base: list[dict], n: int, ready: dict) -> dict:
+    """Per-frame wall and CPU seconds, peak RSS and the baseline/side ratios of one side's repeats."""
     return {
         "s_per_frame": [t["wall_s"] / n for t in runs],
         "cpu_s_per_frame": [t["cpu_s"] / n for t in runs],
@@ -531,8 +533,9 @@ def _side_figures(runs: list[dict], base: list[dict], n: int, ready: dict) -> di
 def bench_ratio(ckpt, args, device, dtype) -> dict:
     """Ours vs the baseline, each in its own long-lived worker process, alternated in one run
     (``--ratio_size`` 256 or 512, batch 2, official widths, CPU; baseline float32). Ours in float32, and in
-    bfloat16 too where the CPU has bfloat16 instructions (its frames compared with the baseline's as floats
-    and as uint8 levels). Baseline: the official code from ``--official`` / ``$SADTALKER_OFFICIAL``, else our
+    bfloat16 too where the CPU has AMX (:func:`.precision.cpu_has_bfloat16`; ``--ratio_no_bf16`` leaves it out,
+    e.g. with ``ONEDNN_MAX_CPU_ISA`` below AMX); each side's frames compared with the baseline's as floats and as
+    uint8 levels. Baseline: the official code from ``--official`` / ``$SADTALKER_OFFICIAL``, else our
     structure copy (said so in the report)."""
     if device.type != "cpu" or dtype != torch.float32:
         return {
@@ -548,7 +551,7 @@ def bench_ratio(ckpt, args, device, dtype) -> dict:
     base_side = "official" if checkout is not None else "copy"
     size = args.ratio_size
     sides = {base_side: (base_side, "float32"), "ours": ("ours", "float32")}
-    if bf16_supported(machine_info()) and not args.ratio_no_bf16:
+    if cpu_has_bfloat16() and not args.ratio_no_bf16:
         sides["ours bfloat16"] = ("ours", "bfloat16")
     work = Path(tempfile.mkdtemp(prefix="sadtalker_ratio_"))
     picture = write_ratio_inputs(work, args.ratio_frames)
@@ -573,21 +576,18 @@ def bench_ratio(ckpt, args, device, dtype) -> dict:
                     f"load {t['load_avg']}"
                 )
         base_frames = np.load(work / f"frames_{base_side}_0.npy")
-        ours_frames = np.load(work / "frames_ours_0.npy")
-        diff = frame_difference(base_frames, ours_frames)
-        diff["uint8"] = uint8_difference(base_frames, ours_frames)
-        if "ours bfloat16" in sides:
-            bf16_frames = np.load(work / "frames_ours_bfloat16_0.npy")
-            bf16_diff = {
-                **frame_difference(base_frames, bf16_frames),
-                "uint8": uint8_difference(base_frames, bf16_frames),
-            }
+        diffs = {
+            label: frame_differences(base_frames, np.load(work / f"frames_{label.replace(' ', '_')}_0.npy"))
+            for label in sides
+            if label != base_side
+        }
     finally:
         for w in workers.values():
             w.close()
         shutil.rmtree(work, ignore_errors=True)
     n = args.ratio_frames
-    base, ours = runs[base_side], runs["ours"]
+    base = runs[base_side]
+    ours = _side_figures(runs["ours"], base, n, workers["ours"].ready)
     out = {
         "baseline": base_side,
         "baseline_label": baseline_label(checkout, commit),
@@ -601,22 +601,22 @@ def bench_ratio(ckpt, args, device, dtype) -> dict:
         "worker_capability": {k: w.ready.get("cpu_capability") for k, w in workers.items()},
         "load_s": {k: w.ready["load_s"] for k, w in workers.items()},
         "baseline_s_per_frame": [t["wall_s"] / n for t in base],
-        "ours_s_per_frame": [t["wall_s"] / n for t in ours],
+        "ours_s_per_frame": ours["s_per_frame"],
         "baseline_cpu_s_per_frame": [t["cpu_s"] / n for t in base],
-        "ours_cpu_s_per_frame": [t["cpu_s"] / n for t in ours],
+        "ours_cpu_s_per_frame": ours["cpu_s_per_frame"],
         "baseline_peak_rss_mb": max(t["peak_rss_mb"] for t in base),
-        "ours_peak_rss_mb": max(t["peak_rss_mb"] for t in ours),
-        "ratio": [b["wall_s"] / o["wall_s"] for b, o in zip(base, ours, strict=True)],
-        "cpu_ratio": [b["cpu_s"] / o["cpu_s"] for b, o in zip(base, ours, strict=True)],
-        "load_avg": [t["load_avg"] for t in ours],
-        **diff,
+        "ours_peak_rss_mb": ours["peak_rss_mb"],
+        "ratio": ours["ratio"],
+        "cpu_ratio": ours["cpu_ratio"],
+        "load_avg": [t["load_avg"] for t in runs["ours"]],
+        **diffs["ours"],
     }
     out["ratio_median"] = statistics.median(out["ratio"])
     out["cpu_ratio_median"] = statistics.median(out["cpu_ratio"])
     if "ours bfloat16" in sides:
         out["bfloat16"] = {
             **_side_figures(runs["ours bfloat16"], base, n, workers["ours bfloat16"].ready),
-            **bf16_diff,
+            **diffs["ours bfloat16"],
         }
     return out
 
@@ -627,19 +627,33 @@ def ratio_markdown(r: dict) -> list[str]:
         return ["## Renderer vs the official code", "", f"Skipped: {r['skipped']}.", ""]
     med = statistics.median
     name = "official" if r["baseline"] == "official" else "copy of the official structure"
-    rss_b, rss_o = r["baseline_peak_rss_mb"], r["ours_peak_rss_mb"]
-    bf = r.get("bfloat16")
+    rss_b = r["baseline_peak_rss_mb"]
 
     def reps(values: list[float]) -> str:
         return " / ".join(f"{v:.2f}" for v in values)
 
-    def uint8_cell(d: dict | None) -> str:
-        if not d:
-            return ""
-        return (
-            f"max {d['max_levels']} levels, {100 * d['share_differing']:.2f} % of values differ, "
-            f"{100 * d['share_above_2']:.3f} % by more than 2"
-        )
+    def side_table(
+        dtype: str, s_per_frame, cpu_s_per_frame, rss: float, ratio, cpu_ratio, diff: dict
+    ) -> list[str]:
+        rows = [
+            "",
+            f"| | {name} float32 | ours {dtype} | {name} / ours |",
+            "|---|---:|---:|---:|",
+            f"| wall s per frame (median) | {med(r['baseline_s_per_frame']):.2f} | {med(s_per_frame):.2f} | "
+            f"{med(ratio):.2f}x (repeats {reps(ratio)}) |",
+            f"| CPU s per frame (median) | {med(r['baseline_cpu_s_per_frame']):.2f} | "
+            f"{med(cpu_s_per_frame):.2f} | {med(cpu_ratio):.2f}x (repeats {reps(cpu_ratio)}) |",
+            f"| process peak RSS | {rss_b:.0f} MiB | {rss:.0f} MiB | ours uses {100 * (rss / rss_b - 1):+.0f} % |",
+            f"| frames, max abs diff (float, [0, 1]) | | | {diff['max_abs_diff']:.1e} "
+            f"({100 * diff['share_above_1e-3']:.2f} % of values above 1e-3) |",
+        ]
+        u8 = diff.get("uint8")  # (reports before 2026-12-06 have no uint8 row)
+        if u8:
+            rows.append(
+                f"| frames as uint8 | | | max {u8['max_levels']} levels, {100 * u8['share_differing']:.2f} % of "
+                f"values differ, {100 * u8['share_above_2']:.3f} % by more than 2 |"
+            )
+        return rows
 
     lines = [
         f"## Renderer vs {name} ({r.get('size', 256)}, batch {r['batch_size']}, {r['threads']} torch threads, "
@@ -652,34 +666,27 @@ def ratio_markdown(r: dict) -> list[str]:
         f"{r['frames']} frames per repeat, {r['repeats']} repeats alternated, each side in its own long-lived "
         "process (models loaded once; ours includes its per-call prepare_source)"
         + ("; ours with SADTALKER_MALLOC=reuse." if r.get("ours_malloc_reuse") else "."),
-        "",
-        f"| | {name} | ours float32 | {name} / ours |",
-        "|---|---:|---:|---:|",
-        f"| wall s per frame (median) | {med(r['baseline_s_per_frame']):.2f} | {med(r['ours_s_per_frame']):.2f} | "
-        f"{r['ratio_median']:.2f}x (repeats {reps(r['ratio'])}) |",
-        f"| CPU s per frame (median) | {med(r['baseline_cpu_s_per_frame']):.2f} | "
-        f"{med(r['ours_cpu_s_per_frame']):.2f} | {r['cpu_ratio_median']:.2f}x (repeats {reps(r['cpu_ratio'])}) |",
-        f"| process peak RSS | {rss_b:.0f} MiB | {rss_o:.0f} MiB | ours uses {100 * (rss_o / rss_b - 1):+.0f} % |",
-        f"| frames, max abs diff (float, [0, 1]) | | | {r['max_abs_diff']:.1e} "
-        f"({100 * r['share_above_1e-3']:.2f} % of values above 1e-3) |",
     ]
-    if r.get("uint8"):
-        lines.append(f"| frames as uint8 | | | {uint8_cell(r['uint8'])} |")
+    lines += side_table(
+        "float32",
+        r["ours_s_per_frame"],
+        r["ours_cpu_s_per_frame"],
+        r["ours_peak_rss_mb"],
+        r["ratio"],
+        r["cpu_ratio"],
+        r,
+    )
+    bf = r.get("bfloat16")
     if bf:
-        rss = bf["peak_rss_mb"]
-        lines += [
-            "",
-            f"| | {name} float32 | ours bfloat16 | {name} / ours |",
-            "|---|---:|---:|---:|",
-            f"| wall s per frame (median) | {med(r['baseline_s_per_frame']):.2f} | {med(bf['s_per_frame']):.2f} | "
-            f"{med(bf['ratio']):.2f}x (repeats {reps(bf['ratio'])}) |",
-            f"| CPU s per frame (median) | {med(r['baseline_cpu_s_per_frame']):.2f} | "
-            f"{med(bf['cpu_s_per_frame']):.2f} | {med(bf['cpu_ratio']):.2f}x |",
-            f"| process peak RSS | {rss_b:.0f} MiB | {rss:.0f} MiB | ours uses {100 * (rss / rss_b - 1):+.0f} % |",
-            f"| frames, max abs diff (float, [0, 1]) | | | {bf['max_abs_diff']:.1e} "
-            f"({100 * bf['share_above_1e-3']:.2f} % of values above 1e-3) |",
-            f"| frames as uint8 | | | {uint8_cell(bf['uint8'])} |",
-        ]
+        lines += side_table(
+            "bfloat16",
+            bf["s_per_frame"],
+            bf["cpu_s_per_frame"],
+            bf["peak_rss_mb"],
+            bf["ratio"],
+            bf["cpu_ratio"],
+            bf,
+        )
     lines += [
         "",
         "Load average after each repeat: " + ", ".join(str(v[0]) if v else "?" for v in r["load_avg"]) + ".",

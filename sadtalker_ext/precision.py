@@ -1,7 +1,8 @@
 """What the reduced precisions give, measured, and whether this CPU has the matrix unit (AMX) bfloat16 needs.
 
-The figures are stated once here and shown wherever the precision is chosen (CLI ``--dtype`` help, the
-standalone app, the WebUI setting) and in the advice :func:`cpu_advice` logs when a pipeline is built.
+The figures are stated once here and shown wherever the precision is chosen (the ``--dtype`` help of the CLI
+and the standalone app, the WebUI setting), and in the advice of :func:`cpu_advice` that a pipeline carries
+(``SadTalker.precision_advice``) and the front ends show.
 """
 
 from __future__ import annotations

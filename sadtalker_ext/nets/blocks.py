@@ -382,10 +382,14 @@ def set_winograd(module: nn.Module, enabled: bool) -> None:
             sub.__dict__.pop("_winograd_kernels", None)
 
 
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+"""Channels-last memory format by tensor rank (2D and 3D maps)."""
+
+
 def memory_format_of(x: torch.Tensor) -> torch.memory_format:
     """``channels_last`` / ``channels_last_3d`` when ``x`` is stored so (reduced precision runs channels-last),
     else ``contiguous_format``."""
-    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    fmt = _CHANNELS_LAST.get(x.dim())
     if fmt is not None and not x.is_contiguous() and x.is_contiguous(memory_format=fmt):
         return fmt
     return torch.contiguous_format
@@ -399,8 +403,7 @@ def compute_layout(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return x
     if dtype in (torch.float32, torch.float64):
         return x.to(dtype)
-    fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
-    return x.to(dtype, memory_format=fmt)
+    return x.to(dtype, memory_format=_CHANNELS_LAST[x.dim()])
 
 
 def instance_norm(x: torch.Tensor) -> torch.Tensor:

@@ -254,9 +254,8 @@ class Session:
                 self.unload()
                 self._talker = self.factory(dirs, device, dtype, settings.cpu_winograd)
                 self._key = key
-                advice = getattr(self._talker, "precision_advice", None)
-                if advice:
-                    log.info("SadTalker: %s", advice)
+                if self._talker.precision_advice:
+                    log.info("SadTalker: %s", self._talker.precision_advice)
             return self._talker
 
     def unload(self) -> None:

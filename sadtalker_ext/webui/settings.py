@@ -18,16 +18,12 @@ from ..options import (
     option_default,
     option_spec,
 )
-from ..precision import BFLOAT16_ELSEWHERE, BFLOAT16_ERROR, BFLOAT16_SPEED
+from ..precision import DTYPE_HELP
 from .host import Host
 
 SECTION = ("sadtalker", "SadTalker")
 _BATCH = option_spec("batch_size")
 NO_RESTORER = "None"
-SETTING_HELP = (
-    "float32 matches the official code; float16 on a GPU; bfloat16 runs the renderer's per-frame convolutions "
-    f"in bfloat16: on CPUs with AMX {BFLOAT16_SPEED}; {BFLOAT16_ERROR}; {BFLOAT16_ELSEWHERE}"
-)
 
 
 @dataclass(frozen=True)
@@ -51,7 +47,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("sadtalker_keep_models_loaded", True, "Keep SadTalker models in memory between generations", "Checkbox",
          info="off: models are unloaded after every generation (frees VRAM, next run loads again)"),
     Spec("sadtalker_dtype", "float32", "SadTalker precision", "Radio", {"choices": list(DTYPES)},
-         info=SETTING_HELP),
+         info=DTYPE_HELP),
     Spec("sadtalker_cpu_winograd", True, "Fast convolutions on the CPU (Winograd)", "Checkbox",
          info="CPU, float32: the renderer's wide 3x3 convolutions with 4x fewer multiplies; no effect on a GPU"),
     Spec("sadtalker_default_size", option_default("size"), "Default face renderer size", "Radio", {"choices": list(SIZES)}),

@@ -44,6 +44,7 @@ class FakeTalker:
 
     def __init__(self, dirs, device, dtype, winograd=True, *, frames=6, on_render=None, fail=None):
         self.dirs, self.device, self.dtype, self.winograd = dirs, device, dtype, winograd
+        self.precision_advice = None
         self.frames = frames
         self.calls: list = []
         self.hook_outputs: list[np.ndarray] = []

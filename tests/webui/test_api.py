@@ -154,9 +154,10 @@ def test_missing_weights_answer_409(api, monkeypatch, tmp_path):
         "T",
         (),
         {
+            "precision_advice": None,
             "generate": lambda self, o, progress=None, cancel=None, frame_hook=None, on_exists=None: (
                 _ for _ in ()
-            ).throw(CheckpointError("missing weight files: X"))
+            ).throw(CheckpointError("missing weight files: X")),
         },
     )()
     pic = sample_png(tmp_path / "f.png")

@@ -43,6 +43,7 @@ class StreamingTalker:
 
     def __init__(self, dirs, device, dtype, winograd=True):
         self.dirs, self.device, self.dtype = dirs, device, dtype
+        self.precision_advice = None
         self.gate = threading.Event()
         self.cancel_seen = threading.Event()
         self.finished = threading.Event()
