@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-STRIP_BYTES = 32 * 2**20
+STRIP_BYTES = 16 * 2**20
 """Transformed tiles (input and output channels) worked on together, in bytes: strips of about this size
 ran fastest on a 2-core AVX-512 CPU for 64x64 to 256x256 maps (64 to 1024 tiles per strip)."""
 
@@ -32,6 +32,23 @@ _KERNEL_MATRIX = (  # G (6x3)
     (1 / 24, 1 / 12, 1 / 6),
     (1 / 24, -1 / 12, 1 / 6),
     (0.0, 0.0, 1.0),
+)
+
+
+_INPUT_MATRIX = (  # B^T (6x6)
+    (4.0, 0.0, -5.0, 0.0, 1.0, 0.0),
+    (0.0, -4.0, -4.0, 1.0, 1.0, 0.0),
+    (0.0, 4.0, -4.0, -1.0, 1.0, 0.0),
+    (0.0, -2.0, -1.0, 2.0, 1.0, 0.0),
+    (0.0, 2.0, -1.0, -2.0, 1.0, 0.0),
+    (0.0, 4.0, 0.0, -5.0, 0.0, 1.0),
+)
+
+_OUTPUT_MATRIX = (  # A^T (4x6)
+    (1.0, 1.0, 1.0, 1.0, 1.0, 0.0),
+    (0.0, 1.0, -1.0, 2.0, -2.0, 0.0),
+    (0.0, 1.0, 1.0, 4.0, 4.0, 0.0),
+    (0.0, 1.0, -1.0, 8.0, -8.0, 1.0),
 )
 
 
@@ -67,34 +84,12 @@ def transform_kernel(weight: torch.Tensor) -> torch.Tensor:
     return torch.mm(torch.kron(g, g), weight.reshape(co * ci, 9).t()).view(36, co, ci)
 
 
-def _input_1d(d: list[torch.Tensor], out) -> None:
-    """``B^T d`` along one axis: the six 6-point input rows ``d`` -> ``out[0..5]`` (``out`` indexable)."""
-    d0, d1, d2, d3, d4, d5 = d
-    torch.add(d4, d0, alpha=4, out=out[0]).add_(d2, alpha=-5)
-    torch.add(d5, d1, alpha=4, out=out[5]).add_(d3, alpha=-5)
-    a, b = d1 + d2, d3 + d4
-    torch.add(b, a, alpha=-4, out=out[1])
-    torch.sub(d1, d2, out=a)
-    torch.sub(d4, d3, out=b)
-    torch.add(b, a, alpha=4, out=out[2])
-    torch.sub(d3, d1, out=a)
-    torch.sub(d4, d2, out=b)
-    torch.add(b, a, alpha=2, out=out[3])
-    torch.add(b, a, alpha=-2, out=out[4])
-
-
-def _output_1d(m: list[torch.Tensor], out, scratch: torch.Tensor) -> None:
-    """``A^T m`` along one axis: six transformed rows ``m`` -> four output rows ``out[0..3]``;
-    ``scratch`` has a leading axis of 4 and ``m[0]``'s shape after it."""
-    m0, m1, m2, m3, m4, m5 = m
-    s12 = torch.add(m1, m2, out=scratch[0])
-    d12 = torch.sub(m1, m2, out=scratch[1])
-    s34 = torch.add(m3, m4, out=scratch[2])
-    d34 = torch.sub(m3, m4, out=scratch[3])
-    torch.add(m0, s12, out=out[0]).add_(s34)
-    torch.add(d12, d34, alpha=2, out=out[1])
-    torch.add(s12, s34, alpha=4, out=out[2])
-    torch.add(d12, d34, alpha=8, out=out[3]).add_(m5)
+def _tile_matrices(dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B^T kron B^T (36, 36), A^T kron A^T (16, 36))``: the input and output transforms of a whole tile as
+    one matrix each, acting on the 36 (or 16) points of a tile in row-major order."""
+    bt = torch.tensor(_INPUT_MATRIX, dtype=dtype, device=device)
+    at = torch.tensor(_OUTPUT_MATRIX, dtype=dtype, device=device)
+    return torch.kron(bt, bt), torch.kron(at, at)
 
 
 def conv3x3(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -104,9 +99,11 @@ def conv3x3(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) ->
     -> ``(B, Co, H, W)`` contiguous. Same value up to float rounding (about 1e-5 of the largest output in
     float32).
 
-    The input strip is copied in channels-last (``(rows, W + 2, Ci)``), so the input transforms read and write
-    whole runs of channels (they vectorise) while the tile positions are strided; the products put the output
-    channels first again, as the output is stored.
+    Per strip of tile rows, five large operations: the 6x6 input tiles gathered into ``(36, Ci, tiles)`` (one
+    strided copy of the zero-padded strip), the input transform as one matrix product
+    ``(36, 36) @ (36, Ci * tiles)``, the 36 products ``(Co, Ci) @ (Ci, tiles)`` (one batched product), the
+    output transform ``(16, 36) @ (36, Co * tiles)``, and one copy that puts the 4x4 output tiles in place.
+    (Written as strided additions per tile row instead, the transforms took as long as the products.)
     """
     if not applies(x):
         raise ValueError(
@@ -120,40 +117,40 @@ def conv3x3(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) ->
     tiles_y, tiles_x = height // 4, width // 4
     per_tile = 36 * (ci + co) * x.element_size()
     rows = max(1, min(tiles_y, STRIP_BYTES // (per_tile * tiles_x)))
+    input_t, output_t = _tile_matrices(x.dtype, x.device)
     out = x.new_empty(batch, co, tiles_y, 4, tiles_x, 4)
-    # Buffers for one strip, reused; the last strip may be shorter (views of the first rows).
-    source = x.new_zeros(4 * rows + 2, width + 2, ci)  # padded input rows; columns 0 and W + 1 stay 0
-    cols = x.new_empty(6, 4 * rows + 2, tiles_x, ci)
-    tiles = x.new_empty(36, rows, tiles_x, ci)
-    half = x.new_empty(4, 6, co, rows, tiles_x)
-    scratch = x.new_empty(4, co, rows, tiles_x)
+    # Buffers for one strip, reused; the last strip may be shorter (their leading parts).
+    source = x.new_zeros(ci, 4 * rows + 2, width + 2)  # padded input rows; columns 0 and W + 1 stay 0
+    gathered = x.new_empty(36 * ci * rows * tiles_x)
+    transformed = x.new_empty(36 * ci * rows * tiles_x)
+    products = x.new_empty(36 * co * rows * tiles_x)
+    tiles_out = x.new_empty(16 * co * rows * tiles_x)
+    s_c, s_y, s_x = source.stride()
     for b in range(batch):
         for top in range(0, tiles_y, rows):
             n = min(rows, tiles_y - top)
+            count = n * tiles_x
             low, high = 4 * top - 1, 4 * (top + n) + 1  # input rows [low, high), padding included
             first, last = max(low, 0), min(high, height)
-            strip = source[: high - low]
+            strip = source[:, : high - low]
             if first > low:
-                strip[0].zero_()
+                strip[:, 0].zero_()
             if last < high:
-                strip[-1].zero_()
-            strip[first - low : last - low, 1 : width + 1].copy_(x[b, :, first:last].permute(1, 2, 0))
-            c = cols[:, : 4 * n + 2]
-            _input_1d([strip[:, j : j + 4 * tiles_x - 3 : 4] for j in range(6)], c)
-            t = tiles[:, :n].view(6, 6, n, tiles_x, ci)
-            for bx in range(6):
-                _input_1d([c[bx][j : j + 4 * n - 3 : 4] for j in range(6)], [t[a, bx] for a in range(6)])
-            m = torch.bmm(kernel, tiles[:, :n].view(36, n * tiles_x, ci).transpose(1, 2))
+                strip[:, -1].zero_()
+            strip[:, first - low : last - low, 1 : width + 1].copy_(x[b, :, first:last])
+            # gathered[a, b', c, ty, tx] = strip[c, 4 ty + a, 4 tx + b']: the overlapping 6x6 tiles
+            tiles = gathered[: 36 * ci * count].view(36, ci * count)
+            tiles.view(6, 6, ci, n, tiles_x).copy_(
+                source.as_strided((6, 6, ci, n, tiles_x), (s_y, s_x, s_c, 4 * s_y, 4 * s_x))
+            )
+            v = torch.mm(input_t, tiles, out=transformed[: 36 * ci * count].view(36, ci * count))
+            m = torch.bmm(kernel, v.view(36, ci, count), out=products[: 36 * co * count].view(36, co, count))
             if bias is not None:
                 m[7].add_(bias[:, None])  # A^T column 1 is all ones: adds the bias to every output
-            m = m.view(6, 6, co, n, tiles_x)
-            h = half[:, :, :, :n]
-            s = scratch[:, :, :n]
-            for bx in range(6):
-                _output_1d([m[a, bx] for a in range(6)], [h[i, bx] for i in range(4)], s)
-            target = out[b, :, top : top + n].permute(2, 4, 0, 1, 3)  # (4 rows, 4 cols, Co, n, tiles_x)
-            for i in range(4):
-                _output_1d([h[i, bx] for bx in range(6)], [target[i, j] for j in range(4)], s)
+            y = torch.mm(
+                output_t, m.view(36, co * count), out=tiles_out[: 16 * co * count].view(16, co * count)
+            )
+            out[b, :, top : top + n].copy_(y.view(4, 4, co, n, tiles_x).permute(2, 3, 0, 4, 1))
     return out.view(batch, co, height, width)
 
 
