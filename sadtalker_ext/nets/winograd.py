@@ -3,14 +3,14 @@
 Each 4x4 output tile comes from a 6x6 input tile: transform the input tile (``B^T d B``), multiply it
 channel-wise with the transformed kernel (``G g G^T``, prepared once per weight), sum over input channels
 (36 matrix products, one per point of the 6x6 tile), transform back (``A^T m A``). That is 36 multiplies
-per tile and channel pair instead of 144: a quarter of the direct multiply-adds, plus the transforms,
-which cost additions only (scaled by 2, 4, 5 or 8).
+per tile and channel pair instead of 144: a quarter of the direct multiply-adds, plus the transforms, whose
+cost is per channel, not per channel pair.
 
-On a CPU in float32 this renders the SPADE decoder's large convolutions 1.3-2.2x faster than oneDNN's
+On a CPU in float32 this renders the SPADE decoder's large convolutions 1.4-2.2x faster than oneDNN's
 direct convolution (``bench --sections conv``); the rounding error is larger, about 1e-5 of the largest
 output instead of 3e-7, still far inside the parity tolerances (cuDNN's Winograd algorithms, which the
 official implementation gets on a GPU, round the same way). The work is done in strips of tile rows
-(about :data:`STRIP_BYTES`), one picture at a time, so the transformed tiles stay in cache.
+(:data:`STRIP_TILES`), one picture at a time, so the transformed tiles stay in cache.
 Points: 0, 1, -1, 2, -2 and infinity (Lavin & Gray 2016).
 """
 
@@ -21,9 +21,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-STRIP_BYTES = 16 * 2**20
-"""Transformed tiles (input and output channels) worked on together, in bytes: strips of about this size
-ran fastest on a 2-core AVX-512 CPU for 64x64 to 256x256 maps (64 to 1024 tiles per strip)."""
+STRIP_TILES = 128
+"""Output tiles worked on together (a strip of whole tile rows): on a 2-core AVX-512 CPU the decoder's
+convolutions ran fastest with 128 to 256 tiles (32 decoder-shaped convs: 2.92 s with 64, 2.74 s with 128,
+2.65 s with 256, 2.85 s with 512, within the run-to-run noise for 128 and 256); wider strips leave the cache,
+narrower ones make thin matrix products."""
 
 _KERNEL_MATRIX = (  # G (6x3)
     (1 / 4, 0.0, 0.0),
@@ -115,8 +117,7 @@ def conv3x3(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) ->
     if kernel.shape != (36, co, ci):
         raise ValueError(f"kernel {tuple(kernel.shape)} does not fit {ci} input channels")
     tiles_y, tiles_x = height // 4, width // 4
-    per_tile = 36 * (ci + co) * x.element_size()
-    rows = max(1, min(tiles_y, STRIP_BYTES // (per_tile * tiles_x)))
+    rows = max(1, min(tiles_y, STRIP_TILES // tiles_x))
     input_t, output_t = _tile_matrices(x.dtype, x.device)
     out = x.new_empty(batch, co, tiles_y, 4, tiles_x, 4)
     # Buffers for one strip, reused; the last strip may be shorter (their leading parts).
