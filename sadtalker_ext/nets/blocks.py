@@ -46,11 +46,13 @@ def conv3x3(
     x: torch.Tensor,
     out_channels: int,
     make: Callable[[], tuple[torch.Tensor, torch.Tensor | None]],
-) -> torch.Tensor:
+    epilogue: winograd.Epilogue | None = None,
+) -> torch.Tensor | None:
     """``F.conv2d(x, *make(), padding=1)`` for a ``(weight (Co, Ci, 3, 3), bias)`` derived from ``owner``'s
     parameters. With ``owner.winograd`` (:func:`set_winograd`), on inputs :func:`.winograd.applies` takes and
-    widths where it pays, by :func:`.winograd.conv3x3` with the transformed kernel kept on ``owner`` under
-    ``key``; otherwise ``make()`` is called and convolved directly."""
+    widths where it pays, by :func:`.winograd.conv3x3` with the derived weights kept on ``owner`` under
+    ``key``; otherwise ``make()`` is called and convolved directly. With an ``epilogue`` the output goes to it
+    (by strips on the Winograd path, whole otherwise) and None is returned."""
     if (
         getattr(owner, "winograd", False)
         and winograd.applies(x)
@@ -59,9 +61,13 @@ def conv3x3(
         cache = owner.__dict__.get("_winograd_kernels")
         if cache is None:
             cache = owner.__dict__["_winograd_kernels"] = winograd.KernelCache()
-        return cache.conv3x3(key, x, owner, make)
+        return cache.conv3x3(key, x, owner, make, epilogue)
     weight, bias = make()
-    return F.conv2d(x, weight, bias, padding=1)
+    out = F.conv2d(x, weight, bias, padding=1)
+    if epilogue is None:
+        return out
+    epilogue((slice(None),) * 3, out)
+    return None
 
 
 class ConvBNAct2d(nn.Module):
@@ -263,28 +269,36 @@ class SpadeNorm(nn.Module):
         """The 3x3 conv of the label map (``mlp_shared.0``), applied before the ReLU."""
         return self.mlp_shared[0]
 
-    def scale_shift(self, shared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(1 + gamma, beta)`` from ``shared = relu(label_conv(seg))`` ``(B, hidden, H, W)``, each
-        ``(B, channels, H, W)``: one conv with the two kernels stacked and the 1 folded into gamma's bias."""
+    def _stacked_scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """gamma's and beta's kernels stacked (one conv gives ``(1 + gamma, beta)``), the 1 folded into gamma's
+        bias."""
+        weight = torch.cat((self.mlp_gamma.weight, self.mlp_beta.weight))
+        return weight, torch.cat((self.mlp_gamma.bias + 1, self.mlp_beta.bias))
 
-        def stacked() -> tuple[torch.Tensor, torch.Tensor]:
-            weight = torch.cat((self.mlp_gamma.weight, self.mlp_beta.weight))
-            return weight, torch.cat((self.mlp_gamma.bias + 1, self.mlp_beta.bias))
+    def modulate(
+        self, normalised: torch.Tensor, shared: torch.Tensor, *, slope: float | None = None
+    ) -> torch.Tensor:
+        """As :meth:`forward`, given ``instance_norm(x)`` and ``shared = relu(label_conv(seg))``
+        ``(B, hidden, H, W)`` already computed; ``slope``: then LeakyReLU with that negative slope.
 
-        scale, shift = conv3x3(self, "scale_shift", shared, 2 * self.mlp_gamma.out_channels, stacked).chunk(
-            2, dim=1
-        )
-        return scale, shift
-
-    def modulate(self, normalised: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
-        """As :meth:`forward`, given ``instance_norm(x)`` and ``relu(label_conv(seg))`` already computed.
-
-        Without autograd the result is written over ``normalised`` (callers pass its last use): at the 256x256
-        level that saves a 134 MB map at batch 2 while the 268 MB scale / shift pair is alive (peak RSS -67 MiB)."""
-        scale, shift = self.scale_shift(shared)
+        Without autograd the result is written over ``normalised`` (callers pass its last use), strip by strip
+        as the gamma / beta conv produces it (:func:`conv3x3` with an epilogue): the ``(B, 2C, H, W)`` pair
+        (268 MB at the 256x256 level at batch 2) is never stored whole."""
         if torch.is_grad_enabled():  # autograd (e.g. fine-tuning) does not take out=
-            return torch.addcmul(shift, normalised, scale)
-        return torch.addcmul(shift, normalised, scale, out=normalised)
+            scale, shift = F.conv2d(shared, *self._stacked_scale_shift(), padding=1).chunk(2, dim=1)
+            out = torch.addcmul(shift, normalised, scale)
+            return out if slope is None else F.leaky_relu(out, slope)
+
+        def write(index: winograd.Region, values: torch.Tensor) -> None:
+            target = normalised[index]
+            scale, shift = values.chunk(2, dim=1)
+            torch.addcmul(shift, target, scale, out=target)
+            if slope is not None:
+                F.leaky_relu_(target, slope)
+
+        width = 2 * self.mlp_gamma.out_channels
+        conv3x3(self, "scale_shift", shared, width, self._stacked_scale_shift, epilogue=write)
+        return normalised
 
 
 class SpadeResidual(nn.Module):
@@ -336,14 +350,13 @@ class SpadeResidual(nn.Module):
             skip = F.interpolate(x, scale_factor=float(upsample), mode="nearest")
         else:
             skip = x
-        h = F.leaky_relu(self.norm_0.modulate(normalised, next(it)), 0.2, inplace=True)
-        h = self.conv_0.forward_fast(h)
-        h = F.leaky_relu(self.norm_1.modulate(instance_norm(h), next(it)), 0.2, inplace=True)
-        h = self.conv_1.forward_fast(h)
+        h = self.conv_0.forward_fast(self.norm_0.modulate(normalised, next(it), slope=0.2))
+        h = self.conv_1.forward_fast(self.norm_1.modulate(instance_norm(h), next(it), slope=0.2))
         return h.add_(skip)
 
     def _shortcut(self, normalised: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
-        """``conv_s(norm_s(x, seg))`` from ``instance_norm(x)`` and norm_s's label features."""
+        """``conv_s(norm_s(x, seg))`` from ``instance_norm(x)`` and norm_s's label features; without autograd
+        strip by strip as the gamma / folded-beta conv produces them (see :meth:`SpadeNorm.modulate`)."""
         norm, conv_s = self.norm_s, self.conv_s.effective_weight()  # (out, in, 1, 1)
         w_s = conv_s[:, :, 0, 0]
 
@@ -353,8 +366,23 @@ class SpadeResidual(nn.Module):
             return weight, torch.cat((norm.mlp_gamma.bias + 1, w_s @ norm.mlp_beta.bias))
 
         widths = [w_s.shape[1], w_s.shape[0]]
-        scale, shift = conv3x3(self, "shortcut", shared, sum(widths), folded).split(widths, dim=1)
-        return F.conv2d(normalised * scale, conv_s).add_(shift)
+        if torch.is_grad_enabled():
+            scale, shift = F.conv2d(shared, *folded(), padding=1).split(widths, dim=1)
+            return F.conv2d(normalised * scale, conv_s) + shift
+        batch, _, height, width = normalised.shape
+        skip = torch.empty(
+            (batch, w_s.shape[0], height, width),
+            dtype=normalised.dtype,
+            device=normalised.device,
+            memory_format=memory_format_of(normalised),
+        )
+
+        def write(index: winograd.Region, values: torch.Tensor) -> None:
+            scale, shift = values.split(widths, dim=1)
+            torch.add(F.conv2d(normalised[index] * scale, conv_s), shift, out=skip[index])
+
+        conv3x3(self, "shortcut", shared, sum(widths), folded, epilogue=write)
+        return skip
 
 
 def _set_switch(module: nn.Module, name: str, enabled: bool) -> list[nn.Module]:

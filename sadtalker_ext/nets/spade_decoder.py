@@ -125,5 +125,5 @@ class SpadeDecoder(nn.Module):
             maps = conv3x3(self, key, feature, sum(widths), stacked)
         else:
             maps = conv3x3_on_upsampled(feature, *stacked(), factor, phase=phase)
-        chunks = iter(F.relu(maps).split(widths, dim=1))
+        chunks = iter(F.relu(maps, inplace=True).split(widths, dim=1))
         return [[next(chunks) for _ in block.norms()] for block in blocks]

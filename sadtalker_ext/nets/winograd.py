@@ -69,9 +69,9 @@ def applies(x: torch.Tensor) -> bool:
 
 def worthwhile(in_channels: int, out_channels: int) -> bool:
     """Whether Winograd beats the direct convolution for these widths (``bench --sections conv``): the
-    transforms cost per channel, the saved multiply-adds per channel pair, so both sides need width
-    (batch 2 on a 2-core AVX-512 CPU: 128 -> 128 at 256x256 1.2-1.3x, 256 -> 64 1.0x, 64 -> 64 0.8x)."""
-    return min(in_channels, out_channels) >= 128
+    transforms cost per channel, the saved multiply-adds per channel pair, so the pair needs width (batch 2 on
+    a 2-core AVX-512 CPU, 256x256 maps: 128 -> 128 1.6x, 256 -> 64 1.2x, 64 -> 64 0.96x)."""
+    return in_channels * out_channels >= 128 * 128
 
 
 def transform_kernel(weight: torch.Tensor) -> torch.Tensor:
@@ -94,12 +94,23 @@ def _tile_matrices(dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tens
     return torch.kron(bt, bt), torch.kron(at, at)
 
 
-def conv3x3(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+Region = tuple[slice, slice, slice]
+"""Index of a region of a ``(B, C, H, W)`` map: (pictures, channels, rows), all columns."""
+
+Epilogue = Callable[[Region, torch.Tensor], None]
+"""Takes a region of a convolution's output in place of the whole map: called with the region's index and its
+values ``(b, Co, rows, W)`` (a buffer reused for the next region)."""
+
+
+def conv3x3(
+    x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None, epilogue: Epilogue | None = None
+) -> torch.Tensor | None:
     """``F.conv2d(x, w, bias, padding=1)`` with ``kernel = transform_kernel(w)``.
 
     ``x (B, Ci, H, W)`` (see :func:`applies`), ``kernel (36, Co, Ci)`` and ``bias (Co,)`` in x's dtype
     -> ``(B, Co, H, W)`` contiguous. Same value up to float rounding (about 1e-5 of the largest output in
-    float32).
+    float32). With an ``epilogue`` the output is handed to it strip by strip (one picture, a few rows, while
+    they are in cache) and never stored whole; the call then returns None.
 
     Per strip of tile rows, five large operations: the 6x6 input tiles gathered into ``(36, Ci, tiles)`` (one
     strided copy of the zero-padded strip), the input transform as one matrix product
@@ -119,13 +130,14 @@ def conv3x3(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) ->
     tiles_y, tiles_x = height // 4, width // 4
     rows = max(1, min(tiles_y, STRIP_TILES // tiles_x))
     input_t, output_t = _tile_matrices(x.dtype, x.device)
-    out = x.new_empty(batch, co, tiles_y, 4, tiles_x, 4)
+    out = x.new_empty(batch, co, tiles_y, 4, tiles_x, 4) if epilogue is None else None
     # Buffers for one strip, reused; the last strip may be shorter (their leading parts).
     source = x.new_zeros(ci, 4 * rows + 2, width + 2)  # padded input rows; columns 0 and W + 1 stay 0
     gathered = x.new_empty(36 * ci * rows * tiles_x)
     transformed = x.new_empty(36 * ci * rows * tiles_x)
     products = x.new_empty(36 * co * rows * tiles_x)
     tiles_out = x.new_empty(16 * co * rows * tiles_x)
+    region = None if epilogue is None else x.new_empty(16 * co * rows * tiles_x)
     s_c, s_y, s_x = source.stride()
     for b in range(batch):
         for top in range(0, tiles_y, rows):
@@ -151,8 +163,15 @@ def conv3x3(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) ->
             y = torch.mm(
                 output_t, m.view(36, co * count), out=tiles_out[: 16 * co * count].view(16, co * count)
             )
-            out[b, :, top : top + n].copy_(y.view(4, 4, co, n, tiles_x).permute(2, 3, 0, 4, 1))
-    return out.view(batch, co, height, width)
+            placed = y.view(4, 4, co, n, tiles_x).permute(2, 3, 0, 4, 1)  # (Co, n, 4, tiles_x, 4)
+            if out is not None:
+                out[b, :, top : top + n].copy_(placed)
+            else:
+                values = region[: 16 * co * count].view(co, n, 4, tiles_x, 4)
+                values.copy_(placed)
+                rows_at = slice(4 * top, 4 * (top + n))
+                epilogue((slice(b, b + 1), slice(None), rows_at), values.view(1, co, 4 * n, width))
+    return None if out is None else out.view(batch, co, height, width)
 
 
 class KernelCache:
@@ -170,7 +189,8 @@ class KernelCache:
         x: torch.Tensor,
         owner: nn.Module,
         make: Callable[[], tuple[torch.Tensor, torch.Tensor | None]],
-    ) -> torch.Tensor:
+        epilogue: Epilogue | None = None,
+    ) -> torch.Tensor | None:
         """:func:`conv3x3` of ``x`` with the ``(weight, bias)`` that ``make()`` derives from ``owner``."""
         stamp = tuple((t.data_ptr(), t._version) for t in (*owner.parameters(), *owner.buffers()))
         entry = self._entries.get(key)
@@ -178,7 +198,7 @@ class KernelCache:
             weight, bias = make()
             entry = (stamp, weight.contiguous(), bias)
             self._entries[key] = entry
-        return conv3x3(x, transform_kernel(entry[1]), entry[2])
+        return conv3x3(x, transform_kernel(entry[1]), entry[2], epilogue)
 
     def nbytes(self) -> int:
         """Memory held by the derived weights and biases."""
