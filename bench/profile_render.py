@@ -103,13 +103,13 @@ def main(argv=None) -> int:
 
             handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
 
-    # Winograd convolutions (products + transforms), wall time per (input shape, output channels)
+    # Winograd convolutions (products + transforms + any epilogue), wall time per (input shape, output channels)
     wino_time: dict[tuple, list[float]] = collections.defaultdict(lambda: [0, 0.0])
     direct_wino = winograd.conv3x3
 
-    def timed_wino(x, kernel, bias):
+    def timed_wino(x, kernel, bias, epilogue=None):
         t0 = time.perf_counter()
-        out = direct_wino(x, kernel, bias)
+        out = direct_wino(x, kernel, bias, epilogue)
         entry = wino_time[(tuple(x.shape), kernel.shape[1])]
         entry[0] += 1
         entry[1] += time.perf_counter() - t0

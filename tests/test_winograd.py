@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from sadtalker_ext.nets import winograd
-from sadtalker_ext.nets.blocks import SpectralConv2d, set_winograd
+from sadtalker_ext.nets.blocks import EncodeStep3d, Hourglass3d, SpectralConv2d, set_winograd
 from sadtalker_ext.nets.spade_decoder import SpadeDecoder, SpadeDecoderConfig
 from tests.test_nets_rearranged import _close, _randomise
 
@@ -55,6 +55,57 @@ def test_float32_rounding_stays_near_the_direct_conv():
     assert rel < 3e-5, rel
 
 
+@pytest.mark.parametrize(
+    ("shape", "co", "strip_tiles"),
+    [
+        ((1, 3, 1, 4, 4), 5, None),  # one slice, one tile
+        ((2, 4, 3, 12, 8), 6, None),  # several slices and tiles, batch 2, one strip
+        ((1, 5, 4, 20, 8), 7, 2),  # one tile row per strip: 5 strips of 4 slices
+    ],
+)
+@torch.no_grad()
+def test_3d_equals_direct_conv_in_float64(monkeypatch, shape, co, strip_tiles):
+    """Winograd over height and width, the three depth taps as shifted views of the transformed slices."""
+    if strip_tiles is not None:
+        monkeypatch.setattr(winograd, "STRIP_TILES", strip_tiles)
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    w = torch.randn(co, shape[1], 3, 3, 3, generator=gen, dtype=torch.float64)
+    b = torch.randn(co, generator=gen, dtype=torch.float64)
+    kernel = winograd.transform_kernel(winograd.depth_taps(w))
+    assert kernel.shape == (36, co, 3 * shape[1])
+    _close(winograd.conv3x3x3(x, kernel, b), F.conv3d(x, w, b, padding=1))
+    _close(winograd.conv3x3x3(x, kernel, None), F.conv3d(x, w, None, padding=1))
+
+
+@torch.no_grad()
+def test_3d_float32_rounding_stays_near_the_direct_conv():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 32, 4, 16, 16, generator=gen)
+    w = torch.randn(48, 32, 3, 3, 3, generator=gen) / (27 * 32) ** 0.5
+    exact = F.conv3d(x.double(), w.double(), padding=1)
+    got = winograd.conv3x3x3(x, winograd.transform_kernel(winograd.depth_taps(w)), None)
+    rel = float((got.double() - exact).abs().max() / exact.abs().max())
+    assert rel < 3e-5, rel
+
+
+def test_hourglass_with_winograd_equals_the_direct_convs(monkeypatch):
+    """The hourglass's encoder convs and its last conv take the 3D Winograd path where it applies (here:
+    everywhere, by the patched size rule): same output in float64; off, the kernels are dropped."""
+    monkeypatch.setattr(winograd, "worthwhile_3d", lambda ci, co, h, w: True)
+    hourglass = _randomise(Hourglass3d(3, 4, 16, 2), 6)
+    x = torch.randn(2, 3, 3, 16, 16, dtype=torch.float64)
+    with torch.inference_mode():
+        direct = hourglass(x)
+        set_winograd(hourglass, True)
+        _close(hourglass(x), direct)
+    owners = [m for m in hourglass.modules() if "_winograd_kernels" in m.__dict__]
+    assert hourglass.decoder in owners
+    assert sum(isinstance(m, EncodeStep3d) for m in owners) == 2
+    set_winograd(hourglass, False)
+    assert not any("_winograd_kernels" in m.__dict__ for m in hourglass.modules())
+
+
 @torch.no_grad()
 def test_inputs_it_does_not_take():
     x, w, b = _data(1, (1, 3, 8, 8), 4)
@@ -68,6 +119,22 @@ def test_inputs_it_does_not_take():
         winograd.conv3x3(x[..., :6], kernel, b)
     with pytest.raises(ValueError, match="does not fit 2 input channels"):
         winograd.conv3x3(x[:, :2], kernel, b)
+    volume = x[:, :, None].expand(1, 3, 2, 8, 8)
+    kernel_3d = winograd.transform_kernel(
+        winograd.depth_taps(torch.randn(4, 3, 3, 3, 3, dtype=torch.float64))
+    )
+    assert winograd.applies_3d(volume) and not winograd.applies_3d(x)
+    for bad in (volume[..., :6], volume.to(torch.bfloat16)):
+        assert not winograd.applies_3d(bad)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        winograd.conv3x3x3(volume[..., :6], kernel_3d, b)
+    with pytest.raises(ValueError, match="does not fit 3 input channels and 3 depth taps"):
+        winograd.conv3x3x3(volume, kernel, b)
+    conv = torch.nn.Conv3d(3, 4, 3, padding=1).double()
+    with pytest.raises(ValueError, match="no epilogue"):
+        winograd.KernelCache().conv3x3(
+            "k", volume, conv, lambda: (conv.weight, conv.bias), lambda index, values: None
+        )
 
 
 def test_decoder_with_autograd_on_uses_the_direct_convs(monkeypatch):
@@ -116,12 +183,15 @@ def _flops(fn) -> int:
     return sum(count for op, count in per_op.items() if op is not torch.ops.aten.mm)
 
 
-def test_decoder_with_winograd_equals_the_official_arrangement(monkeypatch):
+@pytest.mark.parametrize("strip_tiles", [None, 4])
+def test_decoder_with_winograd_equals_the_official_arrangement(monkeypatch, strip_tiles):
     """Every 3x3 conv that qualifies (here: all, widths are small) runs by Winograd: same logits in
     float64, and the counted multiply-adds of those convs drop (36 per tile and channel pair, not 144;
     the tile transforms, per channel, are left out of the count).
     The official arrangement (``forward_reference``, the benchmark's baseline) stays direct."""
     monkeypatch.setattr(winograd, "worthwhile", lambda ci, co: True)
+    if strip_tiles is not None:  # several strips per picture: the SPADE modulation is applied strip by strip
+        monkeypatch.setattr(winograd, "STRIP_TILES", strip_tiles)
     cfg = SpadeDecoderConfig(input_nc=8, hidden_nc=6, output_nc=4, num_middle_blocks=2)
     dec = _randomise(SpadeDecoder(cfg), 11)
     feature = torch.randn(2, 8, 8, 8, dtype=torch.float64)

@@ -58,16 +58,34 @@ def conv3x3(
         and winograd.applies(x)
         and winograd.worthwhile(x.shape[1], out_channels)
     ):
-        cache = owner.__dict__.get("_winograd_kernels")
-        if cache is None:
-            cache = owner.__dict__["_winograd_kernels"] = winograd.KernelCache()
-        return cache.conv3x3(key, x, owner, make, epilogue)
+        return _kernel_cache(owner).conv3x3(key, x, owner, make, epilogue)
     weight, bias = make()
     out = F.conv2d(x, weight, bias, padding=1)
     if epilogue is None:
         return out
     epilogue((slice(None),) * 3, out)
     return None
+
+
+def _kernel_cache(owner: nn.Module) -> winograd.KernelCache:
+    """``owner``'s Winograd weights, created on first use (:func:`set_winograd` with False drops them)."""
+    cache = owner.__dict__.get("_winograd_kernels")
+    if cache is None:
+        cache = owner.__dict__["_winograd_kernels"] = winograd.KernelCache()
+    return cache
+
+
+def conv3x3x3(owner: nn.Module, conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for ``owner``'s 3x3x3 conv (padding 1). With ``owner.winograd`` (:func:`set_winograd`), on
+    inputs :func:`.winograd.applies_3d` takes and sizes where it pays (:func:`.winograd.worthwhile_3d`), by
+    :func:`.winograd.conv3x3x3`."""
+    if (
+        getattr(owner, "winograd", False)
+        and winograd.applies_3d(x)
+        and winograd.worthwhile_3d(x.shape[1], conv.out_channels, x.shape[3], x.shape[4])
+    ):
+        return _kernel_cache(owner).conv3x3("conv", x, owner, lambda: (conv.weight, conv.bias))
+    return conv(x)
 
 
 class ConvBNAct2d(nn.Module):
@@ -99,13 +117,16 @@ class EncodeStep2d(nn.Module):
 class EncodeStep3d(nn.Module):
     """Conv3x3x3 -> BN -> ReLU -> (1, 2, 2) average pool: depth kept, H and W halved."""
 
+    winograd = False
+    """The conv by Winograd where it pays (:func:`set_winograd`)."""
+
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__()
         self.conv = nn.Conv3d(in_ch, out_ch, kernel_size=3, padding=1)
         self.norm = nn.BatchNorm3d(out_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.norm(self.conv(x)))
+        h = F.relu(self.norm(conv3x3x3(self, self.conv, x)))
         # = avg_pool3d(h, (1, 2, 2)), as a 2D pool over depth slices (it also has CPU bfloat16 kernels)
         b, c, d, height, width = h.shape
         if memory_format_of(h) == torch.channels_last_3d:  # reduced precision: slices stay channels-last
@@ -172,6 +193,9 @@ class _HourglassDown(nn.Module):
 
 
 class _HourglassUp(nn.Module):
+    winograd = False
+    """The last conv by Winograd where it pays (:func:`set_winograd`)."""
+
     def __init__(self, in_ch: int, base: int, cap: int, levels: int):
         super().__init__()
         steps = []
@@ -191,7 +215,7 @@ class _HourglassUp(nn.Module):
         h = feats[-1]
         for i, step in enumerate(self.up_blocks):
             h = torch.cat((step(h, direct=direct), feats[-2 - i]), dim=1)
-        return F.relu(self.norm(self.conv(h)))
+        return F.relu(self.norm(conv3x3x3(self, self.conv, h)))
 
 
 class Hourglass3d(nn.Module):
@@ -402,9 +426,10 @@ def set_phase_form(module: nn.Module, enabled: bool) -> None:
 
 
 def set_winograd(module: nn.Module, enabled: bool) -> None:
-    """Run the SPADE decoder's wide 3x3 convolutions by Winograd F(4x4, 3x3) (:mod:`.winograd`): on a CPU
-    in float32 1.3-2x faster than the direct convolution, rounding about 1e-5 of the largest output.
-    Transformed kernels (4x the weights) are built on first use and kept; ``False`` frees them."""
+    """Run the SPADE decoder's wide 3x3 convolutions and the dense-motion hourglass's 3x3x3 ones (over height
+    and width) by Winograd F(4x4, 3x3) (:mod:`.winograd`): on a CPU in float32 1.2-2.2x faster than the direct
+    convolution, rounding about 1e-5 of the largest output. Derived weights (stacked or folded kernels) are
+    built on first use and kept, the transformed kernels per call; ``False`` frees them."""
     for sub in _set_switch(module, "winograd", enabled):
         if not enabled:
             sub.__dict__.pop("_winograd_kernels", None)

@@ -174,6 +174,93 @@ def conv3x3(
     return None if out is None else out.view(batch, co, height, width)
 
 
+def depth_taps(weight: torch.Tensor) -> torch.Tensor:
+    """``(Co, Ci, 3, 3, 3)`` 3D kernel -> ``(Co, 3 * Ci, 3, 3)``: its three depth taps side by side along the
+    input channels (index ``tap * Ci + c``), the 2D kernel whose :func:`transform_kernel` :func:`conv3x3x3`
+    takes."""
+    co, ci = weight.shape[:2]
+    return weight.transpose(1, 2).reshape(co, 3 * ci, 3, 3)
+
+
+def applies_3d(x: torch.Tensor) -> bool:
+    """Whether :func:`conv3x3x3` takes ``x``: as :func:`applies`, for a ``(B, C, D, H, W)`` map."""
+    return x.dim() == 5 and applies(x[:, :, 0])
+
+
+def worthwhile_3d(in_channels: int, out_channels: int, height: int, width: int) -> bool:
+    """Whether Winograd beats the direct 3D convolution (batch 2, 16 slices, 2-core AVX-512 CPU, the dense
+    motion hourglass's convs): 112 -> 112 at 64x64 2.1x, 80 -> 64 at 64x64 1.5x, 64 -> 128 at 32x32 1.7x,
+    128 -> 256 at 16x16 1.6x, but 256 -> 512 at 8x8 1.0x (4 tiles per slice) and 1024 -> 256 at 8x8 0.9x."""
+    return min(height, width) >= 16 and in_channels * out_channels >= 64 * 64
+
+
+def conv3x3x3(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.conv3d(x, w, bias, padding=1)`` with ``kernel = transform_kernel(depth_taps(w))``, Winograd over
+    height and width.
+
+    ``x (B, Ci, D, H, W)`` (see :func:`applies_3d`), ``kernel (36, Co, 3 * Ci)``, ``bias (Co,)`` ->
+    ``(B, Co, D, H, W)`` contiguous. Every depth slice's tiles are transformed once; each depth tap is then one
+    batched product over all output slices at once, reading the transformed slices shifted by the tap (a
+    strided view, no copy), accumulated in place. Same value up to float rounding, as :func:`conv3x3`.
+    """
+    if not applies_3d(x):
+        raise ValueError(
+            f"Winograd 3D conv needs a CPU float32/float64 (B, C, D, H, W) map with H, W multiples of 4 and "
+            f"autograd off, got {tuple(x.shape)} {x.dtype} (grad enabled: {torch.is_grad_enabled()})"
+        )
+    batch, ci, depth, height, width = x.shape
+    co = kernel.shape[1]
+    if kernel.shape != (36, co, 3 * ci):
+        raise ValueError(f"kernel {tuple(kernel.shape)} does not fit {ci} input channels and 3 depth taps")
+    taps = kernel.view(36, co, 3, ci).permute(2, 0, 1, 3).contiguous()  # (3, 36, Co, Ci)
+    tiles_y, tiles_x = height // 4, width // 4
+    rows = max(1, min(tiles_y, STRIP_TILES // (tiles_x * depth)))
+    input_t, output_t = _tile_matrices(x.dtype, x.device)
+    out = x.new_empty(batch, co, depth, tiles_y, 4, tiles_x, 4)
+    slices = depth + 2  # a zero slice before and after: the depth padding
+    source = x.new_zeros(ci, slices, 4 * rows + 2, width + 2)
+    gathered = x.new_empty(36 * ci * slices * rows * tiles_x)
+    transformed = x.new_empty(36 * ci * slices * rows * tiles_x)
+    products = x.new_empty(36 * co * depth * rows * tiles_x)
+    tiles_out = x.new_empty(16 * co * depth * rows * tiles_x)
+    s_c, s_d, s_y, s_x = source.stride()
+    for b in range(batch):
+        for top in range(0, tiles_y, rows):
+            n = min(rows, tiles_y - top)
+            count = n * tiles_x  # tiles per slice
+            low, high = 4 * top - 1, 4 * (top + n) + 1
+            first, last = max(low, 0), min(high, height)
+            strip = source[:, :, : high - low]
+            if first > low:
+                strip[:, :, 0].zero_()
+            if last < high:
+                strip[:, :, -1].zero_()
+            strip[:, 1 : depth + 1, first - low : last - low, 1 : width + 1].copy_(x[b, :, :, first:last])
+            size = 36 * ci * slices * count
+            tiles = gathered[:size].view(36, ci * slices * count)
+            tiles.view(6, 6, ci, slices, n, tiles_x).copy_(
+                source.as_strided((6, 6, ci, slices, n, tiles_x), (s_y, s_x, s_c, s_d, 4 * s_y, 4 * s_x))
+            )
+            v = torch.mm(input_t, tiles, out=transformed[:size].view(36, ci * slices * count))
+            m = products[: 36 * co * depth * count].view(36, co, depth * count)
+            for tap in range(3):  # output slice d reads input slice d + tap - 1 = padded slice d + tap
+                shifted = v.as_strided(
+                    (36, ci, depth * count),
+                    (ci * slices * count, slices * count, 1),
+                    v.storage_offset() + tap * count,
+                )
+                if tap == 0:
+                    torch.bmm(taps[0], shifted, out=m)
+                else:
+                    m.baddbmm_(taps[tap], shifted)
+            if bias is not None:
+                m[7].add_(bias[:, None])
+            y = torch.mm(output_t, m.view(36, -1), out=tiles_out[: 16 * co * depth * count].view(16, -1))
+            placed = y.view(4, 4, co, depth, n, tiles_x).permute(2, 3, 4, 0, 5, 1)
+            out[b, :, :, top : top + n].copy_(placed)
+    return out.view(batch, co, depth, height, width)
+
+
 class KernelCache:
     """Weights of one module's Winograd convolutions as :func:`conv3x3` needs them (derived weights such as
     stacked or phase-summed kernels, and biases), built on first use and rebuilt when any parameter or buffer
@@ -191,13 +278,18 @@ class KernelCache:
         make: Callable[[], tuple[torch.Tensor, torch.Tensor | None]],
         epilogue: Epilogue | None = None,
     ) -> torch.Tensor | None:
-        """:func:`conv3x3` of ``x`` with the ``(weight, bias)`` that ``make()`` derives from ``owner``."""
+        """:func:`conv3x3` of ``x`` with the ``(weight, bias)`` that ``make()`` derives from ``owner``; for a
+        ``(B, C, D, H, W)`` map and a 3x3x3 weight, :func:`conv3x3x3` (no epilogue)."""
         stamp = tuple((t.data_ptr(), t._version) for t in (*owner.parameters(), *owner.buffers()))
         entry = self._entries.get(key)
         if entry is None or entry[0] != stamp:
             weight, bias = make()
-            entry = (stamp, weight.contiguous(), bias)
+            entry = (stamp, (depth_taps(weight) if weight.dim() == 5 else weight).contiguous(), bias)
             self._entries[key] = entry
+        if x.dim() == 5:
+            if epilogue is not None:
+                raise ValueError("the 3D Winograd conv takes no epilogue")
+            return conv3x3x3(x, transform_kernel(entry[1]), entry[2])
         return conv3x3(x, transform_kernel(entry[1]), entry[2], epilogue)
 
     def nbytes(self) -> int:
