@@ -665,7 +665,11 @@ def ratio_markdown(r: dict) -> list[str]:
         + ").",
         f"{r['frames']} frames per repeat, {r['repeats']} repeats alternated, each side in its own long-lived "
         "process (models loaded once; ours includes its per-call prepare_source)"
-        + ("; ours with SADTALKER_MALLOC=reuse." if r.get("ours_malloc_reuse") else "."),
+        + (
+            "; ours with the CLI's allocator setting (freed memory kept for reuse)."
+            if r.get("ours_malloc_reuse")
+            else "; ours with glibc's default allocator settings (SADTALKER_MALLOC=default)."
+        ),
     ]
     lines += side_table(
         "float32",

@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     sys.stdout = sys.stderr
 
     malloc_reuse = False
-    if args.side == "ours":  # the product's opt-in SADTALKER_MALLOC=reuse, read as the CLI reads it
+    if args.side == "ours":  # the allocator setting the CLI applies (reuse unless SADTALKER_MALLOC=default)
         from sadtalker_ext import allocator
 
         malloc_reuse = allocator.tune_from_environment()

@@ -5,14 +5,17 @@ and gives it back with ``munmap`` when freed, and threads other than the first a
 that return freed memory just as eagerly. Rendering allocates the same large tensors again for every frame, so
 the kernel maps and zero-fills those pages again each time.
 
-``SADTALKER_MALLOC=reuse`` (opt-in; read by :func:`tune_from_environment`, which the CLI, the standalone app and
-a Ray worker call at start-up, before they start threads) keeps freed memory in the process for reuse: one
-arena, no ``mmap`` for large blocks, no trimming while a job runs. Measured on a 2-core Xeon, official-width
-renderer at 256, 4 frames, batch 2, main thread: 20.0-20.5 s -> 16.7-17.1 s (1.2x), system time 4-5 s -> 0.1 s,
-peak RSS 2925 -> 3404 MiB (+16 %); at 512 with the reduced-width renderer 11.6-13.8 -> 8.2-8.6 s per 2 s video. Off by
-default for that memory. :func:`release_freed_memory` (``malloc_trim``) gives free memory back to the system
-after every generation either way. The WebUI host's allocator is the host's (A1111's ``webui.sh`` preloads
-tcmalloc where it is installed).
+The processes this project starts (the CLI, the standalone app, Ray workers; :func:`tune_from_environment`,
+called at start-up before threads start) keep freed memory in the process for reuse: one arena, no ``mmap`` for
+large blocks, no trimming while a job runs. ``SADTALKER_MALLOC=default`` leaves glibc as it is. A WebUI host's
+allocator is the host's (A1111's ``webui.sh`` preloads tcmalloc where it is installed): the extension never
+tunes it. :func:`release_freed_memory` (``malloc_trim``) gives free memory back to the system after every
+generation either way.
+
+Measured on a 2-core Xeon, official-width renderer at 256, batch 2, one process each: 2.3-2.4 s per frame
+instead of 2.7-2.8 (system time 0.8 s -> 0.01 s per batch), peak RSS 2072 instead of 1886 MiB after 12 batches
+(the official code: about 2470 MiB). Before the renderer's memory work of 2026-12-06 the same setting cost
++16 % peak RSS (2925 -> 3404 MiB), above the official's, and was opt-in.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from functools import cache
 log = logging.getLogger(__name__)
 
 ENV = "SADTALKER_MALLOC"
-"""Environment variable: ``reuse`` turns :func:`keep_freed_memory` on at start-up (default: off)."""
+"""Environment variable: ``reuse`` (the default) applies :func:`keep_freed_memory` at start-up, ``default``
+leaves glibc's settings."""
 
 # mallopt parameters (glibc's malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -55,10 +59,10 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def tune_from_environment() -> bool:
-    """:func:`keep_freed_memory` when ``SADTALKER_MALLOC=reuse``; an unknown value is logged and ignored.
-    Returns whether the allocator was tuned."""
-    value = os.environ.get(ENV, "").strip().lower()
-    if value in ("", "default"):
+    """:func:`keep_freed_memory` unless ``SADTALKER_MALLOC=default``; an unknown value is logged and leaves the
+    allocator as it is. Returns whether the allocator was tuned."""
+    value = os.environ.get(ENV, "").strip().lower() or "reuse"
+    if value == "default":
         return False
     if value != "reuse":
         log.warning(

@@ -626,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    allocator.tune_from_environment()  # before gradio starts its threads (SADTALKER_MALLOC=reuse)
+    allocator.tune_from_environment()  # before gradio starts its threads (unless SADTALKER_MALLOC=default)
     try:
         import gradio  # noqa: F401
     except ImportError:

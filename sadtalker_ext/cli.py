@@ -583,7 +583,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    allocator.tune_from_environment()  # before any thread starts (SADTALKER_MALLOC=reuse)
+    allocator.tune_from_environment()  # before any thread starts (unless SADTALKER_MALLOC=default)
 
     def fail(exc: BaseException, code: int = EXIT_FAILED) -> int:
         if args.verbose:

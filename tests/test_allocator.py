@@ -1,5 +1,6 @@
-"""``SADTALKER_MALLOC=reuse``: freed memory stays in the process (no page faults when the same large blocks are
-allocated again), ``release_freed_memory`` gives it back, and the CLI applies it before it starts threads.
+"""The allocator setting of the project's processes: freed memory stays in the process (no page faults when the
+same large blocks are allocated again) unless ``SADTALKER_MALLOC=default``, ``release_freed_memory`` gives it
+back, and the CLI applies it before it starts threads.
 Each case runs in a fresh process: the allocator's settings are per process and cannot be undone."""
 
 from __future__ import annotations
@@ -52,9 +53,10 @@ def _probe(value: str | None) -> tuple[dict, str]:
 
 
 def test_reuse_keeps_freed_blocks_and_release_gives_them_back():
-    default, _ = _probe(None)
-    reuse, _ = _probe("reuse")
+    default, _ = _probe("default")
+    reuse, _ = _probe(None)  # the default of the project's processes
     assert default["tuned"] is False and reuse["tuned"] is True
+    assert _probe("reuse")[0]["tuned"] is True
     # by default every round maps the block afresh: at least one fault per page (2 MiB ones with transparent
     # huge pages, 4 KiB ones without); kept for reuse, its pages stay mapped
     assert default["faults"] >= 4 * BLOCK_MIB // 2
@@ -68,12 +70,15 @@ def test_unknown_value_is_named_and_ignored():
     assert "SADTALKER_MALLOC=fast is not understood" in stderr and "'reuse'" in stderr
 
 
-def test_the_command_line_applies_it_at_start(tmp_path):
-    env = dict(os.environ, SADTALKER_MALLOC="reuse")
+@pytest.mark.parametrize(("value", "tuned"), [(None, True), ("default", False)])
+def test_the_command_line_applies_it_at_start(tmp_path, value, tuned):
+    env = {k: v for k, v in os.environ.items() if k != "SADTALKER_MALLOC"}
+    if value is not None:
+        env["SADTALKER_MALLOC"] = value
     res = subprocess.run(
         [sys.executable, "-m", "sadtalker_ext", "--verbose", "--source_image", str(tmp_path / "none.png"),
          "--driven_audio", str(tmp_path / "none.wav"), "--checkpoint_dir", str(tmp_path)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert res.returncode == 2, res.stderr  # the missing picture is refused as usual
-    assert "malloc tuned for tensor reuse: True" in res.stderr
+    assert ("malloc tuned for tensor reuse: True" in res.stderr) is tuned

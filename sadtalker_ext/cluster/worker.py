@@ -78,8 +78,8 @@ class ClusterWorker:
 
         from ..pipeline import SadTalker
 
-        allocator.tune_from_environment()  # SADTALKER_MALLOC=reuse where the worker runs (a local cluster that
-        # the command starts inherits its environment; on other machines set it before `ray start`)
+        allocator.tune_from_environment()  # SADTALKER_MALLOC where the worker runs (a local cluster that the
+        # command starts inherits its environment; on other machines set it before `ray start`)
         threads = settings.threads
         if threads is None:
             with contextlib.suppress(Exception):
