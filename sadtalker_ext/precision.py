@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI's --help shows these texts without it
     import torch
 
-BFLOAT16_SPEED = "about 6.5x the official float32 renderer (about 2.6x ours in float32)"
+BFLOAT16_SPEED = "6.5-8x the official float32 renderer (2.7-3x ours in float32)"
 """Renderer speed in bfloat16 on a 2-core Xeon with AMX (``bench --sections ratio``, 256, batch 2)."""
 
 BFLOAT16_ERROR = (

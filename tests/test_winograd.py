@@ -6,6 +6,8 @@ rounding; float32 bounds the extra rounding; flop counts prove the decoder takes
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -171,6 +173,42 @@ def test_kernel_cache_follows_the_weights(monkeypatch):
     assert float((second - first).abs().max()) > 1e-3
     set_winograd(conv, False)
     assert "_winograd_kernels" not in conv.__dict__
+
+
+def test_scratch_shares_buffers_within_a_block_and_holds_nothing_after(monkeypatch):
+    """Inside ``winograd.scratch()`` a thread's convs take their strip buffers and transformed kernels from one
+    buffer per slot (grown as needed, reused by the next conv; a nested block shares them); the values are
+    those of fresh buffers; after the block, and in other threads, nothing is held."""
+    monkeypatch.setattr(winograd, "worthwhile", lambda ci, co: True)
+    first_conv = _randomise(SpectralConv2d(4, 6, 3), 1)
+    second_conv = _randomise(SpectralConv2d(6, 5, 3), 2)
+    set_winograd(first_conv, True)
+    set_winograd(second_conv, True)
+    x = torch.randn(2, 4, 12, 8, dtype=torch.float64)
+
+    def both() -> torch.Tensor:
+        return second_conv.forward_fast(first_conv.forward_fast(x))
+
+    with torch.inference_mode():
+        plain = both()
+        assert winograd._scratch.buffers is None
+        with winograd.scratch():
+            shared = both()
+            held = dict(winograd._scratch.buffers)
+            with winograd.scratch():
+                nested = both()
+            assert winograd._scratch.buffers.keys() == held.keys()
+            assert all(winograd._scratch.buffers[key] is buf for key, buf in held.items())
+            seen = []
+            worker = threading.Thread(target=lambda: seen.append(winograd._scratch.buffers))
+            worker.start()
+            worker.join()
+            assert seen == [None]
+        assert winograd._scratch.buffers is None
+    _close(shared, plain)
+    _close(nested, plain)
+    slots = sorted(slot for slot, _, _ in held)
+    assert slots == ["gathered", "kernel", "products", "tiles_out", "transformed"]
 
 
 def _flops(fn) -> int:

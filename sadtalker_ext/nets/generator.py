@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import winograd
 from .blocks import ConvBNAct2d, EncodeStep2d, PreActResidual3d, channel_ladder, compute_layout
 from .dense_motion import DenseMotionConfig, DenseMotionNetwork
 from .spade_decoder import SpadeDecoder, SpadeDecoderConfig
@@ -157,36 +158,37 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         (then the source-only dense-motion work is not repeated). A feature or ``kp_source`` of batch 1 is
         used for every row of ``kp_driving``.
         """
-        compressed = None
-        if isinstance(feature, EncodedSource):
-            feature, compressed = feature.volume, feature.compressed
-        n = kp_driving.shape[0]
-        if feature.shape[0] == 1 and n > 1:
-            feature = feature.expand(n, *feature.shape[1:])
-        if kp_source.shape[0] not in (1, n):
-            raise ValueError(f"kp_source batch {kp_source.shape[0]} does not fit kp_driving batch {n}")
-        motion = self.dense_motion_network(feature, kp_driving, kp_source, compressed=compressed)
-        grid = motion["deformation"]
-        if grid.shape[1:4] != feature.shape[2:]:
-            grid = F.interpolate(grid.permute(0, 4, 1, 2, 3), size=feature.shape[2:], mode="trilinear")
-            grid = grid.permute(0, 2, 3, 4, 1)
-        warped = F.grid_sample(feature, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        b, c, d, hh, ww = warped.shape
-        h = self.fourth(
-            self.third(compute_layout(warped.reshape(b, c * d, hh, ww), self.fourth.weight.dtype))
-        )
-        out = {"mask": motion["mask"], "deformation": motion["deformation"]}
-        occlusion = motion.get("occlusion_map")
-        if occlusion is not None:
-            out["occlusion_map"] = occlusion
-            if occlusion.shape[2:] != h.shape[2:]:
-                occlusion = F.interpolate(occlusion, size=h.shape[2:], mode="bilinear")
-            h = h * occlusion.to(h.dtype)
-        out["decoder_input"] = h
-        logits = self.decoder(h).to(warped.dtype)  # a reduced precision ends here
-        out["decoder_logits"] = logits
-        out["prediction"] = torch.sigmoid(logits)
-        return out
+        with winograd.scratch():  # the Winograd convs' buffers, reused across this call's convs
+            compressed = None
+            if isinstance(feature, EncodedSource):
+                feature, compressed = feature.volume, feature.compressed
+            n = kp_driving.shape[0]
+            if feature.shape[0] == 1 and n > 1:
+                feature = feature.expand(n, *feature.shape[1:])
+            if kp_source.shape[0] not in (1, n):
+                raise ValueError(f"kp_source batch {kp_source.shape[0]} does not fit kp_driving batch {n}")
+            motion = self.dense_motion_network(feature, kp_driving, kp_source, compressed=compressed)
+            grid = motion["deformation"]
+            if grid.shape[1:4] != feature.shape[2:]:
+                grid = F.interpolate(grid.permute(0, 4, 1, 2, 3), size=feature.shape[2:], mode="trilinear")
+                grid = grid.permute(0, 2, 3, 4, 1)
+            warped = F.grid_sample(feature, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            b, c, d, hh, ww = warped.shape
+            h = self.fourth(
+                self.third(compute_layout(warped.reshape(b, c * d, hh, ww), self.fourth.weight.dtype))
+            )
+            out = {"mask": motion["mask"], "deformation": motion["deformation"]}
+            occlusion = motion.get("occlusion_map")
+            if occlusion is not None:
+                out["occlusion_map"] = occlusion
+                if occlusion.shape[2:] != h.shape[2:]:
+                    occlusion = F.interpolate(occlusion, size=h.shape[2:], mode="bilinear")
+                h = h * occlusion.to(h.dtype)
+            out["decoder_input"] = h
+            logits = self.decoder(h).to(warped.dtype)  # a reduced precision ends here
+            out["decoder_logits"] = logits
+            out["prediction"] = torch.sigmoid(logits)
+            return out
 
     def forward(
         self, source_image: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor

@@ -16,7 +16,9 @@ Points: 0, 1, -1, 2, -2 and infinity (Lavin & Gray 2016).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -54,6 +56,43 @@ _OUTPUT_MATRIX = (  # A^T (4x6)
 )
 
 
+class _Scratch(threading.local):
+    buffers: dict[tuple, torch.Tensor] | None = None
+
+
+_scratch = _Scratch()
+
+
+@contextlib.contextmanager
+def scratch() -> Iterator[None]:
+    """Within the block, this thread's Winograd convolutions take their strip buffers and transformed kernels from
+    buffers kept until the (outermost) block ends, grown as needed, instead of allocating them per convolution:
+    each large one is otherwise a fresh mapping whose pages the kernel zero-fills again, which costs most in a
+    worker thread (a WebUI's generation: 3.0-3.2 -> 2.7-3.0 s per frame on a 2-core Xeon at 256). Held while
+    the block runs: about 130 MB for the official decoder."""
+    if _scratch.buffers is not None:
+        yield
+        return
+    _scratch.buffers = {}
+    try:
+        yield
+    finally:
+        _scratch.buffers = None
+
+
+def _buffer(slot: str, numel: int, like: torch.Tensor) -> torch.Tensor:
+    """A flat buffer of ``numel`` elements in ``like``'s dtype and device: from :func:`scratch` (``slot``
+    names what it holds, one use at a time) when a block is open in this thread, else a new one."""
+    buffers = _scratch.buffers
+    if buffers is None:
+        return like.new_empty(numel)
+    key = (slot, like.dtype, like.device)
+    held = buffers.get(key)
+    if held is None or held.numel() < numel:
+        held = buffers[key] = like.new_empty(numel)
+    return held[:numel]
+
+
 def applies(x: torch.Tensor) -> bool:
     """Whether :func:`conv3x3` takes ``x``: a CPU ``(B, C, H, W)`` float32/float64 map, H and W multiples of 4,
     with autograd off (inference: the transforms write into preallocated buffers)."""
@@ -74,16 +113,18 @@ def worthwhile(in_channels: int, out_channels: int) -> bool:
     return in_channels * out_channels >= 128 * 128
 
 
-def transform_kernel(weight: torch.Tensor) -> torch.Tensor:
+def transform_kernel(weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``(Co, Ci, 3, 3)`` kernel -> ``(36, Co, Ci)``: ``G w G^T`` per point of the 6x6 tile (row-major).
 
     One matrix product ``(G kron G) (36, 9) @ w^T (9, Co * Ci)`` that writes the product layout directly:
     about 2 ms for a 512 -> 512 kernel on 2 cores, so kernels are built per call, not kept (4x the memory of
-    the weights: 804 MiB for the official decoder). Relative rounding ~3e-8 in float32.
+    the weights: 804 MiB for the official decoder). Relative rounding ~3e-8 in float32. ``out``: a contiguous
+    buffer of ``36 * Co * Ci`` elements to write into.
     """
     g = torch.tensor(_KERNEL_MATRIX, dtype=weight.dtype, device=weight.device)
     co, ci = weight.shape[:2]
-    return torch.mm(torch.kron(g, g), weight.reshape(co * ci, 9).t()).view(36, co, ci)
+    target = None if out is None else out.view(36, co * ci)
+    return torch.mm(torch.kron(g, g), weight.reshape(co * ci, 9).t(), out=target).view(36, co, ci)
 
 
 def _tile_matrices(dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,11 +174,11 @@ def conv3x3(
     out = x.new_empty(batch, co, tiles_y, 4, tiles_x, 4) if epilogue is None else None
     # Buffers for one strip, reused; the last strip may be shorter (their leading parts).
     source = x.new_zeros(ci, 4 * rows + 2, width + 2)  # padded input rows; columns 0 and W + 1 stay 0
-    gathered = x.new_empty(36 * ci * rows * tiles_x)
-    transformed = x.new_empty(36 * ci * rows * tiles_x)
-    products = x.new_empty(36 * co * rows * tiles_x)
-    tiles_out = x.new_empty(16 * co * rows * tiles_x)
-    region = None if epilogue is None else x.new_empty(16 * co * rows * tiles_x)
+    gathered = _buffer("gathered", 36 * ci * rows * tiles_x, x)
+    transformed = _buffer("transformed", 36 * ci * rows * tiles_x, x)
+    products = _buffer("products", 36 * co * rows * tiles_x, x)
+    tiles_out = _buffer("tiles_out", 16 * co * rows * tiles_x, x)
+    region = None if epilogue is None else _buffer("region", 16 * co * rows * tiles_x, x)
     s_c, s_y, s_x = source.stride()
     for b in range(batch):
         for top in range(0, tiles_y, rows):
@@ -219,10 +260,10 @@ def conv3x3x3(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) 
     out = x.new_empty(batch, co, depth, tiles_y, 4, tiles_x, 4)
     slices = depth + 2  # a zero slice before and after: the depth padding
     source = x.new_zeros(ci, slices, 4 * rows + 2, width + 2)
-    gathered = x.new_empty(36 * ci * slices * rows * tiles_x)
-    transformed = x.new_empty(36 * ci * slices * rows * tiles_x)
-    products = x.new_empty(36 * co * depth * rows * tiles_x)
-    tiles_out = x.new_empty(16 * co * depth * rows * tiles_x)
+    gathered = _buffer("gathered", 36 * ci * slices * rows * tiles_x, x)
+    transformed = _buffer("transformed", 36 * ci * slices * rows * tiles_x, x)
+    products = _buffer("products", 36 * co * depth * rows * tiles_x, x)
+    tiles_out = _buffer("tiles_out", 16 * co * depth * rows * tiles_x, x)
     s_c, s_d, s_y, s_x = source.stride()
     for b in range(batch):
         for top in range(0, tiles_y, rows):
@@ -286,11 +327,13 @@ class KernelCache:
             weight, bias = make()
             entry = (stamp, (depth_taps(weight) if weight.dim() == 5 else weight).contiguous(), bias)
             self._entries[key] = entry
+        weight = entry[1]
+        kernel = transform_kernel(weight, _buffer("kernel", 36 * weight.shape[0] * weight.shape[1], weight))
         if x.dim() == 5:
             if epilogue is not None:
                 raise ValueError("the 3D Winograd conv takes no epilogue")
-            return conv3x3x3(x, transform_kernel(entry[1]), entry[2])
-        return conv3x3(x, transform_kernel(entry[1]), entry[2], epilogue)
+            return conv3x3x3(x, kernel, entry[2])
+        return conv3x3(x, kernel, entry[2], epilogue)
 
     def nbytes(self) -> int:
         """Memory held by the derived weights and biases."""
