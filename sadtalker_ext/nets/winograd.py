@@ -151,13 +151,7 @@ def conv3x3(
     ``x (B, Ci, H, W)`` (see :func:`applies`), ``kernel (36, Co, Ci)`` and ``bias (Co,)`` in x's dtype
     -> ``(B, Co, H, W)`` contiguous. Same value up to float rounding (about 1e-5 of the largest output in
     float32). With an ``epilogue`` the output is handed to it strip by strip (one picture, a few rows, while
-    they are in cache) and never stored whole; the call then returns None.
-
-    Per strip of tile rows, five large operations: the 6x6 input tiles gathered into ``(36, Ci, tiles)`` (one
-    strided copy of the zero-padded strip), the input transform as one matrix product
-    ``(36, 36) @ (36, Ci * tiles)``, the 36 products ``(Co, Ci) @ (Ci, tiles)`` (one batched product), the
-    output transform ``(16, 36) @ (36, Co * tiles)``, and one copy that puts the 4x4 output tiles in place.
-    (Written as strided additions per tile row instead, the transforms took as long as the products.)
+    they are in cache) and never stored whole; the call then returns None. How: :func:`_convolve`.
     """
     if not applies(x):
         raise ValueError(
@@ -168,51 +162,84 @@ def conv3x3(
     co = kernel.shape[1]
     if kernel.shape != (36, co, ci):
         raise ValueError(f"kernel {tuple(kernel.shape)} does not fit {ci} input channels")
+    out = _convolve(x.unsqueeze(2), kernel.unsqueeze(0), bias, epilogue)
+    return None if out is None else out.view(batch, co, height, width)
+
+
+def _convolve(
+    x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor | None, epilogue: Epilogue | None
+) -> torch.Tensor | None:
+    """The strip loop of :func:`conv3x3` (one slice, one tap) and :func:`conv3x3x3` (three depth taps):
+    ``x (B, Ci, D, H, W)``, ``taps (T, 36, Co, Ci)`` (T = 1 or 3; depth padding T // 2) -> ``(B, Co, D, H, W)``,
+    or None when the ``epilogue`` (D = 1 only) took the output strip by strip.
+
+    Per strip of tile rows (all slices), five large operations: the 6x6 input tiles gathered into
+    ``(36, Ci, slices, tiles)`` (one strided copy of the zero-padded strip), the input transform as one matrix
+    product ``(36, 36) @ (36, Ci * slices * tiles)``, the products (for each tap one batched product
+    ``(Co, Ci) @ (Ci, D * tiles)`` over the transformed slices shifted by the tap, a strided view, accumulated
+    in place), the output transform ``(16, 36) @ (36, Co * D * tiles)``, and one copy that puts the 4x4 output
+    tiles in place. (Written as strided additions per tile row instead, the transforms took as long as the
+    products.)"""
+    batch, ci, depth, height, width = x.shape
+    n_taps, _, co, _ = taps.shape
+    pad = n_taps // 2
+    slices = depth + 2 * pad  # zero slices before and after: the depth padding
     tiles_y, tiles_x = height // 4, width // 4
-    rows = max(1, min(tiles_y, STRIP_TILES // tiles_x))
+    rows = max(1, min(tiles_y, STRIP_TILES // (tiles_x * depth)))
     input_t, output_t = _tile_matrices(x.dtype, x.device)
-    out = x.new_empty(batch, co, tiles_y, 4, tiles_x, 4) if epilogue is None else None
+    out = x.new_empty(batch, co, depth, tiles_y, 4, tiles_x, 4) if epilogue is None else None
     # Buffers for one strip, reused; the last strip may be shorter (their leading parts).
-    source = x.new_zeros(ci, 4 * rows + 2, width + 2)  # padded input rows; columns 0 and W + 1 stay 0
-    gathered = _buffer("gathered", 36 * ci * rows * tiles_x, x)
-    transformed = _buffer("transformed", 36 * ci * rows * tiles_x, x)
-    products = _buffer("products", 36 * co * rows * tiles_x, x)
-    tiles_out = _buffer("tiles_out", 16 * co * rows * tiles_x, x)
+    source = x.new_zeros(ci, slices, 4 * rows + 2, width + 2)  # padded input rows; columns 0 and W + 1 stay 0
+    gathered = _buffer("gathered", 36 * ci * slices * rows * tiles_x, x)
+    transformed = _buffer("transformed", 36 * ci * slices * rows * tiles_x, x)
+    products = _buffer("products", 36 * co * depth * rows * tiles_x, x)
+    tiles_out = _buffer("tiles_out", 16 * co * depth * rows * tiles_x, x)
     region = None if epilogue is None else _buffer("region", 16 * co * rows * tiles_x, x)
-    s_c, s_y, s_x = source.stride()
+    s_c, s_d, s_y, s_x = source.stride()
     for b in range(batch):
         for top in range(0, tiles_y, rows):
             n = min(rows, tiles_y - top)
-            count = n * tiles_x
+            count = n * tiles_x  # tiles per slice
             low, high = 4 * top - 1, 4 * (top + n) + 1  # input rows [low, high), padding included
             first, last = max(low, 0), min(high, height)
-            strip = source[:, : high - low]
+            strip = source[:, :, : high - low]
             if first > low:
-                strip[:, 0].zero_()
+                strip[:, :, 0].zero_()
             if last < high:
-                strip[:, -1].zero_()
-            strip[:, first - low : last - low, 1 : width + 1].copy_(x[b, :, first:last])
-            # gathered[a, b', c, ty, tx] = strip[c, 4 ty + a, 4 tx + b']: the overlapping 6x6 tiles
-            tiles = gathered[: 36 * ci * count].view(36, ci * count)
-            tiles.view(6, 6, ci, n, tiles_x).copy_(
-                source.as_strided((6, 6, ci, n, tiles_x), (s_y, s_x, s_c, 4 * s_y, 4 * s_x))
+                strip[:, :, -1].zero_()
+            strip[:, pad : pad + depth, first - low : last - low, 1 : width + 1].copy_(x[b, :, :, first:last])
+            # gathered[a, b', c, s, ty, tx] = strip[c, s, 4 ty + a, 4 tx + b']: the overlapping 6x6 tiles
+            size = 36 * ci * slices * count
+            tiles = gathered[:size].view(36, ci * slices * count)
+            tiles.view(6, 6, ci, slices, n, tiles_x).copy_(
+                source.as_strided((6, 6, ci, slices, n, tiles_x), (s_y, s_x, s_c, s_d, 4 * s_y, 4 * s_x))
             )
-            v = torch.mm(input_t, tiles, out=transformed[: 36 * ci * count].view(36, ci * count))
-            m = torch.bmm(kernel, v.view(36, ci, count), out=products[: 36 * co * count].view(36, co, count))
+            v = torch.mm(input_t, tiles, out=transformed[:size].view(36, ci * slices * count))
+            m = products[: 36 * co * depth * count].view(36, co, depth * count)
+            for tap in range(n_taps):  # output slice d reads padded input slice d + tap
+                shifted = v.as_strided(
+                    (36, ci, depth * count),
+                    (ci * slices * count, slices * count, 1),
+                    v.storage_offset() + tap * count,
+                )
+                if tap == 0:
+                    torch.bmm(taps[0], shifted, out=m)
+                else:
+                    m.baddbmm_(taps[tap], shifted)
             if bias is not None:
                 m[7].add_(bias[:, None])  # A^T column 1 is all ones: adds the bias to every output
-            y = torch.mm(
-                output_t, m.view(36, co * count), out=tiles_out[: 16 * co * count].view(16, co * count)
-            )
-            placed = y.view(4, 4, co, n, tiles_x).permute(2, 3, 0, 4, 1)  # (Co, n, 4, tiles_x, 4)
+            y = torch.mm(output_t, m.view(36, -1), out=tiles_out[: 16 * co * depth * count].view(16, -1))
+            placed = y.view(4, 4, co, depth, n, tiles_x).permute(
+                2, 3, 4, 0, 5, 1
+            )  # (Co, D, n, 4, tiles_x, 4)
             if out is not None:
-                out[b, :, top : top + n].copy_(placed)
+                out[b, :, :, top : top + n].copy_(placed)
             else:
-                values = region[: 16 * co * count].view(co, n, 4, tiles_x, 4)
+                values = region[: 16 * co * count].view(co, 1, n, 4, tiles_x, 4)
                 values.copy_(placed)
                 rows_at = slice(4 * top, 4 * (top + n))
                 epilogue((slice(b, b + 1), slice(None), rows_at), values.view(1, co, 4 * n, width))
-    return None if out is None else out.view(batch, co, height, width)
+    return None if out is None else out.view(batch, co, depth, height, width)
 
 
 def depth_taps(weight: torch.Tensor) -> torch.Tensor:
@@ -249,57 +276,11 @@ def conv3x3x3(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) 
             f"Winograd 3D conv needs a CPU float32/float64 (B, C, D, H, W) map with H, W multiples of 4 and "
             f"autograd off, got {tuple(x.shape)} {x.dtype} (grad enabled: {torch.is_grad_enabled()})"
         )
-    batch, ci, depth, height, width = x.shape
-    co = kernel.shape[1]
+    ci, co = x.shape[1], kernel.shape[1]
     if kernel.shape != (36, co, 3 * ci):
         raise ValueError(f"kernel {tuple(kernel.shape)} does not fit {ci} input channels and 3 depth taps")
     taps = kernel.view(36, co, 3, ci).permute(2, 0, 1, 3).contiguous()  # (3, 36, Co, Ci)
-    tiles_y, tiles_x = height // 4, width // 4
-    rows = max(1, min(tiles_y, STRIP_TILES // (tiles_x * depth)))
-    input_t, output_t = _tile_matrices(x.dtype, x.device)
-    out = x.new_empty(batch, co, depth, tiles_y, 4, tiles_x, 4)
-    slices = depth + 2  # a zero slice before and after: the depth padding
-    source = x.new_zeros(ci, slices, 4 * rows + 2, width + 2)
-    gathered = _buffer("gathered", 36 * ci * slices * rows * tiles_x, x)
-    transformed = _buffer("transformed", 36 * ci * slices * rows * tiles_x, x)
-    products = _buffer("products", 36 * co * depth * rows * tiles_x, x)
-    tiles_out = _buffer("tiles_out", 16 * co * depth * rows * tiles_x, x)
-    s_c, s_d, s_y, s_x = source.stride()
-    for b in range(batch):
-        for top in range(0, tiles_y, rows):
-            n = min(rows, tiles_y - top)
-            count = n * tiles_x  # tiles per slice
-            low, high = 4 * top - 1, 4 * (top + n) + 1
-            first, last = max(low, 0), min(high, height)
-            strip = source[:, :, : high - low]
-            if first > low:
-                strip[:, :, 0].zero_()
-            if last < high:
-                strip[:, :, -1].zero_()
-            strip[:, 1 : depth + 1, first - low : last - low, 1 : width + 1].copy_(x[b, :, :, first:last])
-            size = 36 * ci * slices * count
-            tiles = gathered[:size].view(36, ci * slices * count)
-            tiles.view(6, 6, ci, slices, n, tiles_x).copy_(
-                source.as_strided((6, 6, ci, slices, n, tiles_x), (s_y, s_x, s_c, s_d, 4 * s_y, 4 * s_x))
-            )
-            v = torch.mm(input_t, tiles, out=transformed[:size].view(36, ci * slices * count))
-            m = products[: 36 * co * depth * count].view(36, co, depth * count)
-            for tap in range(3):  # output slice d reads input slice d + tap - 1 = padded slice d + tap
-                shifted = v.as_strided(
-                    (36, ci, depth * count),
-                    (ci * slices * count, slices * count, 1),
-                    v.storage_offset() + tap * count,
-                )
-                if tap == 0:
-                    torch.bmm(taps[0], shifted, out=m)
-                else:
-                    m.baddbmm_(taps[tap], shifted)
-            if bias is not None:
-                m[7].add_(bias[:, None])
-            y = torch.mm(output_t, m.view(36, -1), out=tiles_out[: 16 * co * depth * count].view(16, -1))
-            placed = y.view(4, 4, co, depth, n, tiles_x).permute(2, 3, 4, 0, 5, 1)
-            out[b, :, :, top : top + n].copy_(placed)
-    return out.view(batch, co, depth, height, width)
+    return _convolve(x, taps, bias, None)
 
 
 class KernelCache:
